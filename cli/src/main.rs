@@ -1,0 +1,200 @@
+//! The `keygate` command: run the API locally, create the table, make keys and admin tokens.
+
+use clap::{Parser, Subcommand};
+use keygate::api::App;
+use keygate::auth::hash_token;
+use keygate::config::Config;
+use keygate::signing::{decode_seed, generate_seed, TokenSigner};
+use keygate::store::{create_table, sdk_config, DynamoStore};
+use std::io::Read;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "keygate",
+    version,
+    about = "Keygate license server: local server and operations"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every route of the four functions on one port, against the configured table.
+    Serve {
+        #[arg(long, env = "KEYGATE_PORT", default_value_t = 3000)]
+        port: u16,
+        #[arg(long, env = "KEYGATE_BIND", default_value = "127.0.0.1")]
+        bind: String,
+    },
+    /// Manage the DynamoDB table.
+    Table {
+        #[command(subcommand)]
+        command: TableCommand,
+    },
+    /// Manage Ed25519 signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Make and hash vendor admin tokens.
+    AdminToken {
+        #[command(subcommand)]
+        command: AdminTokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TableCommand {
+    /// Create the table (with its lookup indexes and TTL) unless it exists.
+    Create {
+        #[arg(long, env = "KEYGATE_TABLE", default_value = keygate::config::DEFAULT_TABLE)]
+        table: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new signing key: the secret seed goes to --out (mode 0600) or stdout, the public
+    /// key and key id to stderr.
+    New {
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Print the public key and key id of the seed in KEYGATE_SIGNING_KEY.
+    Public,
+}
+
+#[derive(Subcommand)]
+enum AdminTokenCommand {
+    /// Print a new random admin token and, on stderr, the SHA-256 hash to configure.
+    New,
+    /// Read a token on stdin and print its SHA-256 hash (for KEYGATE_ADMIN_TOKEN_SHA256).
+    Hash,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    lambda_http::tracing::init_default_subscriber();
+    match run(Cli::parse().command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("keygate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Serve { port, bind } => serve(&bind, port).await,
+        Command::Table {
+            command: TableCommand::Create { table },
+        } => {
+            let client = aws_sdk_dynamodb_client().await;
+            let created = create_table(&client, &table)
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "table {table} {}",
+                if created { "created" } else { "exists already" }
+            );
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::New { out },
+        } => {
+            let seed = generate_seed().map_err(|e| e.to_string())?;
+            let signer = TokenSigner::new(decode_seed(&seed)?, &[])?;
+            match out {
+                Some(path) => write_secret(&path, &seed)?,
+                None => println!("{seed}"),
+            }
+            eprintln!(
+                "public key {} (kid {})",
+                signer.public_key_b64(),
+                signer.kid()
+            );
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Public,
+        } => {
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            config.require_signer().map_err(|e| e.to_string())?;
+            let signer = config.signer.as_ref().ok_or("no signing key")?;
+            println!("{} {}", signer.kid(), signer.public_key_b64());
+            Ok(())
+        }
+        Command::AdminToken {
+            command: AdminTokenCommand::New,
+        } => {
+            let token = generate_seed().map_err(|e| e.to_string())?;
+            println!("{token}");
+            eprintln!("KEYGATE_ADMIN_TOKEN_SHA256={}", hash_token(&token));
+            Ok(())
+        }
+        Command::AdminToken {
+            command: AdminTokenCommand::Hash,
+        } => {
+            let mut token = String::new();
+            std::io::stdin()
+                .read_to_string(&mut token)
+                .map_err(|e| e.to_string())?;
+            println!("{}", hash_token(token.trim_end_matches(['\r', '\n'])));
+            Ok(())
+        }
+    }
+}
+
+async fn aws_sdk_dynamodb_client() -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&sdk_config().await)
+}
+
+fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    writeln!(file, "{secret}").map_err(|e| e.to_string())
+}
+
+async fn serve(bind: &str, port: u16) -> Result<(), String> {
+    let config = Config::from_env().map_err(|e| e.to_string())?;
+    config.require_signer().map_err(|e| e.to_string())?;
+    if config.admin_tokens.is_empty() {
+        eprintln!(
+            "warning: KEYGATE_ADMIN_TOKEN_SHA256 is not set; every vendor route will answer 401"
+        );
+    }
+    let store = DynamoStore::from_config(&sdk_config().await, &config.table);
+    let app = Arc::new(App::new(store, config));
+    let listener = tokio::net::TcpListener::bind((bind, port))
+        .await
+        .map_err(|e| format!("cannot listen on {bind}:{port}: {e}"))?;
+    eprintln!(
+        "keygate serving on http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    keygate_cli::serve(listener, app, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

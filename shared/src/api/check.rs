@@ -1,0 +1,62 @@
+//! `POST /v1/check` and `GET /v1/check`: one read, a signed verdict, always 200 for a known key.
+
+use super::activate::license_not_found;
+use super::views::{sign_verdict, ClientLicense};
+use super::{store_error, App, Reply};
+use crate::error::ApiError;
+use crate::input::{HardwareId, LicenseKey, Nonce, Product};
+use crate::rules::{self, CheckCode};
+use crate::store::Store;
+use crate::time::Timestamp;
+use lambda_http::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    pub license_key: LicenseKey,
+    pub product: Product,
+    pub hardware_id: HardwareId,
+    #[serde(default)]
+    pub nonce: Option<Nonce>,
+}
+
+#[derive(Serialize)]
+struct Checked<'a> {
+    valid: bool,
+    code: CheckCode,
+    license: ClientLicense<'a>,
+    token: String,
+}
+
+pub(super) async fn check<S: Store>(
+    app: &App<S>,
+    request: CheckRequest,
+) -> Result<Reply, ApiError> {
+    let now = Timestamp::now();
+    let (license, device) = app
+        .store
+        .license_and_device(&request.license_key, &request.hardware_id)
+        .await
+        .map_err(store_error)?;
+    let license = license.ok_or_else(|| license_not_found(&request.license_key))?;
+    let code = rules::check(&license, &request.product, device.as_ref(), now);
+    let token = sign_verdict(
+        app,
+        &license,
+        &request.hardware_id,
+        device.as_ref(),
+        code,
+        request.nonce.as_ref(),
+        now,
+    )?;
+    Reply::json(
+        StatusCode::OK,
+        &Checked {
+            valid: code.is_valid(),
+            code,
+            license: ClientLicense::of(&license, now),
+            token,
+        },
+    )
+}

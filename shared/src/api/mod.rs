@@ -1,0 +1,423 @@
+//! The HTTP adapter shared by the four Lambda functions and `keygate serve`: routing, body and
+//! query parsing, and turning every outcome (including every error) into a JSON response.
+
+mod activate;
+mod check;
+mod deactivate;
+mod issue;
+mod views;
+
+pub use issue::IssueRequest;
+pub use views::{ClientLicense, TokenClaims};
+
+use crate::auth::AdminTokens;
+use crate::config::Config;
+use crate::error::{ApiError, ErrorCode};
+use crate::signing::TokenSigner;
+use crate::store::Store;
+use lambda_http::http::{header, Method, StatusCode};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Bodies above this are refused with 413 before parsing.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How many times a write is re-decided when a concurrent writer changed the license first.
+const MAX_WRITE_ATTEMPTS: u32 = 6;
+
+/// Everything a handler needs, built once per cold start.
+pub struct App<S> {
+    pub store: S,
+    pub signer: Option<TokenSigner>,
+    pub admin_tokens: AdminTokens,
+    pub issuer: String,
+}
+
+impl<S: Store> App<S> {
+    pub fn new(store: S, config: Config) -> Self {
+        Self {
+            store,
+            signer: config.signer,
+            admin_tokens: config.admin_tokens,
+            issuer: config.issuer,
+        }
+    }
+
+    fn signer(&self) -> Result<&TokenSigner, ApiError> {
+        self.signer
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("no signing key configured for a client route"))
+    }
+}
+
+/// The Lambda function that owns a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Issue,
+    Activate,
+    Check,
+    Deactivate,
+}
+
+impl Function {
+    pub const ALL: [Function; 4] = [
+        Function::Issue,
+        Function::Activate,
+        Function::Check,
+        Function::Deactivate,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Issue => "issue",
+            Function::Activate => "activate",
+            Function::Check => "check",
+            Function::Deactivate => "deactivate",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    CreateLicenses,
+    ShowLicense,
+    Activate,
+    CheckJson,
+    CheckQuery,
+    Jwks,
+    Deactivate,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub function: Function,
+    endpoint: Endpoint,
+}
+
+/// Every route of the API; `{name}` segments are path parameters.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: Method::POST,
+        path: "/v1/licenses",
+        function: Function::Issue,
+        endpoint: Endpoint::CreateLicenses,
+    },
+    Route {
+        method: Method::GET,
+        path: "/v1/licenses/{license_key}",
+        function: Function::Issue,
+        endpoint: Endpoint::ShowLicense,
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/activate",
+        function: Function::Activate,
+        endpoint: Endpoint::Activate,
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/check",
+        function: Function::Check,
+        endpoint: Endpoint::CheckJson,
+    },
+    Route {
+        method: Method::GET,
+        path: "/v1/check",
+        function: Function::Check,
+        endpoint: Endpoint::CheckQuery,
+    },
+    Route {
+        method: Method::GET,
+        path: "/.well-known/jwks.json",
+        function: Function::Check,
+        endpoint: Endpoint::Jwks,
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/deactivate",
+        function: Function::Deactivate,
+        endpoint: Endpoint::Deactivate,
+    },
+];
+
+/// A successful answer, before it becomes an HTTP response.
+pub(crate) struct Reply {
+    status: StatusCode,
+    body: String,
+}
+
+impl Reply {
+    pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Self, ApiError> {
+        let body = serde_json::to_string(value).map_err(ApiError::internal)?;
+        Ok(Self { status, body })
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(Body::Text(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Handles one request for the routes of `functions`. Never fails: every error is a JSON response.
+pub async fn handle<S: Store>(
+    app: &App<S>,
+    functions: &[Function],
+    request: Request,
+) -> Response<Body> {
+    let request_id = request_id(&request);
+    match dispatch(app, functions, &request).await {
+        Ok(reply) => json_response(reply.status, reply.body),
+        Err(err) => {
+            if err.status() >= 500 {
+                tracing::error!(%request_id, code = ?err.code, cause = err.cause.as_deref().unwrap_or(""), "request failed");
+            }
+            let status =
+                StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            json_response(status, err.body(&request_id))
+        }
+    }
+}
+
+fn request_id(request: &Request) -> String {
+    if let Some(context) = request.lambda_context_ref() {
+        return context.request_id.clone();
+    }
+    if let Some(lambda_http::request::RequestContext::ApiGatewayV2(context)) =
+        request.request_context_ref()
+    {
+        if let Some(id) = &context.request_id {
+            return id.clone();
+        }
+    }
+    crate::input::random_id("req").unwrap_or_else(|_| "req_unknown".into())
+}
+
+async fn dispatch<S: Store>(
+    app: &App<S>,
+    functions: &[Function],
+    request: &Request,
+) -> Result<Reply, ApiError> {
+    let path = request.uri().path();
+    let mut path_known = false;
+    for route in ROUTES.iter().filter(|r| functions.contains(&r.function)) {
+        let Some(params) = match_path(route.path, path) else {
+            continue;
+        };
+        path_known = true;
+        if route.method != request.method() {
+            continue;
+        }
+        if route.function == Function::Issue
+            && !app
+                .admin_tokens
+                .allows_header(header_str(request, header::AUTHORIZATION))
+        {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "a valid `Authorization: Bearer <admin token>` header is required",
+            ));
+        }
+        return match route.endpoint {
+            Endpoint::CreateLicenses => issue::create(app, parse_json(body(request)?)?).await,
+            Endpoint::ShowLicense => issue::show(app, &params[0]).await,
+            Endpoint::Activate => activate::activate(app, parse_json(body(request)?)?).await,
+            Endpoint::CheckJson => check::check(app, parse_json(body(request)?)?).await,
+            Endpoint::CheckQuery => check::check(app, parse_query(request.uri().query())?).await,
+            Endpoint::Jwks => Ok(Reply {
+                status: StatusCode::OK,
+                body: app.signer()?.jwks_json().to_string(),
+            }),
+            Endpoint::Deactivate => deactivate::deactivate(app, parse_json(body(request)?)?).await,
+        };
+    }
+    if path_known {
+        Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{} is not allowed on {path}", request.method()),
+        ))
+    } else {
+        Err(ApiError::new(
+            ErrorCode::RouteNotFound,
+            format!("no route {} {path}", request.method()),
+        ))
+    }
+}
+
+fn header_str(request: &Request, name: header::HeaderName) -> Option<&str> {
+    request.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Matches `/v1/licenses/{license_key}` against a path, returning the percent-decoded parameters.
+fn match_path(pattern: &str, path: &str) -> Option<Vec<String>> {
+    let mut params = Vec::new();
+    let mut pattern_segments = pattern.split('/');
+    let mut path_segments = path.split('/');
+    loop {
+        match (pattern_segments.next(), path_segments.next()) {
+            (None, None) => return Some(params),
+            (Some(p), Some(s)) if p.starts_with('{') => {
+                if s.is_empty() {
+                    return None;
+                }
+                params.push(
+                    percent_encoding::percent_decode_str(s)
+                        .decode_utf8()
+                        .ok()?
+                        .into_owned(),
+                );
+            }
+            (Some(p), Some(s)) if p == s => {}
+            _ => return None,
+        }
+    }
+}
+
+fn body(request: &Request) -> Result<&[u8], ApiError> {
+    let bytes: &[u8] = request.body().as_ref();
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "the body is {} bytes; the limit is {MAX_BODY_BYTES}",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Parses a JSON body into `T`, naming the field at fault when it does not fit.
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::new(
+                ErrorCode::MalformedJson,
+                "the body is empty; a JSON object is expected",
+            ))
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::MalformedJson,
+                "the body must be a JSON object",
+            ))
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(describe_json_error)?;
+    deserializer.end().map_err(|e| {
+        ApiError::new(
+            ErrorCode::MalformedJson,
+            format!("the body is not valid JSON: {}", without_position(&e)),
+        )
+    })?;
+    Ok(value)
+}
+
+/// Query parameters are read as a JSON object of strings and then parsed like a body, so both
+/// forms of a request give the same errors.
+fn parse_query<T: DeserializeOwned>(query: Option<&str>) -> Result<T, ApiError> {
+    let mut object = serde_json::Map::new();
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if object
+            .insert(
+                name.to_string(),
+                serde_json::Value::String(value.into_owned()),
+            )
+            .is_some()
+        {
+            return Err(ApiError::field(name, "is given more than once"));
+        }
+    }
+    serde_path_to_error::deserialize(serde_json::Value::Object(object)).map_err(describe_json_error)
+}
+
+fn without_position(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+fn describe_json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let message = without_position(err.inner());
+    if matches!(
+        err.inner().classify(),
+        serde_json::error::Category::Syntax
+            | serde_json::error::Category::Eof
+            | serde_json::error::Category::Io
+    ) {
+        return ApiError::new(
+            ErrorCode::MalformedJson,
+            format!("the body is not valid JSON: {message}"),
+        );
+    }
+    let path = err.path().to_string();
+    let path = if path == "." { String::new() } else { path };
+    // serde names a missing or unknown field only in its message, not in the path.
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| {
+            let rest = message.strip_prefix(prefix)?;
+            Some(rest[..rest.find('`')?].to_string())
+        });
+    let field = match named {
+        Some(name) if path.is_empty() => name,
+        Some(name) if path == name || path.ends_with(&format!(".{name}")) => path,
+        Some(name) => format!("{path}.{name}"),
+        None if path.is_empty() => {
+            return ApiError::new(
+                ErrorCode::MalformedJson,
+                format!("the body must be a JSON object: {message}"),
+            );
+        }
+        None => path,
+    };
+    let detail = if message.starts_with("missing field") {
+        "is required".to_string()
+    } else if message.starts_with("unknown field") {
+        "is not a known field".to_string()
+    } else {
+        message
+    };
+    ApiError::field(field, detail)
+}
+
+/// Refusal once a write was re-decided [`MAX_WRITE_ATTEMPTS`] times and concurrent writers won each race.
+pub(crate) fn concurrent_update() -> ApiError {
+    ApiError::new(
+        ErrorCode::ConcurrentUpdate,
+        "the license kept changing concurrently; retry the request",
+    )
+}
+
+/// A short, growing, jittered pause before re-reading after a lost race.
+pub(crate) async fn back_off(attempt: u32) {
+    let mut jitter = [0u8; 1];
+    let _ = getrandom::getrandom(&mut jitter);
+    let millis = (5u64 << attempt.min(5)) + (jitter[0] as u64 % 10);
+    tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+}
+
+pub(crate) fn store_error(err: crate::store::StoreError) -> ApiError {
+    match err {
+        crate::store::StoreError::Unavailable(cause) => ApiError {
+            code: ErrorCode::StoreUnavailable,
+            message: "the license store is unavailable; retry later (nothing was changed)".into(),
+            field: None,
+            cause: Some(cause),
+        },
+        crate::store::StoreError::Internal(cause) => ApiError::internal(cause),
+    }
+}
+
+#[cfg(test)]
+mod tests;

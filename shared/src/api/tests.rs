@@ -1,0 +1,439 @@
+//! Handler tests against the in-memory store: routing, refusals, and that bad input changes nothing.
+
+use super::*;
+use crate::auth::hash_token;
+use crate::store::MemoryStore;
+use lambda_http::http;
+use serde_json::{json, Value};
+
+const ADMIN: &str = "admin-secret";
+
+fn app() -> App<MemoryStore> {
+    App {
+        store: MemoryStore::new(),
+        signer: Some(TokenSigner::new([9; 32], &[]).unwrap()),
+        admin_tokens: AdminTokens::parse(&hash_token(ADMIN)).unwrap(),
+        issuer: "keygate-test".into(),
+    }
+}
+
+async fn call_raw(
+    app: &App<MemoryStore>,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+    admin: Option<&str>,
+) -> (u16, Value) {
+    let mut builder = http::Request::builder().method(method).uri(path);
+    if let Some(token) = admin {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    let request = builder.body(Body::from(body)).unwrap();
+    let response = handle(app, &Function::ALL, request).await;
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    (response.status().as_u16(), body)
+}
+
+async fn call(app: &App<MemoryStore>, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let admin = path.starts_with("/v1/licenses").then_some(ADMIN);
+    let bytes = if body.is_null() {
+        vec![]
+    } else {
+        body.to_string().into_bytes()
+    };
+    call_raw(app, method, path, bytes, admin).await
+}
+
+async fn issue(app: &App<MemoryStore>, extra: Value) -> String {
+    let mut body = json!({"product": "editor", "license_type": "perpetual", "max_activations": 2});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let (status, answer) = call(app, "POST", "/v1/licenses", body).await;
+    assert_eq!(status, 201, "{answer}");
+    answer["licenses"][0]["license_key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn device_body(key: &str, hwid: &str) -> Value {
+    json!({"license_key": key, "product": "editor", "hardware_id": hwid})
+}
+
+fn error_code(answer: &Value) -> &str {
+    answer["error"]["code"].as_str().unwrap_or_default()
+}
+
+async fn stored(app: &App<MemoryStore>, key: &str) -> Value {
+    let (status, answer) = call(app, "GET", &format!("/v1/licenses/{key}"), Value::Null).await;
+    assert_eq!(status, 200);
+    answer
+}
+
+#[tokio::test]
+async fn vendor_routes_need_a_configured_admin_token() {
+    let app = app();
+    let body =
+        json!({"product": "editor", "license_type": "perpetual", "max_activations": 1}).to_string();
+    for token in [None, Some("wrong")] {
+        let (status, answer) = call_raw(
+            &app,
+            "POST",
+            "/v1/licenses",
+            body.clone().into_bytes(),
+            token,
+        )
+        .await;
+        assert_eq!((status, error_code(&answer)), (401, "UNAUTHORIZED"));
+    }
+    assert_eq!(
+        app.store.round_trips(),
+        0,
+        "a refused request must not touch the store"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_issues_distinct_keys() {
+    let app = app();
+    let (status, answer) =
+        call(&app, "POST", "/v1/licenses", json!({"product": "editor", "license_type": "subscription", "max_activations": 1, "quantity": 5})).await;
+    assert_eq!(status, 201);
+    let keys: std::collections::HashSet<&str> = answer["licenses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["license_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 5);
+}
+
+#[tokio::test]
+async fn activation_is_idempotent_per_device_and_refused_beyond_the_seat_limit() {
+    let app = app();
+    let key = issue(&app, json!({})).await;
+    for hwid in ["pc-1", "pc-1", "pc-2"] {
+        let (status, answer) = call(&app, "POST", "/v1/activate", device_body(&key, hwid)).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer["token"].as_str().unwrap().split('.').count() == 3);
+    }
+    let (status, answer) = call(&app, "POST", "/v1/activate", device_body(&key, "pc-3")).await;
+    assert_eq!(
+        (status, error_code(&answer)),
+        (409, "ACTIVATION_LIMIT_REACHED")
+    );
+    let detail = stored(&app, &key).await;
+    assert_eq!(detail["license"]["times_activated"], 2);
+    assert_eq!(detail["usage"]["seats_used"], 2);
+    assert_eq!(detail["usage"]["seats_available"], 0);
+}
+
+#[tokio::test]
+async fn check_answers_every_verdict_with_200_and_unknown_keys_with_404() {
+    let app = app();
+    let key = issue(&app, json!({})).await;
+    call(&app, "POST", "/v1/activate", device_body(&key, "pc-1")).await;
+    let (status, answer) = call(&app, "POST", "/v1/check", device_body(&key, "pc-1")).await;
+    assert_eq!(
+        (status, answer["valid"].clone(), answer["code"].clone()),
+        (200, json!(true), json!("VALID"))
+    );
+    let (_, answer) = call(&app, "POST", "/v1/check", device_body(&key, "pc-9")).await;
+    assert_eq!(
+        (answer["valid"].clone(), answer["code"].clone()),
+        (json!(false), json!("DEVICE_NOT_ACTIVATED"))
+    );
+    let (_, answer) = call(
+        &app,
+        "POST",
+        "/v1/check",
+        json!({"license_key": key, "product": "other", "hardware_id": "pc-1"}),
+    )
+    .await;
+    assert_eq!(answer["code"], "PRODUCT_MISMATCH");
+    let (status, answer) = call(
+        &app,
+        "POST",
+        "/v1/check",
+        device_body("NOPE0-NOPE0", "pc-1"),
+    )
+    .await;
+    assert_eq!((status, error_code(&answer)), (404, "LICENSE_NOT_FOUND"));
+    let (status, answer) = call(
+        &app,
+        "GET",
+        &format!("/v1/check?license_key={key}&product=editor&hardware_id=pc-1&nonce=n1"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!((status, answer["code"].clone()), (200, json!("VALID")));
+}
+
+#[tokio::test]
+async fn deactivation_frees_the_seat_and_counts_a_transfer() {
+    let app = app();
+    let key = issue(&app, json!({"max_transfers": 1})).await;
+    call(&app, "POST", "/v1/activate", device_body(&key, "pc-1")).await;
+    let (status, answer) = call(&app, "POST", "/v1/deactivate", device_body(&key, "pc-1")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (
+            answer["license"]["times_activated"].clone(),
+            answer["license"]["transfer_count"].clone()
+        ),
+        (json!(0), json!(1))
+    );
+    let (status, answer) = call(&app, "POST", "/v1/deactivate", device_body(&key, "pc-1")).await;
+    assert_eq!((status, error_code(&answer)), (404, "DEVICE_NOT_FOUND"));
+    call(&app, "POST", "/v1/activate", device_body(&key, "pc-2")).await;
+    let (status, answer) = call(&app, "POST", "/v1/deactivate", device_body(&key, "pc-2")).await;
+    assert_eq!(
+        (status, error_code(&answer)),
+        (409, "TRANSFER_LIMIT_REACHED")
+    );
+}
+
+#[tokio::test]
+async fn each_operation_costs_the_spec_round_trips() {
+    let app = app();
+    let key = issue(&app, json!({})).await;
+    let mut before = app.store.round_trips();
+    let mut cost = |now: u64| {
+        let spent = now - before;
+        before = now;
+        spent
+    };
+    call(&app, "POST", "/v1/activate", device_body(&key, "pc-1")).await;
+    assert_eq!(
+        cost(app.store.round_trips()),
+        2,
+        "activate: one read, one transaction"
+    );
+    call(&app, "POST", "/v1/check", device_body(&key, "pc-1")).await;
+    assert_eq!(cost(app.store.round_trips()), 1, "check: one read");
+    call(&app, "POST", "/v1/deactivate", device_body(&key, "pc-1")).await;
+    assert_eq!(
+        cost(app.store.round_trips()),
+        2,
+        "deactivate: one read, one transaction"
+    );
+}
+
+#[allow(clippy::type_complexity)]
+#[tokio::test]
+async fn bad_input_is_refused_with_a_named_field_and_changes_nothing() {
+    let app = app();
+    let key = issue(&app, json!({})).await;
+    let long = "x".repeat(300);
+    let cases: Vec<(&str, Vec<u8>, u16, &str, Option<&str>)> = vec![
+        (
+            "/v1/activate",
+            b"{not json".to_vec(),
+            400,
+            "MALFORMED_JSON",
+            None,
+        ),
+        ("/v1/activate", b"".to_vec(), 400, "MALFORMED_JSON", None),
+        (
+            "/v1/activate",
+            b"[1,2]".to_vec(),
+            400,
+            "MALFORMED_JSON",
+            None,
+        ),
+        (
+            "/v1/activate",
+            json!({"license_key": key, "product": "editor"})
+                .to_string()
+                .into_bytes(),
+            400,
+            "INVALID_FIELD",
+            Some("hardware_id"),
+        ),
+        (
+            "/v1/activate",
+            json!({"license_key": key, "product": 5, "hardware_id": "a"})
+                .to_string()
+                .into_bytes(),
+            400,
+            "INVALID_FIELD",
+            Some("product"),
+        ),
+        (
+            "/v1/activate",
+            json!({"license_key": key, "product": "editor", "hardware_id": long})
+                .to_string()
+                .into_bytes(),
+            400,
+            "INVALID_FIELD",
+            Some("hardware_id"),
+        ),
+        (
+            "/v1/activate",
+            json!({"license_key": key, "product": "editor", "hardware_id": "a", "is_vm": "yes"})
+                .to_string()
+                .into_bytes(),
+            400,
+            "INVALID_FIELD",
+            Some("is_vm"),
+        ),
+        (
+            "/v1/activate",
+            json!({"license_key": key, "product": "editor", "hardware_id": "a", "colour": 1})
+                .to_string()
+                .into_bytes(),
+            400,
+            "INVALID_FIELD",
+            Some("colour"),
+        ),
+        (
+            "/v1/activate",
+            format!(
+                r#"{{"license_key":"{key}","product":"editor","hardware_id":"{}"}}"#,
+                "y".repeat(70_000)
+            )
+            .into_bytes(),
+            413,
+            "PAYLOAD_TOO_LARGE",
+            None,
+        ),
+        (
+            "/v1/check",
+            json!({"license_key": key, "product": "editor", "hardware_id": "a", "nonce": long})
+                .to_string()
+                .into_bytes(),
+            400,
+            "INVALID_FIELD",
+            Some("nonce"),
+        ),
+        (
+            "/v1/deactivate",
+            json!({"license_key": "bad key!", "product": "editor", "hardware_id": "a"})
+                .to_string()
+                .into_bytes(),
+            400,
+            "INVALID_FIELD",
+            Some("license_key"),
+        ),
+    ];
+    let before = stored(&app, &key).await;
+    for (path, body, status, code, field) in cases {
+        let (got, answer) = call_raw(&app, "POST", path, body, None).await;
+        assert_eq!(
+            (got, error_code(&answer)),
+            (status, code),
+            "{path}: {answer}"
+        );
+        assert_eq!(answer["error"]["field"].as_str(), field, "{answer}");
+        assert!(answer["error"]["request_id"].is_string());
+    }
+    assert_eq!(stored(&app, &key).await["license"], before["license"]);
+}
+
+#[tokio::test]
+async fn issue_refusals_name_the_field() {
+    let app = app();
+    let base = json!({"product": "editor", "license_type": "perpetual", "max_activations": 1});
+    let with = |extra: Value| {
+        let mut body = base.clone();
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let cases = [
+        (with(json!({"quantity": 0})), "quantity"),
+        (with(json!({"quantity": 1001})), "quantity"),
+        (with(json!({"max_activations": 0})), "max_activations"),
+        (with(json!({"max_activations": -1})), "max_activations"),
+        (with(json!({"license_type": "forever"})), "license_type"),
+        (
+            with(json!({"expiration": {"type": "days_after_creation", "days": 0}})),
+            "expiration.days",
+        ),
+        (
+            with(json!({"expiration": {"type": "on_date"}})),
+            "expiration",
+        ),
+        (
+            with(json!({"expiration": {"type": "never", "days": 3}})),
+            "expiration",
+        ),
+        (
+            with(json!({"expiration": {"type": "on_date", "date": "someday"}})),
+            "expiration.date",
+        ),
+        (
+            with(json!({"customer": {"email": "nope"}})),
+            "customer.email",
+        ),
+        (
+            with(json!({"features": [{"code": "a"}, {"code": "a"}]})),
+            "features",
+        ),
+        (
+            with(json!({"metadata": {"blob": "z".repeat(3000)}})),
+            "metadata",
+        ),
+        (
+            json!({"license_type": "perpetual", "max_activations": 1}),
+            "product",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = call(&app, "POST", "/v1/licenses", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
+    }
+    assert_eq!(app.store.round_trips(), 0);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_json_errors() {
+    let app = app();
+    let (status, answer) = call(&app, "GET", "/v2/nothing", Value::Null).await;
+    assert_eq!((status, error_code(&answer)), (404, "ROUTE_NOT_FOUND"));
+    let (status, answer) = call(&app, "DELETE", "/v1/check", Value::Null).await;
+    assert_eq!((status, error_code(&answer)), (405, "METHOD_NOT_ALLOWED"));
+}
+
+#[tokio::test]
+async fn a_function_serves_only_its_own_routes() {
+    let app = app();
+    let request = http::Request::builder()
+        .method("GET")
+        .uri("/.well-known/jwks.json")
+        .body(Body::Empty)
+        .unwrap();
+    assert_eq!(
+        handle(&app, &[Function::Check], request).await.status(),
+        200
+    );
+    let request = http::Request::builder()
+        .method("GET")
+        .uri("/.well-known/jwks.json")
+        .body(Body::Empty)
+        .unwrap();
+    assert_eq!(
+        handle(&app, &[Function::Activate], request).await.status(),
+        404
+    );
+}
+
+#[test]
+fn path_parameters_are_percent_decoded() {
+    assert_eq!(
+        match_path("/v1/licenses/{license_key}", "/v1/licenses/AB%2DCD"),
+        Some(vec!["AB-CD".to_string()])
+    );
+    assert_eq!(
+        match_path("/v1/licenses/{license_key}", "/v1/licenses/"),
+        None
+    );
+    assert_eq!(
+        match_path("/v1/licenses/{license_key}", "/v1/licenses/a/b"),
+        None
+    );
+}

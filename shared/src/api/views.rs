@@ -1,0 +1,230 @@
+//! What clients and vendors are shown of a license, and the claims signed into tokens.
+
+use super::App;
+use crate::error::ApiError;
+use crate::input::{HardwareId, LicenseKey, Nonce, Product};
+use crate::model::{Device, Feature, License, LicenseStatus, LicenseType};
+use crate::rules::{self, CheckCode, Standing, DEFAULT_VALIDATION_INTERVAL_DAYS};
+use crate::store::Store;
+use crate::time::Timestamp;
+use serde::Serialize;
+
+/// The client-facing license fields of a check answer (named as in seed 004 where it has them).
+#[derive(Debug, Serialize)]
+pub struct ClientLicense<'a> {
+    pub license_key: &'a LicenseKey,
+    pub product: &'a Product,
+    pub license_type: LicenseType,
+    pub status: LicenseStatus,
+    pub license_active: bool,
+    pub license_enabled: bool,
+    pub is_expired: bool,
+    pub is_trial: bool,
+    pub validity_period: Option<Timestamp>,
+    pub maintenance_period: Option<Timestamp>,
+    pub allow_grace_period: bool,
+    pub grace_period: u32,
+    pub max_activations: u32,
+    pub times_activated: u32,
+    pub allow_unlimited_activations: bool,
+    pub transfer_count: u32,
+    pub max_transfers: Option<u32>,
+    pub is_floating: bool,
+    pub floating_timeout: Option<u32>,
+    pub can_borrow: bool,
+    pub max_borrow_time: Option<u32>,
+    pub prevent_vm: bool,
+    pub product_features: &'a [Feature],
+    pub validation_interval_days: u32,
+    pub work_if_validation_blocked: bool,
+}
+
+impl<'a> ClientLicense<'a> {
+    pub fn of(license: &'a License, now: Timestamp) -> Self {
+        let standing = rules::standing(license, now);
+        Self {
+            license_key: &license.license_key,
+            product: &license.product,
+            license_type: license.license_type,
+            status: license.status,
+            license_active: matches!(standing, Standing::Active | Standing::GracePeriod),
+            license_enabled: license.status == LicenseStatus::Active,
+            is_expired: matches!(standing, Standing::Expired | Standing::GracePeriod),
+            is_trial: license.is_trial,
+            validity_period: rules::expires_at(license),
+            maintenance_period: license.maintenance_until,
+            allow_grace_period: license.grace_period_days > 0,
+            grace_period: license.grace_period_days,
+            max_activations: license.max_activations,
+            times_activated: license.times_activated,
+            allow_unlimited_activations: license.allow_unlimited_activations,
+            transfer_count: license.transfer_count,
+            max_transfers: license.max_transfers,
+            is_floating: license.is_floating,
+            floating_timeout: license.floating_timeout_minutes,
+            can_borrow: license.can_borrow,
+            max_borrow_time: license.max_borrow_hours,
+            prevent_vm: license.prevent_vm,
+            product_features: &license.features,
+            validation_interval_days: license
+                .validation_interval_days
+                .unwrap_or(DEFAULT_VALIDATION_INTERVAL_DAYS),
+            work_if_validation_blocked: license.work_if_validation_blocked,
+        }
+    }
+}
+
+/// The claims of a signed verdict. Times are Unix seconds, as in every JWT.
+#[derive(Debug, Serialize)]
+pub struct TokenClaims<'a> {
+    pub iss: &'a str,
+    pub sub: &'a str,
+    pub aud: &'a Product,
+    pub hwid: &'a HardwareId,
+    pub valid: bool,
+    pub code: CheckCode,
+    pub license_type: LicenseType,
+    pub status: LicenseStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license_expires_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grace_ends_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance_until: Option<i64>,
+    pub features: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<i64>,
+    pub work_if_validation_blocked: bool,
+    pub iat: i64,
+    pub exp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<&'a Nonce>,
+}
+
+/// Signs the verdict `code` about `hardware_id` on `license`.
+pub(crate) fn sign_verdict<S: Store>(
+    app: &App<S>,
+    license: &License,
+    hardware_id: &HardwareId,
+    device: Option<&Device>,
+    code: CheckCode,
+    nonce: Option<&Nonce>,
+    now: Timestamp,
+) -> Result<String, ApiError> {
+    let lease_end = device.and_then(|d| d.lease_expires_at);
+    let claims = TokenClaims {
+        iss: &app.issuer,
+        sub: &license.id,
+        aud: &license.product,
+        hwid: hardware_id,
+        valid: code.is_valid(),
+        code,
+        license_type: license.license_type,
+        status: license.status,
+        license_expires_at: rules::expires_at(license).map(Timestamp::unix),
+        grace_ends_at: rules::grace_ends_at(license)
+            .filter(|_| license.grace_period_days > 0)
+            .map(Timestamp::unix),
+        maintenance_until: license.maintenance_until.map(Timestamp::unix),
+        features: license.features.iter().map(|f| f.code.as_str()).collect(),
+        lease_expires_at: lease_end.map(Timestamp::unix),
+        work_if_validation_blocked: license.work_if_validation_blocked,
+        iat: now.unix(),
+        exp: rules::token_expires_at(license, code, lease_end, now).unix(),
+        nonce,
+    };
+    app.signer()?.sign(&claims).map_err(ApiError::internal)
+}
+
+/// How the seats in use compare with the seats bought (seed 001).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compliance {
+    Compliant,
+    OverDeployed,
+    UnderUtilized,
+}
+
+/// Over-deployed: more devices than seats (a vendor lowered the limit). Under-utilized: fewer than
+/// half of the seats in use. Unlimited licenses are always compliant.
+pub fn compliance(license: &License, seats_used: u32) -> Compliance {
+    if license.allow_unlimited_activations {
+        Compliance::Compliant
+    } else if seats_used > license.max_activations {
+        Compliance::OverDeployed
+    } else if seats_used * 2 < license.max_activations {
+        Compliance::UnderUtilized
+    } else {
+        Compliance::Compliant
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Usage {
+    pub seats_used: u32,
+    /// Absent for unlimited licenses.
+    pub seats_available: Option<u32>,
+    pub compliance: Compliance,
+}
+
+impl Usage {
+    pub fn of(license: &License, devices: &[Device]) -> Self {
+        let seats_used = devices.len() as u32;
+        Self {
+            seats_used,
+            seats_available: (!license.allow_unlimited_activations)
+                .then(|| license.max_activations.saturating_sub(seats_used)),
+            compliance: compliance(license, seats_used),
+        }
+    }
+}
+
+/// A license as the vendor sees it: every stored field, plus the derived expiry.
+#[derive(Debug, Serialize)]
+pub struct VendorLicense<'a> {
+    #[serde(flatten)]
+    pub license: &'a License,
+    pub expires_at: Option<Timestamp>,
+}
+
+impl<'a> VendorLicense<'a> {
+    pub fn of(license: &'a License) -> Self {
+        Self {
+            license,
+            expires_at: rules::expires_at(license),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::tests::{device, license};
+
+    #[test]
+    fn compliance_compares_seats_used_with_seats_bought() {
+        let four = License {
+            max_activations: 4,
+            ..license()
+        };
+        assert_eq!(compliance(&four, 1), Compliance::UnderUtilized);
+        assert_eq!(compliance(&four, 2), Compliance::Compliant);
+        assert_eq!(compliance(&four, 4), Compliance::Compliant);
+        assert_eq!(compliance(&four, 5), Compliance::OverDeployed);
+        let unlimited = License {
+            allow_unlimited_activations: true,
+            ..four
+        };
+        assert_eq!(compliance(&unlimited, 0), Compliance::Compliant);
+    }
+
+    #[test]
+    fn usage_counts_devices() {
+        let l = License {
+            max_activations: 3,
+            ..license()
+        };
+        let usage = Usage::of(&l, &[device("a", 0), device("b", 0)]);
+        assert_eq!((usage.seats_used, usage.seats_available), (2, Some(1)));
+    }
+}

@@ -1,0 +1,106 @@
+//! Vendor authentication: admin tokens are configured only as SHA-256 hashes and compared in
+//! constant time, so neither the configuration nor the timing reveals a token.
+
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
+
+#[derive(Clone, Default)]
+pub struct AdminTokens {
+    hashes: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for AdminTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AdminTokens({} configured)", self.hashes.len())
+    }
+}
+
+/// The hex SHA-256 of a token: what goes into `KEYGATE_ADMIN_TOKEN_SHA256`.
+pub fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl AdminTokens {
+    /// Comma-separated hex SHA-256 hashes; several allow rotating a token without downtime.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut hashes = Vec::new();
+        for text in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if text.len() != 64 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(
+                    "admin token hashes must be 64 hex characters (SHA-256), comma-separated"
+                        .into(),
+                );
+            }
+            let mut hash = [0u8; 32];
+            for (i, byte) in hash.iter_mut().enumerate() {
+                *byte =
+                    u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+            }
+            hashes.push(hash);
+        }
+        Ok(Self { hashes })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// True when `token` hashes to a configured hash. Every hash is compared, match or not.
+    pub fn allows(&self, token: &str) -> bool {
+        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut matched = Choice::from(0);
+        for hash in &self.hashes {
+            matched |= hash.ct_eq(&presented);
+        }
+        matched.into()
+    }
+
+    /// Checks an `Authorization: Bearer <token>` header value.
+    pub fn allows_header(&self, header: Option<&str>) -> bool {
+        let Some(value) = header else { return false };
+        let mut parts = value.trim().splitn(2, ' ');
+        match (parts.next(), parts.next()) {
+            (Some(scheme), Some(token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                self.allows(token.trim())
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_configured_tokens_pass() {
+        let tokens = AdminTokens::parse(&format!(
+            "{}, {}",
+            hash_token("first"),
+            hash_token("second")
+        ))
+        .unwrap();
+        assert!(tokens.allows("first") && tokens.allows("second"));
+        assert!(!tokens.allows("third") && !tokens.allows(""));
+        assert!(tokens.allows_header(Some("Bearer second")));
+        assert!(tokens.allows_header(Some("bearer first")));
+        assert!(!tokens.allows_header(Some("Basic first")));
+        assert!(!tokens.allows_header(Some("Bearer")));
+        assert!(!tokens.allows_header(None));
+    }
+
+    #[test]
+    fn no_configured_hash_means_no_access() {
+        let none = AdminTokens::parse("").unwrap();
+        assert!(none.is_empty() && !none.allows(""));
+    }
+
+    #[test]
+    fn malformed_hashes_are_refused() {
+        assert!(AdminTokens::parse("abc").is_err());
+        assert!(AdminTokens::parse(&"z".repeat(64)).is_err());
+    }
+}

@@ -1,0 +1,107 @@
+//! Configuration, only from the environment, read once at start-up. See the README's table.
+
+use crate::auth::AdminTokens;
+use crate::signing::{decode_seed, TokenSigner};
+
+pub const TABLE: &str = "KEYGATE_TABLE";
+pub const SIGNING_KEY: &str = "KEYGATE_SIGNING_KEY";
+pub const RETIRED_PUBLIC_KEYS: &str = "KEYGATE_RETIRED_PUBLIC_KEYS";
+pub const ADMIN_TOKEN_SHA256: &str = "KEYGATE_ADMIN_TOKEN_SHA256";
+pub const ISSUER: &str = "KEYGATE_ISSUER";
+
+pub const DEFAULT_TABLE: &str = "keygate";
+pub const DEFAULT_ISSUER: &str = "keygate";
+
+#[derive(Debug)]
+pub struct Config {
+    pub table: String,
+    pub issuer: String,
+    pub admin_tokens: AdminTokens,
+    /// Present when the function signs tokens (every client function; not the vendor API).
+    pub signer: Option<TokenSigner>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let admin_tokens = AdminTokens::parse(&lookup(ADMIN_TOKEN_SHA256).unwrap_or_default())
+            .map_err(|e| ConfigError(format!("{ADMIN_TOKEN_SHA256}: {e}")))?;
+        let signer = match lookup(SIGNING_KEY) {
+            Some(text) => {
+                let seed =
+                    decode_seed(&text).map_err(|e| ConfigError(format!("{SIGNING_KEY}: {e}")))?;
+                let retired: Vec<String> = lookup(RETIRED_PUBLIC_KEYS)
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::to_string)
+                    .collect();
+                Some(
+                    TokenSigner::new(seed, &retired)
+                        .map_err(|e| ConfigError(format!("{RETIRED_PUBLIC_KEYS}: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Self {
+            table: lookup(TABLE).unwrap_or_else(|| DEFAULT_TABLE.into()),
+            issuer: lookup(ISSUER).unwrap_or_else(|| DEFAULT_ISSUER.into()),
+            admin_tokens,
+            signer,
+        })
+    }
+
+    /// For the client functions, which cannot answer without signing.
+    pub fn require_signer(&self) -> Result<(), ConfigError> {
+        match self.signer {
+            Some(_) => Ok(()),
+            None => Err(ConfigError(format!(
+                "{SIGNING_KEY} is not set (make one with `keygate keys new`)"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_unset() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.table, "keygate");
+        assert!(c.signer.is_none() && c.admin_tokens.is_empty());
+        assert!(c.require_signer().is_err());
+    }
+
+    #[test]
+    fn a_bad_key_fails_at_start_up_naming_the_variable() {
+        let err = config(&[(SIGNING_KEY, "too-short")]).unwrap_err();
+        assert!(err.to_string().contains(SIGNING_KEY));
+        let err = config(&[(ADMIN_TOKEN_SHA256, "nothex")]).unwrap_err();
+        assert!(err.to_string().contains(ADMIN_TOKEN_SHA256));
+    }
+
+    #[test]
+    fn a_good_key_gives_a_signer() {
+        let seed = crate::signing::generate_seed().unwrap();
+        let c = config(&[(SIGNING_KEY, &seed), (TABLE, "t1")]).unwrap();
+        assert!(c.signer.is_some());
+        assert_eq!(c.table, "t1");
+    }
+}

@@ -1,0 +1,10 @@
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod input;
+pub mod model;
+pub mod rules;
+pub mod signing;
+pub mod store;
+pub mod time;

@@ -1,0 +1,197 @@
+//! The stored shapes: a license and the devices bound to it.
+
+use crate::input::{
+    CustomerName, DeviceName, Email, FeatureCode, HardwareId, LicenseKey, OrderId, Platform,
+    Product,
+};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LicenseType {
+    Perpetual,
+    Subscription,
+    TimeLimited,
+    Trial,
+    Consumption,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LicenseStatus {
+    Active,
+    Suspended,
+    Revoked,
+}
+
+impl LicenseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LicenseStatus::Active => "active",
+            LicenseStatus::Suspended => "suspended",
+            LicenseStatus::Revoked => "revoked",
+        }
+    }
+}
+
+/// When a license stops being valid (seed 002's expiration types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", try_from = "ExpirationFields")]
+pub enum Expiration {
+    Never,
+    OnDate { date: Timestamp },
+    DaysAfterActivation { days: u32 },
+    DaysAfterCreation { days: u32 },
+}
+
+impl Expiration {
+    pub const MAX_DAYS: u32 = 36_500;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ExpirationType {
+    Never,
+    OnDate,
+    DaysAfterActivation,
+    DaysAfterCreation,
+}
+
+/// The wire form `{type, date?, days?}`, read field by field so an error names `expiration.date`
+/// rather than the whole object (serde's internally tagged enums lose the inner path).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpirationFields {
+    #[serde(rename = "type")]
+    kind: ExpirationType,
+    #[serde(default)]
+    date: Option<Timestamp>,
+    #[serde(default)]
+    days: Option<u32>,
+}
+
+impl TryFrom<ExpirationFields> for Expiration {
+    type Error = String;
+
+    fn try_from(fields: ExpirationFields) -> Result<Self, String> {
+        match (fields.kind, fields.date, fields.days) {
+            (ExpirationType::Never, None, None) => Ok(Expiration::Never),
+            (ExpirationType::OnDate, Some(date), None) => Ok(Expiration::OnDate { date }),
+            (ExpirationType::DaysAfterActivation, None, Some(days)) => {
+                Ok(Expiration::DaysAfterActivation { days })
+            }
+            (ExpirationType::DaysAfterCreation, None, Some(days)) => {
+                Ok(Expiration::DaysAfterCreation { days })
+            }
+            (ExpirationType::Never, _, _) => {
+                Err("of type never takes neither `date` nor `days`".into())
+            }
+            (ExpirationType::OnDate, _, _) => {
+                Err("of type on_date needs `date` (and no `days`)".into())
+            }
+            (_, _, _) => Err("of type days_after_* needs `days` (and no `date`)".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Customer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<Email>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<CustomerName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<CustomerName>,
+}
+
+/// An entitlement to one feature of the product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feature {
+    pub code: FeatureCode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_date: Option<Timestamp>,
+}
+
+/// A license as stored. Absent options are left out of the item (not stored as NULL), so
+/// `attribute_not_exists` and `if_not_exists` in the store's expressions mean what they say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct License {
+    pub license_key: LicenseKey,
+    pub id: String,
+    pub product: Product,
+    pub license_type: LicenseType,
+    pub status: LicenseStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<Customer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<OrderId>,
+    pub max_activations: u32,
+    #[serde(default)]
+    pub allow_unlimited_activations: bool,
+    #[serde(default)]
+    pub times_activated: u32,
+    #[serde(default)]
+    pub transfer_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_transfers: Option<u32>,
+    pub expiration: Expiration,
+    #[serde(default)]
+    pub grace_period_days: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_until: Option<Timestamp>,
+    #[serde(default)]
+    pub is_floating: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floating_timeout_minutes: Option<u32>,
+    #[serde(default)]
+    pub can_borrow: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_borrow_hours: Option<u32>,
+    #[serde(default)]
+    pub prevent_vm: bool,
+    #[serde(default)]
+    pub freeze_days: u32,
+    #[serde(default)]
+    pub device_rotation: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_interval_days: Option<u32>,
+    #[serde(default)]
+    pub work_if_validation_blocked: bool,
+    #[serde(default)]
+    pub is_trial: bool,
+    #[serde(default)]
+    pub is_test: bool,
+    #[serde(default)]
+    pub features: Vec<Feature>,
+    #[serde(default)]
+    pub metadata: Metadata,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_activated_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activated_at: Option<Timestamp>,
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// A device bound to a license.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub hardware_id: HardwareId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<DeviceName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    #[serde(default)]
+    pub is_vm: bool,
+    pub activated_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<Timestamp>,
+}

@@ -1,0 +1,507 @@
+//! The DynamoDB store. One table: a license and its devices share the partition `L#<key>`
+//! (sort keys `L` and `D#<hardware_id>`), so a check reads both in one BatchGetItem and every
+//! seat change is one TransactWriteItems guarded by condition expressions.
+
+use super::{freeze_cutoff, ActivationWrite, DeactivationWrite, Store, StoreError, WriteError};
+use crate::input::{HardwareId, LicenseKey};
+use crate::model::{Device, License};
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, Delete, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem, Update,
+};
+use aws_sdk_dynamodb::Client;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+type Item = HashMap<String, AttributeValue>;
+
+const LICENSE_SK: &str = "L";
+const DEVICE_PREFIX: &str = "D#";
+pub const CUSTOMER_INDEX: &str = "GSI1";
+pub const ORDER_INDEX: &str = "GSI2";
+/// TransactWriteItems takes at most 100 items.
+const MAX_TRANSACTION_ITEMS: usize = 100;
+
+/// SDK configuration for Keygate: rustls with ring (no second TLS stack), and timeouts short
+/// enough that a slow store becomes a clean 503 well before a Lambda function's own timeout.
+/// The endpoint comes from the SDK's standard `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL`.
+pub async fn sdk_config() -> SdkConfig {
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_millis(1_000))
+        .operation_attempt_timeout(Duration::from_millis(1_500))
+        .operation_timeout(Duration::from_millis(4_000))
+        .build();
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client)
+        .timeout_config(timeouts)
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .load()
+        .await
+}
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    round_trips: AtomicU64,
+}
+
+fn license_pk(key: &LicenseKey) -> AttributeValue {
+    AttributeValue::S(format!("L#{key}"))
+}
+
+fn device_sk(hardware_id: &HardwareId) -> AttributeValue {
+    AttributeValue::S(format!("{DEVICE_PREFIX}{hardware_id}"))
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_string())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// Maps an SDK failure: no answer, throttling or a server fault is `Unavailable` (503, retry later);
+/// anything else is a bug or misconfiguration (500).
+fn classify<
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+>(
+    err: SdkError<E, R>,
+) -> StoreError {
+    let detail = DisplayErrorContext(&err).to_string();
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            StoreError::Unavailable(detail)
+        }
+        _ => match err.code() {
+            Some(
+                "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "InternalServerError"
+                | "ServiceUnavailable"
+                | "LimitExceededException",
+            ) => StoreError::Unavailable(detail),
+            _ => StoreError::Internal(detail),
+        },
+    }
+}
+
+fn transaction_error<R: std::fmt::Debug>(err: SdkError<TransactWriteItemsError, R>) -> WriteError {
+    if let SdkError::ServiceError(service) = &err {
+        match service.err() {
+            TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+                let codes: Vec<&str> = cancelled
+                    .cancellation_reasons()
+                    .iter()
+                    .filter_map(|r| r.code())
+                    .collect();
+                if codes
+                    .iter()
+                    .any(|c| matches!(*c, "ConditionalCheckFailed" | "TransactionConflict"))
+                {
+                    return WriteError::Conflict;
+                }
+                return WriteError::Store(StoreError::Unavailable(format!(
+                    "transaction cancelled: {codes:?}"
+                )));
+            }
+            TransactWriteItemsError::TransactionInProgressException(_) => {
+                return WriteError::Conflict
+            }
+            _ => {}
+        }
+    }
+    WriteError::Store(classify(err))
+}
+
+fn license_from(item: Item) -> Result<License, StoreError> {
+    serde_dynamo::from_item(item)
+        .map_err(|e| StoreError::Internal(format!("unreadable license item: {e}")))
+}
+
+fn device_from(item: Item) -> Result<Device, StoreError> {
+    serde_dynamo::from_item(item)
+        .map_err(|e| StoreError::Internal(format!("unreadable device item: {e}")))
+}
+
+fn license_item(license: &License) -> Result<Item, StoreError> {
+    let mut item: Item = serde_dynamo::to_item(license)
+        .map_err(|e| StoreError::Internal(format!("license not storable: {e}")))?;
+    item.insert("PK".into(), license_pk(&license.license_key));
+    item.insert("SK".into(), s(LICENSE_SK));
+    if let Some(email) = license.customer.as_ref().and_then(|c| c.email.as_ref()) {
+        item.insert(
+            "GSI1PK".into(),
+            AttributeValue::S(format!("C#{}", email.as_str())),
+        );
+    }
+    if let Some(order) = &license.order_id {
+        item.insert("GSI2PK".into(), AttributeValue::S(format!("O#{order}")));
+    }
+    Ok(item)
+}
+
+fn device_item(key: &LicenseKey, device: &Device) -> Result<Item, StoreError> {
+    let mut item: Item = serde_dynamo::to_item(device)
+        .map_err(|e| StoreError::Internal(format!("device not storable: {e}")))?;
+    item.insert("PK".into(), license_pk(key));
+    item.insert("SK".into(), device_sk(&device.hardware_id));
+    Ok(item)
+}
+
+fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError> {
+    result.map_err(|e| StoreError::Internal(format!("request not buildable: {e}")))
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            round_trips: AtomicU64::new(0),
+        }
+    }
+
+    pub fn from_config(config: &SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(Client::new(config), table)
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn count_round_trip(&self) {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn put_new_license(&self, license: &License) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(license_item(license)?))
+            .condition_expression("attribute_not_exists(PK)")
+            .build();
+        Ok(TransactWriteItem::builder().put(built(put)?).build())
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), WriteError> {
+        self.count_round_trip();
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+            .map_err(transaction_error)?;
+        Ok(())
+    }
+
+    /// Undo the chunks of a batch that were written before a later chunk failed.
+    async fn delete_licenses(&self, licenses: &[License]) {
+        for chunk in licenses.chunks(25) {
+            let deletes = chunk.iter().filter_map(|l| {
+                let delete = aws_sdk_dynamodb::types::DeleteRequest::builder()
+                    .key("PK", license_pk(&l.license_key))
+                    .key("SK", s(LICENSE_SK))
+                    .build()
+                    .ok()?;
+                Some(
+                    aws_sdk_dynamodb::types::WriteRequest::builder()
+                        .delete_request(delete)
+                        .build(),
+                )
+            });
+            self.count_round_trip();
+            let result = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, deletes.collect())
+                .send()
+                .await;
+            if let Err(err) = result {
+                tracing::error!(error = %DisplayErrorContext(&err), "could not undo a partly written license batch");
+            }
+        }
+    }
+}
+
+impl Store for DynamoStore {
+    async fn create_licenses(&self, licenses: &[License]) -> Result<(), WriteError> {
+        for (index, chunk) in licenses.chunks(MAX_TRANSACTION_ITEMS).enumerate() {
+            let items = chunk
+                .iter()
+                .map(|l| self.put_new_license(l))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Err(err) = self.transact(items).await {
+                self.delete_licenses(&licenses[..index * MAX_TRANSACTION_ITEMS])
+                    .await;
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    async fn license_and_device(
+        &self,
+        key: &LicenseKey,
+        hardware_id: &HardwareId,
+    ) -> Result<(Option<License>, Option<Device>), StoreError> {
+        let pk = license_pk(key);
+        let keys = KeysAndAttributes::builder()
+            .keys(HashMap::from([
+                ("PK".to_string(), pk.clone()),
+                ("SK".to_string(), s(LICENSE_SK)),
+            ]))
+            .keys(HashMap::from([
+                ("PK".to_string(), pk),
+                ("SK".to_string(), device_sk(hardware_id)),
+            ]))
+            .consistent_read(true);
+        let mut pending = Some(built(keys.build())?);
+        let (mut license, mut device) = (None, None);
+        while let Some(request) = pending.take() {
+            self.count_round_trip();
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(classify)?;
+            let items = output
+                .responses
+                .and_then(|mut r| r.remove(&self.table))
+                .unwrap_or_default();
+            for item in items {
+                match item.get("SK") {
+                    Some(AttributeValue::S(sk)) if sk == LICENSE_SK => {
+                        license = Some(license_from(item)?)
+                    }
+                    _ => device = Some(device_from(item)?),
+                }
+            }
+            // DynamoDB may leave keys unprocessed under load; ask again for just those.
+            pending = output
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .filter(|k| !k.keys.is_empty());
+        }
+        Ok((license, device))
+    }
+
+    async fn license_with_devices(
+        &self,
+        key: &LicenseKey,
+    ) -> Result<Option<(License, Vec<Device>)>, StoreError> {
+        let mut license = None;
+        let mut devices = Vec::new();
+        let mut start = None;
+        loop {
+            self.count_round_trip();
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("PK = :pk")
+                .expression_attribute_values(":pk", license_pk(key))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in output.items.unwrap_or_default() {
+                match item.get("SK") {
+                    Some(AttributeValue::S(sk)) if sk == LICENSE_SK => {
+                        license = Some(license_from(item)?)
+                    }
+                    Some(AttributeValue::S(sk)) if sk.starts_with(DEVICE_PREFIX) => {
+                        devices.push(device_from(item)?)
+                    }
+                    _ => {}
+                }
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(license.map(|l| (l, devices)))
+    }
+
+    async fn activate(&self, write: &ActivationWrite<'_>) -> Result<(), WriteError> {
+        let key = &write.license.license_key;
+        let mut conditions = vec!["attribute_exists(PK)", "#status = :active"];
+        let mut values: Item = HashMap::from([
+            (":active".into(), s("active")),
+            (":now".into(), s(&write.now.to_string())),
+            (":one".into(), n(1)),
+        ]);
+        let update_expression = if write.evict.is_some() {
+            "SET last_activated_at = :now, first_activated_at = if_not_exists(first_activated_at, :now), version = version + :one"
+        } else {
+            conditions
+                .push("(times_activated < max_activations OR allow_unlimited_activations = :true)");
+            values.insert(":true".into(), AttributeValue::Bool(true));
+            "SET times_activated = times_activated + :one, last_activated_at = :now, \
+             first_activated_at = if_not_exists(first_activated_at, :now), version = version + :one"
+        };
+        if let Some(cutoff) = freeze_cutoff(write.license, write.now) {
+            conditions.push(
+                "(attribute_not_exists(last_activated_at) OR last_activated_at <= :freeze_cutoff)",
+            );
+            values.insert(":freeze_cutoff".into(), s(&cutoff.to_string()));
+        }
+        let license_update = Update::builder()
+            .table_name(&self.table)
+            .key("PK", license_pk(key))
+            .key("SK", s(LICENSE_SK))
+            .update_expression(update_expression)
+            .condition_expression(conditions.join(" AND "))
+            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_values(Some(values))
+            .build();
+        let device_put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(device_item(key, write.device)?))
+            .condition_expression("attribute_not_exists(SK)")
+            .build();
+        let mut items = vec![
+            TransactWriteItem::builder()
+                .update(built(license_update)?)
+                .build(),
+            TransactWriteItem::builder().put(built(device_put)?).build(),
+        ];
+        if let Some(evicted) = write.evict {
+            let delete = Delete::builder()
+                .table_name(&self.table)
+                .key("PK", license_pk(key))
+                .key("SK", device_sk(evicted))
+                .condition_expression("attribute_exists(SK)")
+                .build();
+            items.push(TransactWriteItem::builder().delete(built(delete)?).build());
+        }
+        self.transact(items).await
+    }
+
+    async fn deactivate(&self, write: &DeactivationWrite<'_>) -> Result<(), WriteError> {
+        let key = write.license_key;
+        let values: Item = HashMap::from([(":one".into(), n(1)), (":zero".into(), n(0))]);
+        let (update_expression, condition) = if write.count_transfer {
+            (
+                "SET times_activated = times_activated - :one, transfer_count = transfer_count + :one, version = version + :one",
+                "times_activated > :zero AND (attribute_not_exists(max_transfers) OR transfer_count < max_transfers)",
+            )
+        } else {
+            (
+                "SET times_activated = times_activated - :one, version = version + :one",
+                "times_activated > :zero",
+            )
+        };
+        let license_update = Update::builder()
+            .table_name(&self.table)
+            .key("PK", license_pk(key))
+            .key("SK", s(LICENSE_SK))
+            .update_expression(update_expression)
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values))
+            .build();
+        let device_delete = Delete::builder()
+            .table_name(&self.table)
+            .key("PK", license_pk(key))
+            .key("SK", device_sk(write.hardware_id))
+            .condition_expression("attribute_exists(SK)")
+            .build();
+        self.transact(vec![
+            TransactWriteItem::builder()
+                .delete(built(device_delete)?)
+                .build(),
+            TransactWriteItem::builder()
+                .update(built(license_update)?)
+                .build(),
+        ])
+        .await
+    }
+
+    fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+}
+
+/// Create the table with its two lookup indexes (customer e-mail, order id) and TTL on `ttl`.
+/// Returns false, changing nothing, when the table exists already.
+pub async fn create_table(client: &Client, table: &str) -> Result<bool, StoreError> {
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+    };
+    let key = |name: &str, key_type: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(key_type)
+            .build()
+    };
+    let index = |name: &str, partition: &str| {
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .key_schema(built(key(partition, KeyType::Hash))?)
+            .key_schema(built(key("created_at", KeyType::Range))?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))
+    };
+    let created = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(built(attribute("PK"))?)
+        .attribute_definitions(built(attribute("SK"))?)
+        .attribute_definitions(built(attribute("GSI1PK"))?)
+        .attribute_definitions(built(attribute("GSI2PK"))?)
+        .attribute_definitions(built(attribute("created_at"))?)
+        .key_schema(built(key("PK", KeyType::Hash))?)
+        .key_schema(built(key("SK", KeyType::Range))?)
+        .global_secondary_indexes(index(CUSTOMER_INDEX, "GSI1PK")?)
+        .global_secondary_indexes(index(ORDER_INDEX, "GSI2PK")?)
+        .send()
+        .await;
+    match created {
+        Err(err) if err.code() == Some("ResourceInUseException") => return Ok(false),
+        other => other.map_err(classify)?,
+    };
+    let ttl = built(
+        TimeToLiveSpecification::builder()
+            .attribute_name("ttl")
+            .enabled(true)
+            .build(),
+    )?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(ttl)
+        .send()
+        .await
+        .map_err(classify)?;
+    Ok(true)
+}

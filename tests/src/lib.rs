@@ -1,0 +1,151 @@
+//! Test harness: each test gets its own table on the DynamoDB Local that `make test` started
+//! (`AWS_ENDPOINT_URL_DYNAMODB`), a fresh signing key and admin token, and `keygate serve`'s
+//! server on a free loopback port, talked to over real HTTP.
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use keygate::api::App;
+use keygate::auth::hash_token;
+use keygate::config::Config;
+use keygate::input::random_id;
+use keygate::signing::generate_seed;
+use keygate::store::{create_table, sdk_config, DynamoStore, Store};
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+pub struct TestApp {
+    pub base_url: String,
+    pub admin_token: String,
+    pub app: Arc<App<DynamoStore>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    _shutdown: oneshot::Sender<()>,
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or_default()
+    }
+}
+
+fn require_dynamodb_local() {
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_ok(),
+        "integration tests need DynamoDB Local: run them with `make test` (or scripts/with-dynamodb-local.sh cargo test -p keygate-tests)"
+    );
+}
+
+/// A store on a fresh, uniquely named table.
+pub async fn fresh_store() -> DynamoStore {
+    require_dynamodb_local();
+    let table = random_id("kg").unwrap();
+    let store = DynamoStore::from_config(&sdk_config().await, &table);
+    assert!(create_table(store.client(), &table).await.unwrap());
+    store
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(fresh_store().await).await
+    }
+
+    pub async fn spawn_with(store: DynamoStore) -> Self {
+        let admin_token = generate_seed().unwrap();
+        let seed = generate_seed().unwrap();
+        let hash = hash_token(&admin_token);
+        let config = Config::from_lookup(|name| match name {
+            keygate::config::SIGNING_KEY => Some(seed.clone()),
+            keygate::config::ADMIN_TOKEN_SHA256 => Some(hash.clone()),
+            _ => None,
+        })
+        .unwrap();
+        let app = Arc::new(App::new(store, config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let (shutdown, stop) = oneshot::channel::<()>();
+        tokio::spawn(keygate_cli::serve(listener, app.clone(), async {
+            let _ = stop.await;
+        }));
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Self {
+            base_url,
+            admin_token,
+            app,
+            client,
+            _shutdown: shutdown,
+        }
+    }
+
+    pub fn round_trips(&self) -> u64 {
+        self.app.store.round_trips()
+    }
+
+    pub async fn request(&self, method: &str, path: &str, body: Vec<u8>, admin: bool) -> Answer {
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base_url));
+        if admin {
+            builder = builder.header("authorization", format!("Bearer {}", self.admin_token));
+        }
+        let response = self
+            .client
+            .request(builder.body(Full::new(Bytes::from(body))).unwrap())
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
+        Answer { status, body }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Answer {
+        self.request("POST", path, body.to_string().into_bytes(), false)
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, vec![], false).await
+    }
+
+    pub async fn admin_post(&self, path: &str, body: &Value) -> Answer {
+        self.request("POST", path, body.to_string().into_bytes(), true)
+            .await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Answer {
+        self.request("GET", path, vec![], true).await
+    }
+
+    /// Issues one license with `terms` added to a perpetual 'editor' license; returns its key.
+    pub async fn issue(&self, terms: Value) -> String {
+        let mut body = serde_json::json!({"product": "editor", "license_type": "perpetual", "max_activations": 3});
+        body.as_object_mut()
+            .unwrap()
+            .extend(terms.as_object().cloned().unwrap_or_default());
+        let answer = self.admin_post("/v1/licenses", &body).await;
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        answer.body["licenses"][0]["license_key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The license as stored, with its devices and usage (the vendor view).
+    pub async fn stored(&self, key: &str) -> Value {
+        let answer = self.admin_get(&format!("/v1/licenses/{key}")).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.body
+    }
+}
+
+pub fn device(key: &str, hardware_id: &str) -> Value {
+    serde_json::json!({"license_key": key, "product": "editor", "hardware_id": hardware_id})
+}
