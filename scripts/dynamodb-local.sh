@@ -28,7 +28,9 @@ start_dynamodb_local() {
         echo "port $port is already in use; set DYNAMODB_LOCAL_PORT to a free port" >&2
         return 1
     fi
-    java -Djava.library.path="${dir}DynamoDBLocal_lib" -jar "${dir}DynamoDBLocal.jar" -inMemory -port "$port" >"$log" 2>&1 &
+    dir=$(cd "$dir" && pwd)/
+    # It writes a metadata file into its working directory: keep that beside its log.
+    (cd "$(dirname "$log")" && exec java -Djava.library.path="${dir}DynamoDBLocal_lib" -jar "${dir}DynamoDBLocal.jar" -inMemory -port "$port") >"$log" 2>&1 &
     DYNAMODB_PID=$!
     for _ in $(seq 1 150); do
         if port_open "$port"; then
