@@ -24,17 +24,12 @@ async fn respond<S: Store>(app: &App<S>, request: hyper::Request<Incoming>) -> L
     let (parts, body) = request.into_parts();
     let response = match Limited::new(body, READ_LIMIT).collect().await {
         Ok(collected) => {
-            let request = lambda_http::Request::from_parts(
-                parts,
-                lambda_http::Body::from(collected.to_bytes().to_vec()),
-            );
+            let request =
+                lambda_http::Request::from_parts(parts, lambda_http::Body::from(collected.to_bytes().to_vec()));
             handle(app, &Function::ALL, request).await
         }
         Err(_) => {
-            let err = ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                format!("the body exceeds {READ_LIMIT} bytes"),
-            );
+            let err = ApiError::new(ErrorCode::PayloadTooLarge, format!("the body exceeds {READ_LIMIT} bytes"));
             let body = lambda_http::Body::Text(err.body("local"));
             let mut response = lambda_http::Response::new(body);
             *response.status_mut() = hyper::StatusCode::PAYLOAD_TOO_LARGE;
@@ -63,10 +58,7 @@ pub async fn serve<S: Store>(
                 let app = app.clone();
                 async move { Ok::<_, Infallible>(respond(&app, request).await) }
             });
-            if let Err(err) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            if let Err(err) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
         });

@@ -11,11 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(
-    name = "keygate",
-    version,
-    about = "Keygate license server: local server and operations"
-)]
+#[command(name = "keygate", version, about = "Keygate license server: local server and operations")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -91,59 +87,38 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Serve { port, bind } => serve(&bind, port).await,
-        Command::Table {
-            command: TableCommand::Create { table },
-        } => {
+        Command::Table { command: TableCommand::Create { table } } => {
             let client = aws_sdk_dynamodb_client().await;
-            let created = create_table(&client, &table)
-                .await
-                .map_err(|e| e.to_string())?;
-            eprintln!(
-                "table {table} {}",
-                if created { "created" } else { "exists already" }
-            );
+            let created = create_table(&client, &table).await.map_err(|e| e.to_string())?;
+            eprintln!("table {table} {}", if created { "created" } else { "exists already" });
             Ok(())
         }
-        Command::Keys {
-            command: KeysCommand::New { out },
-        } => {
+        Command::Keys { command: KeysCommand::New { out } } => {
             let seed = generate_seed().map_err(|e| e.to_string())?;
             let signer = TokenSigner::new(decode_seed(&seed)?, &[])?;
             match out {
                 Some(path) => write_secret(&path, &seed)?,
                 None => println!("{seed}"),
             }
-            eprintln!(
-                "public key {} (kid {})",
-                signer.public_key_b64(),
-                signer.kid()
-            );
+            eprintln!("public key {} (kid {})", signer.public_key_b64(), signer.kid());
             Ok(())
         }
-        Command::Keys {
-            command: KeysCommand::Public,
-        } => {
+        Command::Keys { command: KeysCommand::Public } => {
             let config = Config::from_env().map_err(|e| e.to_string())?;
             config.require_signer().map_err(|e| e.to_string())?;
             let signer = config.signer.as_ref().ok_or("no signing key")?;
             println!("{} {}", signer.kid(), signer.public_key_b64());
             Ok(())
         }
-        Command::AdminToken {
-            command: AdminTokenCommand::New,
-        } => {
+        Command::AdminToken { command: AdminTokenCommand::New } => {
             let token = generate_seed().map_err(|e| e.to_string())?;
             println!("{token}");
             eprintln!("KEYGATE_ADMIN_TOKEN_SHA256={}", hash_token(&token));
             Ok(())
         }
-        Command::AdminToken {
-            command: AdminTokenCommand::Hash,
-        } => {
+        Command::AdminToken { command: AdminTokenCommand::Hash } => {
             let mut token = String::new();
-            std::io::stdin()
-                .read_to_string(&mut token)
-                .map_err(|e| e.to_string())?;
+            std::io::stdin().read_to_string(&mut token).map_err(|e| e.to_string())?;
             println!("{}", hash_token(token.trim_end_matches(['\r', '\n'])));
             Ok(())
         }
@@ -170,22 +145,15 @@ async fn serve(bind: &str, port: u16) -> Result<(), String> {
     let config = Config::from_env().map_err(|e| e.to_string())?;
     config.require_signer().map_err(|e| e.to_string())?;
     if config.admin_tokens.is_empty() {
-        eprintln!(
-            "warning: KEYGATE_ADMIN_TOKEN_SHA256 is not set; every vendor route will answer 401"
-        );
+        eprintln!("warning: KEYGATE_ADMIN_TOKEN_SHA256 is not set; every vendor route will answer 401");
     }
     let store = DynamoStore::from_config(&sdk_config().await, &config.table);
     let app = Arc::new(App::new(store, config));
     let listener = tokio::net::TcpListener::bind((bind, port))
         .await
         .map_err(|e| format!("cannot listen on {bind}:{port}: {e}"))?;
-    eprintln!(
-        "keygate serving on http://{}",
-        listener.local_addr().map_err(|e| e.to_string())?
-    );
-    keygate_cli::serve(listener, app, shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    eprintln!("keygate serving on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+    keygate_cli::serve(listener, app, shutdown_signal()).await.map_err(|e| e.to_string())
 }
 
 async fn shutdown_signal() {

@@ -17,10 +17,7 @@ impl std::fmt::Debug for AdminTokens {
 
 /// The hex SHA-256 of a token: what goes into `KEYGATE_ADMIN_TOKEN_SHA256`.
 pub fn hash_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl AdminTokens {
@@ -29,15 +26,11 @@ impl AdminTokens {
         let mut hashes = Vec::new();
         for text in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             if text.len() != 64 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(
-                    "admin token hashes must be 64 hex characters (SHA-256), comma-separated"
-                        .into(),
-                );
+                return Err("admin token hashes must be 64 hex characters (SHA-256), comma-separated".into());
             }
             let mut hash = [0u8; 32];
             for (i, byte) in hash.iter_mut().enumerate() {
-                *byte =
-                    u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+                *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
             }
             hashes.push(hash);
         }
@@ -63,9 +56,7 @@ impl AdminTokens {
         let Some(value) = header else { return false };
         let mut parts = value.trim().splitn(2, ' ');
         match (parts.next(), parts.next()) {
-            (Some(scheme), Some(token)) if scheme.eq_ignore_ascii_case("bearer") => {
-                self.allows(token.trim())
-            }
+            (Some(scheme), Some(token)) if scheme.eq_ignore_ascii_case("bearer") => self.allows(token.trim()),
             _ => false,
         }
     }
@@ -77,12 +68,7 @@ mod tests {
 
     #[test]
     fn only_configured_tokens_pass() {
-        let tokens = AdminTokens::parse(&format!(
-            "{}, {}",
-            hash_token("first"),
-            hash_token("second")
-        ))
-        .unwrap();
+        let tokens = AdminTokens::parse(&format!("{}, {}", hash_token("first"), hash_token("second"))).unwrap();
         assert!(tokens.allows("first") && tokens.allows("second"));
         assert!(!tokens.allows("third") && !tokens.allows(""));
         assert!(tokens.allows_header(Some("Bearer second")));

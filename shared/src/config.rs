@@ -35,17 +35,10 @@ impl Config {
             .map_err(|e| ConfigError(format!("{ADMIN_TOKEN_SHA256}: {e}")))?;
         let signer = match lookup(SIGNING_KEY) {
             Some(text) => {
-                let seed =
-                    decode_seed(&text).map_err(|e| ConfigError(format!("{SIGNING_KEY}: {e}")))?;
-                let retired: Vec<String> = lookup(RETIRED_PUBLIC_KEYS)
-                    .unwrap_or_default()
-                    .split(',')
-                    .map(str::to_string)
-                    .collect();
-                Some(
-                    TokenSigner::new(seed, &retired)
-                        .map_err(|e| ConfigError(format!("{RETIRED_PUBLIC_KEYS}: {e}")))?,
-                )
+                let seed = decode_seed(&text).map_err(|e| ConfigError(format!("{SIGNING_KEY}: {e}")))?;
+                let retired: Vec<String> =
+                    lookup(RETIRED_PUBLIC_KEYS).unwrap_or_default().split(',').map(str::to_string).collect();
+                Some(TokenSigner::new(seed, &retired).map_err(|e| ConfigError(format!("{RETIRED_PUBLIC_KEYS}: {e}")))?)
             }
             None => None,
         };
@@ -61,9 +54,7 @@ impl Config {
     pub fn require_signer(&self) -> Result<(), ConfigError> {
         match self.signer {
             Some(_) => Ok(()),
-            None => Err(ConfigError(format!(
-                "{SIGNING_KEY} is not set (make one with `keygate keys new`)"
-            ))),
+            None => Err(ConfigError(format!("{SIGNING_KEY} is not set (make one with `keygate keys new`)"))),
         }
     }
 }
@@ -74,10 +65,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| vars.get(name).cloned())
     }
 

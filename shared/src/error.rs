@@ -23,12 +23,14 @@ pub enum ErrorCode {
     LicenseFrozen,
     TransferLimitReached,
     ConcurrentUpdate,
+    VersionConflict,
+    IdempotencyKeyReused,
     StoreUnavailable,
     InternalError,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::PayloadTooLarge,
@@ -46,6 +48,8 @@ impl ErrorCode {
         ErrorCode::LicenseFrozen,
         ErrorCode::TransferLimitReached,
         ErrorCode::ConcurrentUpdate,
+        ErrorCode::VersionConflict,
+        ErrorCode::IdempotencyKeyReused,
         ErrorCode::StoreUnavailable,
         ErrorCode::InternalError,
     ];
@@ -55,12 +59,15 @@ impl ErrorCode {
         match self {
             MalformedJson | InvalidField => 400,
             Unauthorized => 401,
-            ProductMismatch | LicenseSuspended | LicenseRevoked | LicenseExpired | VmNotAllowed => {
-                403
-            }
+            ProductMismatch | LicenseSuspended | LicenseRevoked | LicenseExpired | VmNotAllowed => 403,
             LicenseNotFound | DeviceNotFound | RouteNotFound => 404,
             MethodNotAllowed => 405,
-            ActivationLimitReached | LicenseFrozen | TransferLimitReached | ConcurrentUpdate => 409,
+            ActivationLimitReached
+            | LicenseFrozen
+            | TransferLimitReached
+            | ConcurrentUpdate
+            | VersionConflict
+            | IdempotencyKeyReused => 409,
             PayloadTooLarge => 413,
             InternalError => 500,
             StoreUnavailable => 503,
@@ -81,23 +88,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            field: None,
-            cause: None,
-        }
+        Self { code, message: message.into(), field: None, cause: None }
     }
 
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         let field = field.into();
         let message = format!("`{field}` {}", message.into());
-        Self {
-            code: ErrorCode::InvalidField,
-            message,
-            field: Some(field),
-            cause: None,
-        }
+        Self { code: ErrorCode::InvalidField, message, field: Some(field), cause: None }
     }
 
     pub fn internal(cause: impl fmt::Display) -> Self {
@@ -140,16 +137,10 @@ impl ApiError {
     /// `{"error": {"code", "message", "field"?, "request_id"}}`
     pub fn body(&self, request_id: &str) -> String {
         let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: &self.message,
-                field: self.field.as_deref(),
-                request_id,
-            },
+            error: ErrorDetail { code: self.code, message: &self.message, field: self.field.as_deref(), request_id },
         };
-        serde_json::to_string(&body).unwrap_or_else(|_| {
-            r#"{"error":{"code":"INTERNAL_ERROR","message":"internal error"}}"#.into()
-        })
+        serde_json::to_string(&body)
+            .unwrap_or_else(|_| r#"{"error":{"code":"INTERNAL_ERROR","message":"internal error"}}"#.into())
     }
 }
 
@@ -164,10 +155,7 @@ mod tests {
             assert!((400..600).contains(&status));
             let name = serde_json::to_value(code).unwrap();
             let name = name.as_str().unwrap();
-            assert!(
-                name.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
-                "{name}"
-            );
+            assert!(name.chars().all(|c| c.is_ascii_uppercase() || c == '_'), "{name}");
         }
         assert_eq!(ErrorCode::ActivationLimitReached.status(), 409);
         assert_eq!(ErrorCode::StoreUnavailable.status(), 503);

@@ -36,11 +36,7 @@ impl Charset {
 fn check_text(value: &str, min: usize, max: usize, charset: Charset) -> Result<(), String> {
     let length = value.chars().count();
     if length < min {
-        return Err(if min == 1 {
-            "must not be empty".into()
-        } else {
-            format!("must be at least {min} characters")
-        });
+        return Err(if min == 1 { "must not be empty".into() } else { format!("must be at least {min} characters") });
     }
     if length > max {
         return Err(format!("must be at most {max} characters (got {length})"));
@@ -110,6 +106,10 @@ text_type!(Platform, 0, 64, Charset::Text);
 text_type!(OrderId, 1, 128, Charset::Token);
 text_type!(CustomerName, 0, 256, Charset::Text);
 text_type!(FeatureCode, 1, 64, Charset::Identifier);
+text_type!(
+    /// The vendor's `Idempotency-Key` header: a retried issue with the same key returns the first answer.
+    IdempotencyKey, 1, 255, Charset::Token
+);
 
 /// A customer's e-mail address, kept as given but compared lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -121,9 +121,7 @@ impl Email {
         let value: String = value.into();
         check_text(&value, 3, 254, Charset::Token)?;
         match value.split_once('@') {
-            Some((local, domain))
-                if !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
-            {
+            Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@') => {
                 Ok(Self(value.to_lowercase()))
             }
             _ => Err("must be an e-mail address".into()),
@@ -187,15 +185,9 @@ impl LicenseKey {
             return Err("must not be empty".into());
         }
         if trimmed.len() > 64 {
-            return Err(format!(
-                "must be at most 64 characters (got {})",
-                trimmed.chars().count()
-            ));
+            return Err(format!("must be at most 64 characters (got {})", trimmed.chars().count()));
         }
-        if !trimmed
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
+        if !trimmed.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err("may contain only letters, digits and '-'".into());
         }
         Ok(Self(trimmed.to_ascii_uppercase()))
@@ -249,27 +241,18 @@ mod tests {
         let groups: Vec<&str> = key.as_str().split('-').collect();
         assert_eq!(groups.len(), 5);
         assert!(groups.iter().all(|g| g.len() == 5));
-        assert!(key
-            .as_str()
-            .chars()
-            .filter(|c| *c != '-')
-            .all(|c| KEY_ALPHABET.contains(&(c as u8))));
+        assert!(key.as_str().chars().filter(|c| *c != '-').all(|c| KEY_ALPHABET.contains(&(c as u8))));
     }
 
     #[test]
     fn generated_keys_do_not_repeat() {
-        let keys: HashSet<LicenseKey> = (0..10_000)
-            .map(|_| LicenseKey::generate().unwrap())
-            .collect();
+        let keys: HashSet<LicenseKey> = (0..10_000).map(|_| LicenseKey::generate().unwrap()).collect();
         assert_eq!(keys.len(), 10_000);
     }
 
     #[test]
     fn license_keys_match_case_insensitively_and_refuse_junk() {
-        assert_eq!(
-            LicenseKey::parse(" abcde-12345 ").unwrap().as_str(),
-            "ABCDE-12345"
-        );
+        assert_eq!(LicenseKey::parse(" abcde-12345 ").unwrap().as_str(), "ABCDE-12345");
         assert!(LicenseKey::parse("").is_err());
         assert!(LicenseKey::parse("ab cd").is_err());
         assert!(LicenseKey::parse("A".repeat(65)).is_err());
@@ -279,12 +262,8 @@ mod tests {
     fn text_fields_enforce_length_and_charset() {
         assert!(Product::parse("acme-editor_2.0").is_ok());
         assert!(Product::parse("").unwrap_err().contains("empty"));
-        assert!(Product::parse("a b")
-            .unwrap_err()
-            .contains("may contain only"));
-        assert!(Product::parse("x".repeat(129))
-            .unwrap_err()
-            .contains("at most 128"));
+        assert!(Product::parse("a b").unwrap_err().contains("may contain only"));
+        assert!(Product::parse("x".repeat(129)).unwrap_err().contains("at most 128"));
         assert!(HardwareId::parse("9f:3a:00:11").is_ok());
         assert!(HardwareId::parse("tab\there").is_err());
         assert!(DeviceName::parse("Büro-PC").is_ok());
@@ -294,10 +273,7 @@ mod tests {
 
     #[test]
     fn emails_need_one_at_sign_and_are_lower_cased() {
-        assert_eq!(
-            Email::parse("Ann@Example.COM").unwrap().as_str(),
-            "ann@example.com"
-        );
+        assert_eq!(Email::parse("Ann@Example.COM").unwrap().as_str(), "ann@example.com");
         assert!(Email::parse("no-at-sign").is_err());
         assert!(Email::parse("a@b@c").is_err());
         assert!(Email::parse("@example.com").is_err());

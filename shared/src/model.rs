@@ -1,9 +1,6 @@
 //! The stored shapes: a license and the devices bound to it.
 
-use crate::input::{
-    CustomerName, DeviceName, Email, FeatureCode, HardwareId, LicenseKey, OrderId, Platform,
-    Product,
-};
+use crate::input::{CustomerName, DeviceName, Email, FeatureCode, HardwareId, LicenseKey, OrderId, Platform, Product};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -80,18 +77,10 @@ impl TryFrom<ExpirationFields> for Expiration {
         match (fields.kind, fields.date, fields.days) {
             (ExpirationType::Never, None, None) => Ok(Expiration::Never),
             (ExpirationType::OnDate, Some(date), None) => Ok(Expiration::OnDate { date }),
-            (ExpirationType::DaysAfterActivation, None, Some(days)) => {
-                Ok(Expiration::DaysAfterActivation { days })
-            }
-            (ExpirationType::DaysAfterCreation, None, Some(days)) => {
-                Ok(Expiration::DaysAfterCreation { days })
-            }
-            (ExpirationType::Never, _, _) => {
-                Err("of type never takes neither `date` nor `days`".into())
-            }
-            (ExpirationType::OnDate, _, _) => {
-                Err("of type on_date needs `date` (and no `days`)".into())
-            }
+            (ExpirationType::DaysAfterActivation, None, Some(days)) => Ok(Expiration::DaysAfterActivation { days }),
+            (ExpirationType::DaysAfterCreation, None, Some(days)) => Ok(Expiration::DaysAfterCreation { days }),
+            (ExpirationType::Never, _, _) => Err("of type never takes neither `date` nor `days`".into()),
+            (ExpirationType::OnDate, _, _) => Err("of type on_date needs `date` (and no `days`)".into()),
             (_, _, _) => Err("of type days_after_* needs `days` (and no `date`)".into()),
         }
     }

@@ -9,6 +9,19 @@ use serde::{Deserialize, Serialize};
 /// How long a positive token stays usable offline when the license sets no validation interval.
 pub const DEFAULT_VALIDATION_INTERVAL_DAYS: u32 = 30;
 
+/// How fresh a device's `last_seen_at` is kept: a check writes it only when it is older than this,
+/// so a steady stream of checks stays one read each.
+pub const LAST_SEEN_RESOLUTION_SECONDS: i64 = 3_600;
+
+/// The moment before which a device's `last_seen_at` is stale and a check records the new sighting.
+pub fn last_seen_stale_before(now: Timestamp) -> Timestamp {
+    now.plus_seconds(-LAST_SEEN_RESOLUTION_SECONDS)
+}
+
+pub fn last_seen_is_stale(device: &Device, now: Timestamp) -> bool {
+    device.last_seen_at < last_seen_stale_before(now)
+}
+
 /// The verdict of a check, signed into every token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -46,9 +59,7 @@ pub fn expires_at(license: &License) -> Option<Timestamp> {
         Expiration::Never => None,
         Expiration::OnDate { date } => Some(date),
         Expiration::DaysAfterCreation { days } => Some(license.created_at.plus_days(days)),
-        Expiration::DaysAfterActivation { days } => {
-            license.first_activated_at.map(|at| at.plus_days(days))
-        }
+        Expiration::DaysAfterActivation { days } => license.first_activated_at.map(|at| at.plus_days(days)),
     }
 }
 
@@ -72,12 +83,7 @@ pub fn standing(license: &License, now: Timestamp) -> Standing {
 }
 
 /// The check verdict: an ordered chain of early returns, most fundamental first.
-pub fn check(
-    license: &License,
-    product: &Product,
-    device: Option<&Device>,
-    now: Timestamp,
-) -> CheckCode {
+pub fn check(license: &License, product: &Product, device: Option<&Device>, now: Timestamp) -> CheckCode {
     if &license.product != product {
         return CheckCode::ProductMismatch;
     }
@@ -143,10 +149,7 @@ pub fn plan_activation(
         Standing::Expired => return Err(ActivationRefusal::Expired),
         Standing::Active | Standing::GracePeriod => {}
     }
-    if devices
-        .iter()
-        .any(|d| &d.hardware_id == request.hardware_id)
-    {
+    if devices.iter().any(|d| &d.hardware_id == request.hardware_id) {
         return Ok(ActivationPlan::AlreadyActive);
     }
     if license.prevent_vm && request.is_vm {
@@ -161,18 +164,11 @@ pub fn plan_activation(
         return Ok(ActivationPlan::NewSeat);
     }
     if license.device_rotation {
-        if let Some(least_recent) = devices
-            .iter()
-            .min_by_key(|d| (d.last_seen_at, d.activated_at))
-        {
-            return Ok(ActivationPlan::Replace {
-                evict: least_recent.hardware_id.clone(),
-            });
+        if let Some(least_recent) = devices.iter().min_by_key(|d| (d.last_seen_at, d.activated_at)) {
+            return Ok(ActivationPlan::Replace { evict: least_recent.hardware_id.clone() });
         }
     }
-    Err(ActivationRefusal::LimitReached {
-        max: license.max_activations,
-    })
+    Err(ActivationRefusal::LimitReached { max: license.max_activations })
 }
 
 /// After each new activation, further new activations wait `freeze_days` (seed 002).
@@ -203,9 +199,7 @@ pub fn plan_deactivation(
         return Err(DeactivationRefusal::DeviceNotFound);
     }
     match license.max_transfers {
-        Some(max) if license.transfer_count >= max => {
-            Err(DeactivationRefusal::TransferLimitReached { max })
-        }
+        Some(max) if license.transfer_count >= max => Err(DeactivationRefusal::TransferLimitReached { max }),
         _ => Ok(()),
     }
 }
@@ -216,24 +210,13 @@ pub fn plan_deactivation(
 /// validation, the device's lease end. A negative verdict cannot take the license's expiry (it has
 /// passed, and a token whose `exp` precedes its `iat` fails every JOSE library, so the client could
 /// not verify the refusal); it lasts one validation interval, which is harmless: it only says "no".
-pub fn token_expires_at(
-    license: &License,
-    code: CheckCode,
-    lease_end: Option<Timestamp>,
-    now: Timestamp,
-) -> Timestamp {
-    let interval = license
-        .validation_interval_days
-        .unwrap_or(DEFAULT_VALIDATION_INTERVAL_DAYS);
+pub fn token_expires_at(license: &License, code: CheckCode, lease_end: Option<Timestamp>, now: Timestamp) -> Timestamp {
+    let interval = license.validation_interval_days.unwrap_or(DEFAULT_VALIDATION_INTERVAL_DAYS);
     let next_validation = now.plus_days(interval);
     if !code.is_valid() {
         return next_validation;
     }
-    [Some(next_validation), grace_ends_at(license), lease_end]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(next_validation)
+    [Some(next_validation), grace_ends_at(license), lease_end].into_iter().flatten().min().unwrap_or(next_validation)
 }
 
 #[cfg(test)]
@@ -303,99 +286,42 @@ pub(crate) mod tests {
     fn expiry_follows_the_expiration_type() {
         let cases: Vec<(Expiration, Option<Timestamp>, Option<Timestamp>)> = vec![
             (Expiration::Never, Some(NOW), None),
-            (
-                Expiration::OnDate {
-                    date: NOW.plus_days(3),
-                },
-                None,
-                Some(NOW.plus_days(3)),
-            ),
-            (
-                Expiration::DaysAfterCreation { days: 10 },
-                None,
-                Some(NOW.plus_seconds(-90 * DAY)),
-            ),
+            (Expiration::OnDate { date: NOW.plus_days(3) }, None, Some(NOW.plus_days(3))),
+            (Expiration::DaysAfterCreation { days: 10 }, None, Some(NOW.plus_seconds(-90 * DAY))),
             (Expiration::DaysAfterActivation { days: 10 }, None, None),
-            (
-                Expiration::DaysAfterActivation { days: 10 },
-                Some(NOW),
-                Some(NOW.plus_days(10)),
-            ),
+            (Expiration::DaysAfterActivation { days: 10 }, Some(NOW), Some(NOW.plus_days(10))),
         ];
         for (expiration, first_activated_at, expected) in cases {
-            let l = License {
-                expiration,
-                first_activated_at,
-                ..license()
-            };
-            assert_eq!(
-                expires_at(&l),
-                expected,
-                "{expiration:?} first activated {first_activated_at:?}"
-            );
+            let l = License { expiration, first_activated_at, ..license() };
+            assert_eq!(expires_at(&l), expected, "{expiration:?} first activated {first_activated_at:?}");
         }
     }
 
     #[test]
     fn standing_follows_status_expiry_and_grace() {
-        let on = |days_from_now: i64| Expiration::OnDate {
-            date: NOW.plus_seconds(days_from_now * DAY),
-        };
+        let on = |days_from_now: i64| Expiration::OnDate { date: NOW.plus_seconds(days_from_now * DAY) };
         let cases = [
-            (
-                LicenseStatus::Active,
-                Expiration::Never,
-                0,
-                Standing::Active,
-            ),
+            (LicenseStatus::Active, Expiration::Never, 0, Standing::Active),
             (LicenseStatus::Active, on(1), 0, Standing::Active),
             (LicenseStatus::Active, on(0), 0, Standing::Expired),
             (LicenseStatus::Active, on(-1), 0, Standing::Expired),
             (LicenseStatus::Active, on(-1), 3, Standing::GracePeriod),
             (LicenseStatus::Active, on(-3), 3, Standing::Expired),
-            (
-                LicenseStatus::Suspended,
-                Expiration::Never,
-                0,
-                Standing::Suspended,
-            ),
+            (LicenseStatus::Suspended, Expiration::Never, 0, Standing::Suspended),
             (LicenseStatus::Revoked, on(-10), 0, Standing::Revoked),
         ];
         for (status, expiration, grace_period_days, expected) in cases {
-            let l = License {
-                status,
-                expiration,
-                grace_period_days,
-                ..license()
-            };
-            assert_eq!(
-                standing(&l, NOW),
-                expected,
-                "{status:?} {expiration:?} grace {grace_period_days}"
-            );
+            let l = License { status, expiration, grace_period_days, ..license() };
+            assert_eq!(standing(&l, NOW), expected, "{status:?} {expiration:?} grace {grace_period_days}");
         }
     }
 
     #[test]
     fn check_verdicts() {
-        let expired = License {
-            expiration: Expiration::OnDate {
-                date: NOW.plus_seconds(-DAY),
-            },
-            ..license()
-        };
-        let in_grace = License {
-            grace_period_days: 5,
-            ..expired.clone()
-        };
-        let suspended = License {
-            status: LicenseStatus::Suspended,
-            ..license()
-        };
-        let revoked = License {
-            status: LicenseStatus::Revoked,
-            ..license()
-        };
+        let expired = License { expiration: Expiration::OnDate { date: NOW.plus_seconds(-DAY) }, ..license() };
+        let in_grace = License { grace_period_days: 5, ..expired.clone() };
+        let suspended = License { status: LicenseStatus::Suspended, ..license() };
+        let revoked = License { status: LicenseStatus::Revoked, ..license() };
         let d = device("pc-1", 0);
         let cases = [
             (license(), "editor", Some(&d), CheckCode::Valid),
@@ -408,13 +334,7 @@ pub(crate) mod tests {
             (revoked, "editor", Some(&d), CheckCode::Revoked),
         ];
         for (l, p, dev, expected) in cases {
-            assert_eq!(
-                check(&l, &product(p), dev, NOW),
-                expected,
-                "{:?} {p} {:?}",
-                l.status,
-                dev.is_some()
-            );
+            assert_eq!(check(&l, &product(p), dev, NOW), expected, "{:?} {p} {:?}", l.status, dev.is_some());
         }
         assert!(CheckCode::GracePeriod.is_valid() && !CheckCode::DeviceNotActivated.is_valid());
     }
@@ -424,34 +344,12 @@ pub(crate) mod tests {
     fn activation_plans_and_refusals() {
         let hw = HardwareId::parse("new-pc").unwrap();
         let editor = product("editor");
-        let request = ActivationRequest {
-            product: &editor,
-            hardware_id: &hw,
-            is_vm: false,
-        };
-        let vm_request = ActivationRequest {
-            is_vm: true,
-            ..request.clone()
-        };
-        let full = License {
-            times_activated: 2,
-            ..license()
-        };
+        let request = ActivationRequest { product: &editor, hardware_id: &hw, is_vm: false };
+        let vm_request = ActivationRequest { is_vm: true, ..request.clone() };
+        let full = License { times_activated: 2, ..license() };
         let two = vec![device("old-pc", 9), device("recent-pc", 1)];
-        let cases: Vec<(
-            &str,
-            License,
-            Vec<Device>,
-            &ActivationRequest,
-            Result<ActivationPlan, ActivationRefusal>,
-        )> = vec![
-            (
-                "free seat",
-                license(),
-                vec![],
-                &request,
-                Ok(ActivationPlan::NewSeat),
-            ),
+        let cases: Vec<(&str, License, Vec<Device>, &ActivationRequest, Result<ActivationPlan, ActivationRefusal>)> = vec![
+            ("free seat", license(), vec![], &request, Ok(ActivationPlan::NewSeat)),
             (
                 "same device again",
                 full.clone(),
@@ -459,112 +357,67 @@ pub(crate) mod tests {
                 &request,
                 Ok(ActivationPlan::AlreadyActive),
             ),
-            (
-                "limit reached",
-                full.clone(),
-                two.clone(),
-                &request,
-                Err(ActivationRefusal::LimitReached { max: 2 }),
-            ),
+            ("limit reached", full.clone(), two.clone(), &request, Err(ActivationRefusal::LimitReached { max: 2 })),
             (
                 "unlimited",
-                License {
-                    allow_unlimited_activations: true,
-                    ..full.clone()
-                },
+                License { allow_unlimited_activations: true, ..full.clone() },
                 two.clone(),
                 &request,
                 Ok(ActivationPlan::NewSeat),
             ),
             (
                 "rotation evicts least recently seen",
-                License {
-                    device_rotation: true,
-                    ..full.clone()
-                },
+                License { device_rotation: true, ..full.clone() },
                 two.clone(),
                 &request,
-                Ok(ActivationPlan::Replace {
-                    evict: HardwareId::parse("old-pc").unwrap(),
-                }),
+                Ok(ActivationPlan::Replace { evict: HardwareId::parse("old-pc").unwrap() }),
             ),
             (
                 "wrong product",
-                License {
-                    product: product("other"),
-                    ..license()
-                },
+                License { product: product("other"), ..license() },
                 vec![],
                 &request,
                 Err(ActivationRefusal::ProductMismatch),
             ),
             (
                 "suspended",
-                License {
-                    status: LicenseStatus::Suspended,
-                    ..license()
-                },
+                License { status: LicenseStatus::Suspended, ..license() },
                 vec![],
                 &request,
                 Err(ActivationRefusal::Suspended),
             ),
             (
                 "revoked",
-                License {
-                    status: LicenseStatus::Revoked,
-                    ..license()
-                },
+                License { status: LicenseStatus::Revoked, ..license() },
                 vec![],
                 &request,
                 Err(ActivationRefusal::Revoked),
             ),
             (
                 "expired",
-                License {
-                    expiration: Expiration::OnDate { date: NOW },
-                    ..license()
-                },
+                License { expiration: Expiration::OnDate { date: NOW }, ..license() },
                 vec![],
                 &request,
                 Err(ActivationRefusal::Expired),
             ),
             (
                 "vm refused",
-                License {
-                    prevent_vm: true,
-                    ..license()
-                },
+                License { prevent_vm: true, ..license() },
                 vec![],
                 &vm_request,
                 Err(ActivationRefusal::VmNotAllowed),
             ),
-            (
-                "vm allowed",
-                license(),
-                vec![],
-                &vm_request,
-                Ok(ActivationPlan::NewSeat),
-            ),
+            ("vm allowed", license(), vec![], &vm_request, Ok(ActivationPlan::NewSeat)),
             (
                 "frozen after last activation",
-                License {
-                    freeze_days: 3,
-                    last_activated_at: Some(NOW.plus_seconds(-DAY)),
-                    ..license()
-                },
+                License { freeze_days: 3, last_activated_at: Some(NOW.plus_seconds(-DAY)), ..license() },
                 vec![],
                 &request,
-                Err(ActivationRefusal::Frozen {
-                    until: NOW.plus_days(2),
-                }),
+                Err(ActivationRefusal::Frozen { until: NOW.plus_days(2) }),
             ),
             (
                 "freeze over",
-                License {
-                    freeze_days: 3,
-                    last_activated_at: Some(NOW.plus_seconds(-3 * DAY)),
-                    ..license()
-                },
+                License { freeze_days: 3, last_activated_at: Some(NOW.plus_seconds(-3 * DAY)), ..license() },
                 vec![],
                 &request,
                 Ok(ActivationPlan::NewSeat),
@@ -580,70 +433,37 @@ pub(crate) mod tests {
         let editor = product("editor");
         let d = device("pc", 0);
         assert_eq!(plan_deactivation(&license(), &editor, Some(&d)), Ok(()));
-        assert_eq!(
-            plan_deactivation(&license(), &editor, None),
-            Err(DeactivationRefusal::DeviceNotFound)
-        );
-        assert_eq!(
-            plan_deactivation(&license(), &product("x"), Some(&d)),
-            Err(DeactivationRefusal::ProductMismatch)
-        );
-        let capped = License {
-            max_transfers: Some(2),
-            transfer_count: 2,
-            ..license()
-        };
+        assert_eq!(plan_deactivation(&license(), &editor, None), Err(DeactivationRefusal::DeviceNotFound));
+        assert_eq!(plan_deactivation(&license(), &product("x"), Some(&d)), Err(DeactivationRefusal::ProductMismatch));
+        let capped = License { max_transfers: Some(2), transfer_count: 2, ..license() };
         assert_eq!(
             plan_deactivation(&capped, &editor, Some(&d)),
             Err(DeactivationRefusal::TransferLimitReached { max: 2 })
         );
-        let room = License {
-            transfer_count: 1,
-            ..capped
-        };
+        let room = License { transfer_count: 1, ..capped };
         assert_eq!(plan_deactivation(&room, &editor, Some(&d)), Ok(()));
+    }
+
+    #[test]
+    fn last_seen_is_rewritten_only_when_an_hour_old() {
+        let fresh = Device { last_seen_at: NOW.plus_seconds(-3_599), ..device("a", 0) };
+        let stale = Device { last_seen_at: NOW.plus_seconds(-3_601), ..device("a", 0) };
+        assert!(!last_seen_is_stale(&fresh, NOW));
+        assert!(last_seen_is_stale(&stale, NOW));
     }
 
     #[test]
     fn token_expiry_is_the_earliest_bound() {
         let l = license();
-        assert_eq!(
-            token_expires_at(&l, CheckCode::Valid, None, NOW),
-            NOW.plus_days(30)
-        );
-        let weekly = License {
-            validation_interval_days: Some(7),
-            ..license()
-        };
-        assert_eq!(
-            token_expires_at(&weekly, CheckCode::Valid, None, NOW),
-            NOW.plus_days(7)
-        );
-        let soon = License {
-            expiration: Expiration::OnDate {
-                date: NOW.plus_days(2),
-            },
-            grace_period_days: 1,
-            ..license()
-        };
-        assert_eq!(
-            token_expires_at(&soon, CheckCode::Valid, None, NOW),
-            NOW.plus_days(3)
-        );
+        assert_eq!(token_expires_at(&l, CheckCode::Valid, None, NOW), NOW.plus_days(30));
+        let weekly = License { validation_interval_days: Some(7), ..license() };
+        assert_eq!(token_expires_at(&weekly, CheckCode::Valid, None, NOW), NOW.plus_days(7));
+        let soon =
+            License { expiration: Expiration::OnDate { date: NOW.plus_days(2) }, grace_period_days: 1, ..license() };
+        assert_eq!(token_expires_at(&soon, CheckCode::Valid, None, NOW), NOW.plus_days(3));
         let lease = NOW.plus_seconds(600);
-        assert_eq!(
-            token_expires_at(&soon, CheckCode::Valid, Some(lease), NOW),
-            lease
-        );
-        let expired = License {
-            expiration: Expiration::OnDate {
-                date: NOW.plus_seconds(-DAY),
-            },
-            ..license()
-        };
-        assert_eq!(
-            token_expires_at(&expired, CheckCode::Expired, None, NOW),
-            NOW.plus_days(30)
-        );
+        assert_eq!(token_expires_at(&soon, CheckCode::Valid, Some(lease), NOW), lease);
+        let expired = License { expiration: Expiration::OnDate { date: NOW.plus_seconds(-DAY) }, ..license() };
+        assert_eq!(token_expires_at(&expired, CheckCode::Expired, None, NOW), NOW.plus_days(30));
     }
 }

@@ -13,9 +13,7 @@ pub fn decode_seed(text: &str) -> Result<[u8; 32], String> {
         .decode(text.trim_end_matches('='))
         .or_else(|_| STANDARD.decode(text))
         .map_err(|_| "the signing key is not base64".to_string())?;
-    bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| format!("the signing key must be 32 bytes, got {}", b.len()))
+    bytes.try_into().map_err(|b: Vec<u8>| format!("the signing key must be 32 bytes, got {}", b.len()))
 }
 
 /// A fresh 32-byte seed from the OS CSPRNG, base64url-encoded.
@@ -71,9 +69,7 @@ pub struct TokenSigner {
 
 impl std::fmt::Debug for TokenSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenSigner")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("TokenSigner").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
@@ -99,12 +95,7 @@ impl TokenSigner {
             }
         }
         let jwks_json = serde_json::to_string(&Jwks { keys }).map_err(|e| e.to_string())?;
-        Ok(Self {
-            key,
-            kid,
-            header_b64,
-            jwks_json,
-        })
+        Ok(Self { key, kid, header_b64, jwks_json })
     }
 
     pub fn kid(&self) -> &str {
@@ -153,33 +144,21 @@ mod tests {
         let token = signer.sign(&serde_json::json!({"sub": "lic_1"})).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 3);
-        let header: serde_json::Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
-        assert_eq!(
-            header,
-            serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": signer.kid()})
-        );
+        let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        assert_eq!(header, serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": signer.kid()}));
         let signature = Signature::from_slice(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap()).unwrap();
         let public = SigningKey::from_bytes(&[7; 32]).verifying_key();
         let signed = format!("{}.{}", parts[0], parts[1]);
         assert!(public.verify(signed.as_bytes(), &signature).is_ok());
-        assert!(public
-            .verify(format!("{signed}x").as_bytes(), &signature)
-            .is_err());
+        assert!(public.verify(format!("{signed}x").as_bytes(), &signature).is_err());
     }
 
     #[test]
     fn jwks_lists_current_then_retired_keys() {
         let old = TokenSigner::new([1; 32], &[]).unwrap();
-        let signer =
-            TokenSigner::new([2; 32], &[old.public_key_b64(), signer_pub([2; 32])]).unwrap();
+        let signer = TokenSigner::new([2; 32], &[old.public_key_b64(), signer_pub([2; 32])]).unwrap();
         let jwks: serde_json::Value = serde_json::from_str(signer.jwks_json()).unwrap();
-        let kids: Vec<&str> = jwks["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k["kid"].as_str().unwrap())
-            .collect();
+        let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
         assert_eq!(kids, vec![signer.kid(), old.kid()]);
         assert_eq!(jwks["keys"][0]["kty"], "OKP");
         assert_eq!(jwks["keys"][0]["crv"], "Ed25519");

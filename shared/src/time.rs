@@ -70,9 +70,7 @@ impl<'de> Deserialize<'de> for Timestamp {
         let parsed = Self::parse(&text).map_err(serde::de::Error::custom)?;
         // Years past 9999 would break the fixed-width ordering the store relies on.
         if !(0..=253_402_300_799).contains(&parsed.0) {
-            return Err(serde::de::Error::custom(
-                "timestamp must be between year 1970 and 9999",
-            ));
+            return Err(serde::de::Error::custom("timestamp must be between year 1970 and 9999"));
         }
         Ok(parsed)
     }
@@ -85,22 +83,13 @@ mod tests {
     #[test]
     fn formats_fixed_width_utc() {
         assert_eq!(Timestamp::from_unix(0).to_string(), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            Timestamp::from_unix(1_800_000_000).to_string(),
-            "2027-01-15T08:00:00Z"
-        );
+        assert_eq!(Timestamp::from_unix(1_800_000_000).to_string(), "2027-01-15T08:00:00Z");
     }
 
     #[test]
     fn parses_rfc3339_with_offset_and_bare_dates() {
-        assert_eq!(
-            Timestamp::parse("2027-01-15T09:00:00+01:00").unwrap(),
-            Timestamp::from_unix(1_800_000_000)
-        );
-        assert_eq!(
-            Timestamp::parse("1970-01-02").unwrap(),
-            Timestamp::from_unix(SECONDS_PER_DAY)
-        );
+        assert_eq!(Timestamp::parse("2027-01-15T09:00:00+01:00").unwrap(), Timestamp::from_unix(1_800_000_000));
+        assert_eq!(Timestamp::parse("1970-01-02").unwrap(), Timestamp::from_unix(SECONDS_PER_DAY));
         assert!(Timestamp::parse("next tuesday").is_err());
     }
 

@@ -74,13 +74,7 @@ impl TestApp {
             let _ = stop.await;
         }));
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Self {
-            base_url,
-            admin_token,
-            app,
-            client,
-            _shutdown: shutdown,
-        }
+        Self { base_url, admin_token, app, client, _shutdown: shutdown }
     }
 
     pub fn round_trips(&self) -> u64 {
@@ -88,27 +82,40 @@ impl TestApp {
     }
 
     pub async fn request(&self, method: &str, path: &str, body: Vec<u8>, admin: bool) -> Answer {
-        let mut builder = hyper::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base_url));
-        if admin {
-            builder = builder.header("authorization", format!("Bearer {}", self.admin_token));
+        let token = format!("Bearer {}", self.admin_token);
+        let headers: &[(&str, &str)] = if admin { &[("authorization", &token)] } else { &[] };
+        self.send(method, path, body, headers).await
+    }
+
+    /// A vendor request with extra headers.
+    pub async fn request_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let token = format!("Bearer {}", self.admin_token);
+        let mut all = vec![("authorization", token.as_str())];
+        all.extend_from_slice(headers);
+        self.send(method, path, body, &all).await
+    }
+
+    async fn send(&self, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Answer {
+        let mut builder = hyper::Request::builder().method(method).uri(format!("{}{path}", self.base_url));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
         }
-        let response = self
-            .client
-            .request(builder.body(Full::new(Bytes::from(body))).unwrap())
-            .await
-            .unwrap();
+        let response = self.client.request(builder.body(Full::new(Bytes::from(body))).unwrap()).await.unwrap();
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
+        let body =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
         Answer { status, body }
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Answer {
-        self.request("POST", path, body.to_string().into_bytes(), false)
-            .await
+        self.request("POST", path, body.to_string().into_bytes(), false).await
     }
 
     pub async fn get(&self, path: &str) -> Answer {
@@ -116,26 +123,28 @@ impl TestApp {
     }
 
     pub async fn admin_post(&self, path: &str, body: &Value) -> Answer {
-        self.request("POST", path, body.to_string().into_bytes(), true)
-            .await
+        self.request("POST", path, body.to_string().into_bytes(), true).await
     }
 
     pub async fn admin_get(&self, path: &str) -> Answer {
         self.request("GET", path, vec![], true).await
     }
 
+    pub async fn admin_patch(&self, path: &str, body: &Value) -> Answer {
+        self.request("PATCH", path, body.to_string().into_bytes(), true).await
+    }
+
+    pub async fn admin_delete(&self, path: &str) -> Answer {
+        self.request("DELETE", path, vec![], true).await
+    }
+
     /// Issues one license with `terms` added to a perpetual 'editor' license; returns its key.
     pub async fn issue(&self, terms: Value) -> String {
         let mut body = serde_json::json!({"product": "editor", "license_type": "perpetual", "max_activations": 3});
-        body.as_object_mut()
-            .unwrap()
-            .extend(terms.as_object().cloned().unwrap_or_default());
+        body.as_object_mut().unwrap().extend(terms.as_object().cloned().unwrap_or_default());
         let answer = self.admin_post("/v1/licenses", &body).await;
         assert_eq!(answer.status, 201, "{}", answer.body);
-        answer.body["licenses"][0]["license_key"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        answer.body["licenses"][0]["license_key"].as_str().unwrap().to_string()
     }
 
     /// The license as stored, with its devices and usage (the vendor view).
@@ -148,4 +157,34 @@ impl TestApp {
 
 pub fn device(key: &str, hardware_id: &str) -> Value {
     serde_json::json!({"license_key": key, "product": "editor", "hardware_id": hardware_id})
+}
+
+/// Runs futures concurrently on the current task and collects their outputs in order.
+pub async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (slot, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                if let std::task::Poll::Ready(value) = future.as_mut().poll(cx) {
+                    *output = Some(value);
+                    *slot = None;
+                }
+            }
+        }
+        if pending.iter().all(Option::is_none) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("every future finished")).collect()
+}
+
+/// The claims of a compact JWS, decoded by hand (signatures are verified in the token tests).
+pub fn claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a compact JWS");
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }

@@ -35,30 +35,20 @@ struct Activated<'a> {
 }
 
 pub(crate) fn license_not_found(key: &LicenseKey) -> ApiError {
-    ApiError::new(
-        ErrorCode::LicenseNotFound,
-        format!("no license with key {key}"),
-    )
+    ApiError::new(ErrorCode::LicenseNotFound, format!("no license with key {key}"))
 }
 
 fn refusal(refusal: ActivationRefusal) -> ApiError {
     use ActivationRefusal::*;
     match refusal {
-        ProductMismatch => ApiError::new(
-            ErrorCode::ProductMismatch,
-            "the license is for another product",
-        ),
+        ProductMismatch => ApiError::new(ErrorCode::ProductMismatch, "the license is for another product"),
         Suspended => ApiError::new(ErrorCode::LicenseSuspended, "the license is suspended"),
         Revoked => ApiError::new(ErrorCode::LicenseRevoked, "the license is revoked"),
         Expired => ApiError::new(ErrorCode::LicenseExpired, "the license has expired"),
-        VmNotAllowed => ApiError::new(
-            ErrorCode::VmNotAllowed,
-            "the license may not be activated on a virtual machine",
-        ),
-        Frozen { until } => ApiError::new(
-            ErrorCode::LicenseFrozen,
-            format!("new activations are frozen until {until}"),
-        ),
+        VmNotAllowed => ApiError::new(ErrorCode::VmNotAllowed, "the license may not be activated on a virtual machine"),
+        Frozen { until } => {
+            ApiError::new(ErrorCode::LicenseFrozen, format!("new activations are frozen until {until}"))
+        }
         LimitReached { max } => ApiError::new(
             ErrorCode::ActivationLimitReached,
             format!("all {max} activations are in use; deactivate a device first"),
@@ -78,15 +68,9 @@ fn after_write(license: &License, plan: &ActivationPlan, now: Timestamp) -> Lice
     license
 }
 
-pub(super) async fn activate<S: Store>(
-    app: &App<S>,
-    request: ActivateRequest,
-) -> Result<Reply, ApiError> {
-    let rules_request = ActivationRequest {
-        product: &request.product,
-        hardware_id: &request.hardware_id,
-        is_vm: request.is_vm,
-    };
+pub(super) async fn activate<S: Store>(app: &App<S>, request: ActivateRequest) -> Result<Reply, ApiError> {
+    let rules_request =
+        ActivationRequest { product: &request.product, hardware_id: &request.hardware_id, is_vm: request.is_vm };
     for attempt in 0..MAX_WRITE_ATTEMPTS {
         let now = Timestamp::now();
         let (license, devices) = app
@@ -95,17 +79,11 @@ pub(super) async fn activate<S: Store>(
             .await
             .map_err(store_error)?
             .ok_or_else(|| license_not_found(&request.license_key))?;
-        let plan =
-            rules::plan_activation(&license, &devices, &rules_request, now).map_err(refusal)?;
+        let plan = rules::plan_activation(&license, &devices, &rules_request, now).map_err(refusal)?;
         let (license, device) = match &plan {
             ActivationPlan::AlreadyActive => {
-                let device = devices
-                    .into_iter()
-                    .find(|d| d.hardware_id == request.hardware_id);
-                (
-                    license,
-                    device.ok_or_else(|| ApiError::internal("planned device vanished"))?,
-                )
+                let device = devices.into_iter().find(|d| d.hardware_id == request.hardware_id);
+                (license, device.ok_or_else(|| ApiError::internal("planned device vanished"))?)
             }
             ActivationPlan::NewSeat | ActivationPlan::Replace { .. } => {
                 let device = Device {
@@ -121,12 +99,7 @@ pub(super) async fn activate<S: Store>(
                     ActivationPlan::Replace { evict } => Some(evict),
                     _ => None,
                 };
-                let write = ActivationWrite {
-                    license: &license,
-                    device: &device,
-                    evict,
-                    now,
-                };
+                let write = ActivationWrite { license: &license, device: &device, evict, now };
                 match app.store.activate(&write).await {
                     Ok(()) => (after_write(&license, &plan, now), device),
                     Err(WriteError::Conflict) => {
@@ -138,22 +111,11 @@ pub(super) async fn activate<S: Store>(
             }
         };
         let code = rules::check(&license, &request.product, Some(&device), now);
-        let token = sign_verdict(
-            app,
-            &license,
-            &request.hardware_id,
-            Some(&device),
-            code,
-            request.nonce.as_ref(),
-            now,
-        )?;
+        let token =
+            sign_verdict(app, &license, &request.hardware_id, Some(&device), code, request.nonce.as_ref(), now)?;
         return Reply::json(
             StatusCode::OK,
-            &Activated {
-                license: ClientLicense::of(&license, now),
-                device: &device,
-                token,
-            },
+            &Activated { license: ClientLicense::of(&license, now), device: &device, token },
         );
     }
     Err(concurrent_update())

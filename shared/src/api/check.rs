@@ -6,7 +6,7 @@ use super::{store_error, App, Reply};
 use crate::error::ApiError;
 use crate::input::{HardwareId, LicenseKey, Nonce, Product};
 use crate::rules::{self, CheckCode};
-use crate::store::Store;
+use crate::store::{Store, WriteError};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -29,34 +29,24 @@ struct Checked<'a> {
     token: String,
 }
 
-pub(super) async fn check<S: Store>(
-    app: &App<S>,
-    request: CheckRequest,
-) -> Result<Reply, ApiError> {
+pub(super) async fn check<S: Store>(app: &App<S>, request: CheckRequest) -> Result<Reply, ApiError> {
     let now = Timestamp::now();
-    let (license, device) = app
-        .store
-        .license_and_device(&request.license_key, &request.hardware_id)
-        .await
-        .map_err(store_error)?;
+    let (license, device) =
+        app.store.license_and_device(&request.license_key, &request.hardware_id).await.map_err(store_error)?;
     let license = license.ok_or_else(|| license_not_found(&request.license_key))?;
     let code = rules::check(&license, &request.product, device.as_ref(), now);
-    let token = sign_verdict(
-        app,
-        &license,
-        &request.hardware_id,
-        device.as_ref(),
-        code,
-        request.nonce.as_ref(),
-        now,
-    )?;
+    if let Some(device) = device.as_ref().filter(|d| rules::last_seen_is_stale(d, now)) {
+        // Best effort: the verdict stands without it, and a concurrent check may have written it first.
+        let stale_before = rules::last_seen_stale_before(now);
+        if let Err(WriteError::Store(err)) =
+            app.store.touch_device(&license.license_key, &device.hardware_id, now, stale_before).await
+        {
+            tracing::warn!(error = %err, "could not record last_seen_at");
+        }
+    }
+    let token = sign_verdict(app, &license, &request.hardware_id, device.as_ref(), code, request.nonce.as_ref(), now)?;
     Reply::json(
         StatusCode::OK,
-        &Checked {
-            valid: code.is_valid(),
-            code,
-            license: ClientLicense::of(&license, now),
-            token,
-        },
+        &Checked { valid: code.is_valid(), code, license: ClientLicense::of(&license, now), token },
     )
 }

@@ -27,7 +27,9 @@ struct Deactivated<'a> {
 
 fn refusal(refusal: DeactivationRefusal, hardware_id: &HardwareId) -> ApiError {
     match refusal {
-        DeactivationRefusal::ProductMismatch => ApiError::new(ErrorCode::ProductMismatch, "the license is for another product"),
+        DeactivationRefusal::ProductMismatch => {
+            ApiError::new(ErrorCode::ProductMismatch, "the license is for another product")
+        }
         DeactivationRefusal::DeviceNotFound => {
             ApiError::new(ErrorCode::DeviceNotFound, format!("device {hardware_id} is not activated on this license"))
         }
@@ -38,16 +40,10 @@ fn refusal(refusal: DeactivationRefusal, hardware_id: &HardwareId) -> ApiError {
     }
 }
 
-pub(super) async fn deactivate<S: Store>(
-    app: &App<S>,
-    request: DeactivateRequest,
-) -> Result<Reply, ApiError> {
+pub(super) async fn deactivate<S: Store>(app: &App<S>, request: DeactivateRequest) -> Result<Reply, ApiError> {
     for attempt in 0..MAX_WRITE_ATTEMPTS {
-        let (license, device) = app
-            .store
-            .license_and_device(&request.license_key, &request.hardware_id)
-            .await
-            .map_err(store_error)?;
+        let (license, device) =
+            app.store.license_and_device(&request.license_key, &request.hardware_id).await.map_err(store_error)?;
         let mut license = license.ok_or_else(|| license_not_found(&request.license_key))?;
         rules::plan_deactivation(&license, &request.product, device.as_ref())
             .map_err(|r| refusal(r, &request.hardware_id))?;
@@ -64,10 +60,7 @@ pub(super) async fn deactivate<S: Store>(
                 let now = Timestamp::now();
                 return Reply::json(
                     StatusCode::OK,
-                    &Deactivated {
-                        deactivated: &request.hardware_id,
-                        license: ClientLicense::of(&license, now),
-                    },
+                    &Deactivated { deactivated: &request.hardware_id, license: ClientLicense::of(&license, now) },
                 );
             }
             Err(WriteError::Conflict) => back_off(attempt).await,

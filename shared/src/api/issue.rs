@@ -1,11 +1,12 @@
 //! The vendor API: issue licenses, read one with its devices.
 
+use super::activate::license_not_found;
 use super::views::{Usage, VendorLicense};
 use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
 use crate::error::{ApiError, ErrorCode};
-use crate::input::{random_id, LicenseKey, OrderId, Product};
+use crate::input::{random_id, Email, HardwareId, IdempotencyKey, LicenseKey, OrderId, Product};
 use crate::model::{Customer, Expiration, Feature, License, LicenseStatus, LicenseType, Metadata};
-use crate::store::{Store, WriteError};
+use crate::store::{DeactivationWrite, IdempotencyRecord, Lookup, Store, WriteError};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -71,12 +72,33 @@ pub struct IssueRequest {
 
 fn within(field: &str, value: Option<u32>, min: u32, max: u32) -> Result<(), ApiError> {
     match value {
-        Some(v) if v < min || v > max => Err(ApiError::field(
-            field,
-            format!("must be between {min} and {max} (got {v})"),
-        )),
+        Some(v) if v < min || v > max => {
+            Err(ApiError::field(field, format!("must be between {min} and {max} (got {v})")))
+        }
         _ => Ok(()),
     }
+}
+
+fn validate_features(features: &[Feature]) -> Result<(), ApiError> {
+    if features.len() > MAX_FEATURES {
+        return Err(ApiError::field("features", format!("may list at most {MAX_FEATURES} features")));
+    }
+    let mut codes = HashSet::new();
+    if let Some(duplicate) = features.iter().find(|f| !codes.insert(&f.code)) {
+        return Err(ApiError::field("features", format!("lists `{}` more than once", duplicate.code)));
+    }
+    Ok(())
+}
+
+fn validate_metadata(metadata: &Metadata) -> Result<(), ApiError> {
+    let size = serde_json::to_string(metadata).map(|s| s.len()).unwrap_or(usize::MAX);
+    if size > MAX_METADATA_BYTES {
+        return Err(ApiError::field(
+            "metadata",
+            format!("must be at most {MAX_METADATA_BYTES} bytes of JSON (got {size})"),
+        ));
+    }
+    Ok(())
 }
 
 impl IssueRequest {
@@ -90,51 +112,19 @@ impl IssueRequest {
                 "must be at least 1 unless `allow_unlimited_activations` is true",
             ));
         }
-        if let Some(
-            Expiration::DaysAfterActivation { days } | Expiration::DaysAfterCreation { days },
-        ) = self.expiration
+        if let Some(Expiration::DaysAfterActivation { days } | Expiration::DaysAfterCreation { days }) = self.expiration
         {
             within("expiration.days", Some(days), 1, Expiration::MAX_DAYS)?;
         }
         within("grace_period_days", self.grace_period_days, 0, MAX_DAYS)?;
         within("freeze_days", self.freeze_days, 0, MAX_DAYS)?;
-        within(
-            "validation_interval_days",
-            self.validation_interval_days,
-            1,
-            MAX_DAYS,
-        )?;
-        within(
-            "floating_timeout_minutes",
-            self.floating_timeout_minutes,
-            1,
-            7 * 24 * 60,
-        )?;
+        within("validation_interval_days", self.validation_interval_days, 1, MAX_DAYS)?;
+        within("floating_timeout_minutes", self.floating_timeout_minutes, 1, 7 * 24 * 60)?;
         within("max_borrow_hours", self.max_borrow_hours, 1, 24 * 365)?;
         within("max_transfers", self.max_transfers, 0, MAX_SEATS)?;
-        if self.features.len() > MAX_FEATURES {
-            return Err(ApiError::field(
-                "features",
-                format!("may list at most {MAX_FEATURES} features"),
-            ));
-        }
-        let mut codes = HashSet::new();
-        if let Some(duplicate) = self.features.iter().find(|f| !codes.insert(&f.code)) {
-            return Err(ApiError::field(
-                "features",
-                format!("lists `{}` more than once", duplicate.code),
-            ));
-        }
+        validate_features(&self.features)?;
         if let Some(metadata) = &self.metadata {
-            let size = serde_json::to_string(metadata)
-                .map(|s| s.len())
-                .unwrap_or(usize::MAX);
-            if size > MAX_METADATA_BYTES {
-                return Err(ApiError::field(
-                    "metadata",
-                    format!("must be at most {MAX_METADATA_BYTES} bytes of JSON (got {size})"),
-                ));
-            }
+            validate_metadata(metadata)?;
         }
         Ok(())
     }
@@ -193,22 +183,302 @@ struct Issued<'a> {
     licenses: Vec<VendorLicense<'a>>,
 }
 
+/// How long a retried issue with the same `Idempotency-Key` gets the first answer.
+const IDEMPOTENCY_TTL_SECONDS: i64 = 24 * 3_600;
+
+/// SHA-256 of the canonical JSON of a request body (object keys sorted), so the same request
+/// matches whatever its whitespace or key order.
+fn fingerprint(body: &[u8]) -> String {
+    let canonical = serde_json::from_slice::<serde_json::Value>(body).map(|v| v.to_string()).unwrap_or_default();
+    crate::auth::hash_token(&canonical)
+}
+
 pub(super) async fn create<S: Store>(
     app: &App<S>,
     request: IssueRequest,
+    idempotency_key: Option<IdempotencyKey>,
+    body: &[u8],
 ) -> Result<Reply, ApiError> {
     request.validate()?;
+    let fingerprint = fingerprint(body);
+    if let Some(idempotency_key) = &idempotency_key {
+        if let Some(record) = app.store.idempotency_record(idempotency_key.as_str()).await.map_err(store_error)? {
+            return replay(app, &record, &fingerprint).await;
+        }
+    }
     let now = Timestamp::now();
-    // Keys are random; a clash with an existing key (2^-125 per pair) only means drawing again.
     for attempt in 0..MAX_WRITE_ATTEMPTS {
+        // Keys are random; a clash with an existing key (2^-125 per pair) only means drawing again.
         let licenses = request.new_licenses(now)?;
-        match app.store.create_licenses(&licenses).await {
+        let record = idempotency_key.as_ref().map(|idempotency_key| IdempotencyRecord {
+            idempotency_key: idempotency_key.to_string(),
+            fingerprint: fingerprint.clone(),
+            license_keys: licenses.iter().map(|l| l.license_key.clone()).collect(),
+            created_at: now,
+            ttl: now.unix() + IDEMPOTENCY_TTL_SECONDS,
+        });
+        match app.store.create_licenses(&licenses, record.as_ref()).await {
+            Ok(()) => return issued(&licenses),
+            Err(WriteError::Conflict) => {
+                // A concurrent request with the same key may have won: answer as it did.
+                if let Some(idempotency_key) = &idempotency_key {
+                    let first = app.store.idempotency_record(idempotency_key.as_str()).await.map_err(store_error)?;
+                    if let Some(record) = first {
+                        return replay(app, &record, &fingerprint).await;
+                    }
+                }
+                back_off(attempt).await;
+            }
+            Err(WriteError::Store(err)) => return Err(store_error(err)),
+        }
+    }
+    Err(concurrent_update())
+}
+
+fn issued(licenses: &[License]) -> Result<Reply, ApiError> {
+    Reply::json(StatusCode::CREATED, &Issued { licenses: licenses.iter().map(VendorLicense::of).collect() })
+}
+
+/// The first answer again: the same licenses (as they stand now), no new keys.
+async fn replay<S: Store>(app: &App<S>, record: &IdempotencyRecord, fingerprint: &str) -> Result<Reply, ApiError> {
+    if record.fingerprint != fingerprint {
+        return Err(ApiError::new(
+            ErrorCode::IdempotencyKeyReused,
+            "this Idempotency-Key was already used with a different request",
+        ));
+    }
+    let licenses = app.store.licenses(&record.license_keys).await.map_err(store_error)?;
+    issued(&licenses)
+}
+
+fn parse_key(raw: &str) -> Result<LicenseKey, ApiError> {
+    LicenseKey::parse(raw).map_err(|e| ApiError::field("license_key", e))
+}
+
+/// `GET /v1/licenses?customer_email=...` or `?order_id=...`, with `limit` and `cursor`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    customer_email: Option<Email>,
+    #[serde(default)]
+    order_id: Option<OrderId>,
+    #[serde(default)]
+    limit: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 100;
+
+#[derive(Serialize)]
+struct Listed<'a> {
+    licenses: Vec<VendorLicense<'a>>,
+    next_cursor: Option<&'a str>,
+}
+
+pub(super) async fn list<S: Store>(app: &App<S>, query: ListQuery) -> Result<Reply, ApiError> {
+    let lookup = match (query.customer_email, query.order_id) {
+        (Some(email), None) => Lookup::CustomerEmail(email),
+        (None, Some(order)) => Lookup::OrderId(order),
+        _ => return Err(ApiError::field("customer_email", "or `order_id` is required, and only one of them")),
+    };
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| ApiError::field("limit", format!("must be a whole number from 1 to {MAX_PAGE}")))?,
+    };
+    if query.cursor.as_ref().is_some_and(|c| c.len() > 2_048) {
+        return Err(ApiError::field("cursor", "is not a cursor this listing handed out"));
+    }
+    let page = app.store.list_licenses(&lookup, limit, query.cursor.as_deref()).await.map_err(store_error)?;
+    Reply::json(
+        StatusCode::OK,
+        &Listed {
+            licenses: page.licenses.iter().map(VendorLicense::of).collect(),
+            next_cursor: page.next_cursor.as_deref(),
+        },
+    )
+}
+
+/// Accepts `null` as "clear this field" (`Some(None)`), distinct from leaving it out (`None`).
+fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// `PATCH /v1/licenses/{license_key}`: only the fields given change. `metadata` merges key by key
+/// (a `null` value removes the key); `features` replaces the list. With `version`, the patch
+/// applies only to that version (409 `VERSION_CONFLICT` otherwise); without it, it applies to the
+/// latest, and concurrent patches of different fields all take effect.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicensePatch {
+    #[serde(default)]
+    pub status: Option<LicenseStatus>,
+    #[serde(default)]
+    pub expiration: Option<Expiration>,
+    #[serde(default)]
+    pub max_activations: Option<u32>,
+    #[serde(default)]
+    pub allow_unlimited_activations: Option<bool>,
+    #[serde(default)]
+    pub grace_period_days: Option<u32>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub maintenance_until: Option<Option<Timestamp>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub max_transfers: Option<Option<u32>>,
+    #[serde(default)]
+    pub freeze_days: Option<u32>,
+    #[serde(default)]
+    pub device_rotation: Option<bool>,
+    #[serde(default)]
+    pub prevent_vm: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub validation_interval_days: Option<Option<u32>>,
+    #[serde(default)]
+    pub work_if_validation_blocked: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub customer: Option<Option<Customer>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub order_id: Option<Option<OrderId>>,
+    #[serde(default)]
+    pub features: Option<Vec<Feature>>,
+    #[serde(default)]
+    pub metadata: Option<Metadata>,
+    #[serde(default)]
+    pub version: Option<u64>,
+}
+
+impl LicensePatch {
+    fn validate(&self) -> Result<(), ApiError> {
+        if let Some(max) = self.max_activations {
+            within("max_activations", Some(max), 0, MAX_SEATS)?;
+        }
+        if let Some(Expiration::DaysAfterActivation { days } | Expiration::DaysAfterCreation { days }) = self.expiration
+        {
+            within("expiration.days", Some(days), 1, Expiration::MAX_DAYS)?;
+        }
+        within("grace_period_days", self.grace_period_days, 0, MAX_DAYS)?;
+        within("freeze_days", self.freeze_days, 0, MAX_DAYS)?;
+        within("validation_interval_days", self.validation_interval_days.flatten(), 1, MAX_DAYS)?;
+        within("max_transfers", self.max_transfers.flatten(), 0, MAX_SEATS)?;
+        if let Some(features) = &self.features {
+            validate_features(features)?;
+        }
+        if let Some(metadata) = &self.metadata {
+            validate_metadata(metadata)?;
+        }
+        Ok(())
+    }
+
+    /// The license with this patch applied, one version on.
+    fn apply(&self, license: &License, now: Timestamp) -> Result<License, ApiError> {
+        let mut l = license.clone();
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(value) = &self.$field { l.$field = value.clone(); } )* };
+        }
+        set!(
+            status,
+            expiration,
+            max_activations,
+            allow_unlimited_activations,
+            grace_period_days,
+            maintenance_until,
+            max_transfers,
+            freeze_days,
+            device_rotation,
+            prevent_vm,
+            validation_interval_days,
+            work_if_validation_blocked,
+            customer,
+            order_id,
+            features
+        );
+        if let Some(changes) = &self.metadata {
+            for (name, value) in changes {
+                match value {
+                    serde_json::Value::Null => l.metadata.remove(name),
+                    value => l.metadata.insert(name.clone(), value.clone()),
+                };
+            }
+            validate_metadata(&l.metadata)?;
+        }
+        if l.max_activations == 0 && !l.allow_unlimited_activations {
+            return Err(ApiError::field(
+                "max_activations",
+                "must be at least 1 unless `allow_unlimited_activations` is true",
+            ));
+        }
+        l.updated_at = now;
+        l.version += 1;
+        Ok(l)
+    }
+}
+
+#[derive(Serialize)]
+struct Updated<'a> {
+    license: VendorLicense<'a>,
+}
+
+pub(super) async fn update<S: Store>(app: &App<S>, raw_key: &str, patch: LicensePatch) -> Result<Reply, ApiError> {
+    let key = parse_key(raw_key)?;
+    patch.validate()?;
+    for attempt in 0..MAX_WRITE_ATTEMPTS {
+        let license = app.store.licenses(std::slice::from_ref(&key)).await.map_err(store_error)?.pop();
+        let license = license.ok_or_else(|| license_not_found(&key))?;
+        if let Some(expected) = patch.version.filter(|v| *v != license.version) {
+            return Err(ApiError::new(
+                ErrorCode::VersionConflict,
+                format!("the license is at version {}, not {expected}; read it again and retry", license.version),
+            ));
+        }
+        let updated = patch.apply(&license, Timestamp::now())?;
+        match app.store.replace_license(&updated).await {
+            Ok(()) => return Reply::json(StatusCode::OK, &Updated { license: VendorLicense::of(&updated) }),
+            Err(WriteError::Conflict) => back_off(attempt).await,
+            Err(WriteError::Store(err)) => return Err(store_error(err)),
+        }
+    }
+    Err(concurrent_update())
+}
+
+#[derive(Serialize)]
+struct Released<'a> {
+    released: &'a HardwareId,
+    license: VendorLicense<'a>,
+}
+
+/// `DELETE /v1/licenses/{license_key}/devices/{hardware_id}`: the vendor frees a seat; not a transfer.
+pub(super) async fn release_device<S: Store>(
+    app: &App<S>,
+    raw_key: &str,
+    raw_hardware_id: &str,
+) -> Result<Reply, ApiError> {
+    let key = parse_key(raw_key)?;
+    let hardware_id = HardwareId::parse(raw_hardware_id).map_err(|e| ApiError::field("hardware_id", e))?;
+    for attempt in 0..MAX_WRITE_ATTEMPTS {
+        let (license, device) = app.store.license_and_device(&key, &hardware_id).await.map_err(store_error)?;
+        let mut license = license.ok_or_else(|| license_not_found(&key))?;
+        if device.is_none() {
+            return Err(ApiError::new(
+                ErrorCode::DeviceNotFound,
+                format!("device {hardware_id} is not activated on this license"),
+            ));
+        }
+        let write = DeactivationWrite { license_key: &key, hardware_id: &hardware_id, count_transfer: false };
+        match app.store.deactivate(&write).await {
             Ok(()) => {
+                license.times_activated = license.times_activated.saturating_sub(1);
+                license.version += 1;
                 return Reply::json(
-                    StatusCode::CREATED,
-                    &Issued {
-                        licenses: licenses.iter().map(VendorLicense::of).collect(),
-                    },
+                    StatusCode::OK,
+                    &Released { released: &hardware_id, license: VendorLicense::of(&license) },
                 );
             }
             Err(WriteError::Conflict) => back_off(attempt).await,
@@ -226,25 +496,9 @@ struct LicenseDetail<'a> {
 }
 
 pub(super) async fn show<S: Store>(app: &App<S>, raw_key: &str) -> Result<Reply, ApiError> {
-    let key = LicenseKey::parse(raw_key).map_err(|e| ApiError::field("license_key", e))?;
-    let (license, devices) = app
-        .store
-        .license_with_devices(&key)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::LicenseNotFound,
-                format!("no license with key {key}"),
-            )
-        })?;
+    let key = parse_key(raw_key)?;
+    let (license, devices) =
+        app.store.license_with_devices(&key).await.map_err(store_error)?.ok_or_else(|| license_not_found(&key))?;
     let usage = Usage::of(&license, &devices);
-    Reply::json(
-        StatusCode::OK,
-        &LicenseDetail {
-            license: VendorLicense::of(&license),
-            devices: &devices,
-            usage,
-        },
-    )
+    Reply::json(StatusCode::OK, &LicenseDetail { license: VendorLicense::of(&license), devices: &devices, usage })
 }

@@ -13,6 +13,7 @@ pub use views::{ClientLicense, TokenClaims};
 use crate::auth::AdminTokens;
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
+use crate::input::IdempotencyKey;
 use crate::signing::TokenSigner;
 use crate::store::Store;
 use lambda_http::http::{header, Method, StatusCode};
@@ -35,18 +36,11 @@ pub struct App<S> {
 
 impl<S: Store> App<S> {
     pub fn new(store: S, config: Config) -> Self {
-        Self {
-            store,
-            signer: config.signer,
-            admin_tokens: config.admin_tokens,
-            issuer: config.issuer,
-        }
+        Self { store, signer: config.signer, admin_tokens: config.admin_tokens, issuer: config.issuer }
     }
 
     fn signer(&self) -> Result<&TokenSigner, ApiError> {
-        self.signer
-            .as_ref()
-            .ok_or_else(|| ApiError::internal("no signing key configured for a client route"))
+        self.signer.as_ref().ok_or_else(|| ApiError::internal("no signing key configured for a client route"))
     }
 }
 
@@ -60,12 +54,7 @@ pub enum Function {
 }
 
 impl Function {
-    pub const ALL: [Function; 4] = [
-        Function::Issue,
-        Function::Activate,
-        Function::Check,
-        Function::Deactivate,
-    ];
+    pub const ALL: [Function; 4] = [Function::Issue, Function::Activate, Function::Check, Function::Deactivate];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -80,7 +69,10 @@ impl Function {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
     CreateLicenses,
+    ListLicenses,
     ShowLicense,
+    UpdateLicense,
+    ReleaseDevice,
     Activate,
     CheckJson,
     CheckQuery,
@@ -98,12 +90,8 @@ pub struct Route {
 
 /// Every route of the API; `{name}` segments are path parameters.
 pub const ROUTES: &[Route] = &[
-    Route {
-        method: Method::POST,
-        path: "/v1/licenses",
-        function: Function::Issue,
-        endpoint: Endpoint::CreateLicenses,
-    },
+    Route { method: Method::POST, path: "/v1/licenses", function: Function::Issue, endpoint: Endpoint::CreateLicenses },
+    Route { method: Method::GET, path: "/v1/licenses", function: Function::Issue, endpoint: Endpoint::ListLicenses },
     Route {
         method: Method::GET,
         path: "/v1/licenses/{license_key}",
@@ -111,29 +99,21 @@ pub const ROUTES: &[Route] = &[
         endpoint: Endpoint::ShowLicense,
     },
     Route {
-        method: Method::POST,
-        path: "/v1/activate",
-        function: Function::Activate,
-        endpoint: Endpoint::Activate,
+        method: Method::PATCH,
+        path: "/v1/licenses/{license_key}",
+        function: Function::Issue,
+        endpoint: Endpoint::UpdateLicense,
     },
     Route {
-        method: Method::POST,
-        path: "/v1/check",
-        function: Function::Check,
-        endpoint: Endpoint::CheckJson,
+        method: Method::DELETE,
+        path: "/v1/licenses/{license_key}/devices/{hardware_id}",
+        function: Function::Issue,
+        endpoint: Endpoint::ReleaseDevice,
     },
-    Route {
-        method: Method::GET,
-        path: "/v1/check",
-        function: Function::Check,
-        endpoint: Endpoint::CheckQuery,
-    },
-    Route {
-        method: Method::GET,
-        path: "/.well-known/jwks.json",
-        function: Function::Check,
-        endpoint: Endpoint::Jwks,
-    },
+    Route { method: Method::POST, path: "/v1/activate", function: Function::Activate, endpoint: Endpoint::Activate },
+    Route { method: Method::POST, path: "/v1/check", function: Function::Check, endpoint: Endpoint::CheckJson },
+    Route { method: Method::GET, path: "/v1/check", function: Function::Check, endpoint: Endpoint::CheckQuery },
+    Route { method: Method::GET, path: "/.well-known/jwks.json", function: Function::Check, endpoint: Endpoint::Jwks },
     Route {
         method: Method::POST,
         path: "/v1/deactivate",
@@ -158,19 +138,12 @@ impl Reply {
 fn json_response(status: StatusCode, body: String) -> Response<Body> {
     let mut response = Response::new(Body::Text(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     response
 }
 
 /// Handles one request for the routes of `functions`. Never fails: every error is a JSON response.
-pub async fn handle<S: Store>(
-    app: &App<S>,
-    functions: &[Function],
-    request: Request,
-) -> Response<Body> {
+pub async fn handle<S: Store>(app: &App<S>, functions: &[Function], request: Request) -> Response<Body> {
     let request_id = request_id(&request);
     match dispatch(app, functions, &request).await {
         Ok(reply) => json_response(reply.status, reply.body),
@@ -178,8 +151,7 @@ pub async fn handle<S: Store>(
             if err.status() >= 500 {
                 tracing::error!(%request_id, code = ?err.code, cause = err.cause.as_deref().unwrap_or(""), "request failed");
             }
-            let status =
-                StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             json_response(status, err.body(&request_id))
         }
     }
@@ -189,9 +161,7 @@ fn request_id(request: &Request) -> String {
     if let Some(context) = request.lambda_context_ref() {
         return context.request_id.clone();
     }
-    if let Some(lambda_http::request::RequestContext::ApiGatewayV2(context)) =
-        request.request_context_ref()
-    {
+    if let Some(lambda_http::request::RequestContext::ApiGatewayV2(context)) = request.request_context_ref() {
         if let Some(id) = &context.request_id {
             return id.clone();
         }
@@ -199,11 +169,7 @@ fn request_id(request: &Request) -> String {
     crate::input::random_id("req").unwrap_or_else(|_| "req_unknown".into())
 }
 
-async fn dispatch<S: Store>(
-    app: &App<S>,
-    functions: &[Function],
-    request: &Request,
-) -> Result<Reply, ApiError> {
+async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Request) -> Result<Reply, ApiError> {
     let path = request.uri().path();
     let mut path_known = false;
     for route in ROUTES.iter().filter(|r| functions.contains(&r.function)) {
@@ -215,9 +181,7 @@ async fn dispatch<S: Store>(
             continue;
         }
         if route.function == Function::Issue
-            && !app
-                .admin_tokens
-                .allows_header(header_str(request, header::AUTHORIZATION))
+            && !app.admin_tokens.allows_header(header_str(request, header::AUTHORIZATION))
         {
             return Err(ApiError::new(
                 ErrorCode::Unauthorized,
@@ -225,28 +189,28 @@ async fn dispatch<S: Store>(
             ));
         }
         return match route.endpoint {
-            Endpoint::CreateLicenses => issue::create(app, parse_json(body(request)?)?).await,
+            Endpoint::CreateLicenses => {
+                let bytes = body(request)?;
+                let idempotency_key = header_str(request, header::HeaderName::from_static("idempotency-key"))
+                    .map(|value| IdempotencyKey::parse(value).map_err(|e| ApiError::field("Idempotency-Key", e)))
+                    .transpose()?;
+                issue::create(app, parse_json(bytes)?, idempotency_key, bytes).await
+            }
+            Endpoint::ListLicenses => issue::list(app, parse_query(request.uri().query())?).await,
             Endpoint::ShowLicense => issue::show(app, &params[0]).await,
+            Endpoint::UpdateLicense => issue::update(app, &params[0], parse_json(body(request)?)?).await,
+            Endpoint::ReleaseDevice => issue::release_device(app, &params[0], &params[1]).await,
             Endpoint::Activate => activate::activate(app, parse_json(body(request)?)?).await,
             Endpoint::CheckJson => check::check(app, parse_json(body(request)?)?).await,
             Endpoint::CheckQuery => check::check(app, parse_query(request.uri().query())?).await,
-            Endpoint::Jwks => Ok(Reply {
-                status: StatusCode::OK,
-                body: app.signer()?.jwks_json().to_string(),
-            }),
+            Endpoint::Jwks => Ok(Reply { status: StatusCode::OK, body: app.signer()?.jwks_json().to_string() }),
             Endpoint::Deactivate => deactivate::deactivate(app, parse_json(body(request)?)?).await,
         };
     }
     if path_known {
-        Err(ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            format!("{} is not allowed on {path}", request.method()),
-        ))
+        Err(ApiError::new(ErrorCode::MethodNotAllowed, format!("{} is not allowed on {path}", request.method())))
     } else {
-        Err(ApiError::new(
-            ErrorCode::RouteNotFound,
-            format!("no route {} {path}", request.method()),
-        ))
+        Err(ApiError::new(ErrorCode::RouteNotFound, format!("no route {} {path}", request.method())))
     }
 }
 
@@ -266,12 +230,7 @@ fn match_path(pattern: &str, path: &str) -> Option<Vec<String>> {
                 if s.is_empty() {
                     return None;
                 }
-                params.push(
-                    percent_encoding::percent_decode_str(s)
-                        .decode_utf8()
-                        .ok()?
-                        .into_owned(),
-                );
+                params.push(percent_encoding::percent_decode_str(s).decode_utf8().ok()?.into_owned());
             }
             (Some(p), Some(s)) if p == s => {}
             _ => return None,
@@ -284,10 +243,7 @@ fn body(request: &Request) -> Result<&[u8], ApiError> {
     if bytes.len() > MAX_BODY_BYTES {
         return Err(ApiError::new(
             ErrorCode::PayloadTooLarge,
-            format!(
-                "the body is {} bytes; the limit is {MAX_BODY_BYTES}",
-                bytes.len()
-            ),
+            format!("the body is {} bytes; the limit is {MAX_BODY_BYTES}", bytes.len()),
         ));
     }
     Ok(bytes)
@@ -296,27 +252,14 @@ fn body(request: &Request) -> Result<&[u8], ApiError> {
 /// Parses a JSON body into `T`, naming the field at fault when it does not fit.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => {
-            return Err(ApiError::new(
-                ErrorCode::MalformedJson,
-                "the body is empty; a JSON object is expected",
-            ))
-        }
+        None => return Err(ApiError::new(ErrorCode::MalformedJson, "the body is empty; a JSON object is expected")),
         Some(b'{') => {}
-        Some(_) => {
-            return Err(ApiError::new(
-                ErrorCode::MalformedJson,
-                "the body must be a JSON object",
-            ))
-        }
+        Some(_) => return Err(ApiError::new(ErrorCode::MalformedJson, "the body must be a JSON object")),
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(describe_json_error)?;
     deserializer.end().map_err(|e| {
-        ApiError::new(
-            ErrorCode::MalformedJson,
-            format!("the body is not valid JSON: {}", without_position(&e)),
-        )
+        ApiError::new(ErrorCode::MalformedJson, format!("the body is not valid JSON: {}", without_position(&e)))
     })?;
     Ok(value)
 }
@@ -326,13 +269,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
 fn parse_query<T: DeserializeOwned>(query: Option<&str>) -> Result<T, ApiError> {
     let mut object = serde_json::Map::new();
     for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        if object
-            .insert(
-                name.to_string(),
-                serde_json::Value::String(value.into_owned()),
-            )
-            .is_some()
-        {
+        if object.insert(name.to_string(), serde_json::Value::String(value.into_owned())).is_some() {
             return Err(ApiError::field(name, "is given more than once"));
         }
     }
@@ -351,33 +288,23 @@ fn describe_json_error(err: serde_path_to_error::Error<serde_json::Error>) -> Ap
     let message = without_position(err.inner());
     if matches!(
         err.inner().classify(),
-        serde_json::error::Category::Syntax
-            | serde_json::error::Category::Eof
-            | serde_json::error::Category::Io
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof | serde_json::error::Category::Io
     ) {
-        return ApiError::new(
-            ErrorCode::MalformedJson,
-            format!("the body is not valid JSON: {message}"),
-        );
+        return ApiError::new(ErrorCode::MalformedJson, format!("the body is not valid JSON: {message}"));
     }
     let path = err.path().to_string();
     let path = if path == "." { String::new() } else { path };
     // serde names a missing or unknown field only in its message, not in the path.
-    let named = ["missing field `", "unknown field `"]
-        .iter()
-        .find_map(|prefix| {
-            let rest = message.strip_prefix(prefix)?;
-            Some(rest[..rest.find('`')?].to_string())
-        });
+    let named = ["missing field `", "unknown field `"].iter().find_map(|prefix| {
+        let rest = message.strip_prefix(prefix)?;
+        Some(rest[..rest.find('`')?].to_string())
+    });
     let field = match named {
         Some(name) if path.is_empty() => name,
         Some(name) if path == name || path.ends_with(&format!(".{name}")) => path,
         Some(name) => format!("{path}.{name}"),
         None if path.is_empty() => {
-            return ApiError::new(
-                ErrorCode::MalformedJson,
-                format!("the body must be a JSON object: {message}"),
-            );
+            return ApiError::new(ErrorCode::MalformedJson, format!("the body must be a JSON object: {message}"));
         }
         None => path,
     };
@@ -393,10 +320,7 @@ fn describe_json_error(err: serde_path_to_error::Error<serde_json::Error>) -> Ap
 
 /// Refusal once a write was re-decided [`MAX_WRITE_ATTEMPTS`] times and concurrent writers won each race.
 pub(crate) fn concurrent_update() -> ApiError {
-    ApiError::new(
-        ErrorCode::ConcurrentUpdate,
-        "the license kept changing concurrently; retry the request",
-    )
+    ApiError::new(ErrorCode::ConcurrentUpdate, "the license kept changing concurrently; retry the request")
 }
 
 /// A short, growing, jittered pause before re-reading after a lost race.
@@ -416,6 +340,7 @@ pub(crate) fn store_error(err: crate::store::StoreError) -> ApiError {
             cause: Some(cause),
         },
         crate::store::StoreError::Internal(cause) => ApiError::internal(cause),
+        crate::store::StoreError::InvalidCursor => ApiError::field("cursor", "is not a cursor this listing handed out"),
     }
 }
 

@@ -37,25 +37,16 @@ async fn call_raw(
 
 async fn call(app: &App<MemoryStore>, method: &str, path: &str, body: Value) -> (u16, Value) {
     let admin = path.starts_with("/v1/licenses").then_some(ADMIN);
-    let bytes = if body.is_null() {
-        vec![]
-    } else {
-        body.to_string().into_bytes()
-    };
+    let bytes = if body.is_null() { vec![] } else { body.to_string().into_bytes() };
     call_raw(app, method, path, bytes, admin).await
 }
 
 async fn issue(app: &App<MemoryStore>, extra: Value) -> String {
     let mut body = json!({"product": "editor", "license_type": "perpetual", "max_activations": 2});
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
+    body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
     let (status, answer) = call(app, "POST", "/v1/licenses", body).await;
     assert_eq!(status, 201, "{answer}");
-    answer["licenses"][0]["license_key"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    answer["licenses"][0]["license_key"].as_str().unwrap().to_string()
 }
 
 fn device_body(key: &str, hwid: &str) -> Value {
@@ -75,38 +66,27 @@ async fn stored(app: &App<MemoryStore>, key: &str) -> Value {
 #[tokio::test]
 async fn vendor_routes_need_a_configured_admin_token() {
     let app = app();
-    let body =
-        json!({"product": "editor", "license_type": "perpetual", "max_activations": 1}).to_string();
+    let body = json!({"product": "editor", "license_type": "perpetual", "max_activations": 1}).to_string();
     for token in [None, Some("wrong")] {
-        let (status, answer) = call_raw(
-            &app,
-            "POST",
-            "/v1/licenses",
-            body.clone().into_bytes(),
-            token,
-        )
-        .await;
+        let (status, answer) = call_raw(&app, "POST", "/v1/licenses", body.clone().into_bytes(), token).await;
         assert_eq!((status, error_code(&answer)), (401, "UNAUTHORIZED"));
     }
-    assert_eq!(
-        app.store.round_trips(),
-        0,
-        "a refused request must not touch the store"
-    );
+    assert_eq!(app.store.round_trips(), 0, "a refused request must not touch the store");
 }
 
 #[tokio::test]
 async fn a_batch_issues_distinct_keys() {
     let app = app();
-    let (status, answer) =
-        call(&app, "POST", "/v1/licenses", json!({"product": "editor", "license_type": "subscription", "max_activations": 1, "quantity": 5})).await;
+    let (status, answer) = call(
+        &app,
+        "POST",
+        "/v1/licenses",
+        json!({"product": "editor", "license_type": "subscription", "max_activations": 1, "quantity": 5}),
+    )
+    .await;
     assert_eq!(status, 201);
-    let keys: std::collections::HashSet<&str> = answer["licenses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["license_key"].as_str().unwrap())
-        .collect();
+    let keys: std::collections::HashSet<&str> =
+        answer["licenses"].as_array().unwrap().iter().map(|l| l["license_key"].as_str().unwrap()).collect();
     assert_eq!(keys.len(), 5);
 }
 
@@ -120,10 +100,7 @@ async fn activation_is_idempotent_per_device_and_refused_beyond_the_seat_limit()
         assert!(answer["token"].as_str().unwrap().split('.').count() == 3);
     }
     let (status, answer) = call(&app, "POST", "/v1/activate", device_body(&key, "pc-3")).await;
-    assert_eq!(
-        (status, error_code(&answer)),
-        (409, "ACTIVATION_LIMIT_REACHED")
-    );
+    assert_eq!((status, error_code(&answer)), (409, "ACTIVATION_LIMIT_REACHED"));
     let detail = stored(&app, &key).await;
     assert_eq!(detail["license"]["times_activated"], 2);
     assert_eq!(detail["usage"]["seats_used"], 2);
@@ -136,30 +113,13 @@ async fn check_answers_every_verdict_with_200_and_unknown_keys_with_404() {
     let key = issue(&app, json!({})).await;
     call(&app, "POST", "/v1/activate", device_body(&key, "pc-1")).await;
     let (status, answer) = call(&app, "POST", "/v1/check", device_body(&key, "pc-1")).await;
-    assert_eq!(
-        (status, answer["valid"].clone(), answer["code"].clone()),
-        (200, json!(true), json!("VALID"))
-    );
+    assert_eq!((status, answer["valid"].clone(), answer["code"].clone()), (200, json!(true), json!("VALID")));
     let (_, answer) = call(&app, "POST", "/v1/check", device_body(&key, "pc-9")).await;
-    assert_eq!(
-        (answer["valid"].clone(), answer["code"].clone()),
-        (json!(false), json!("DEVICE_NOT_ACTIVATED"))
-    );
-    let (_, answer) = call(
-        &app,
-        "POST",
-        "/v1/check",
-        json!({"license_key": key, "product": "other", "hardware_id": "pc-1"}),
-    )
-    .await;
+    assert_eq!((answer["valid"].clone(), answer["code"].clone()), (json!(false), json!("DEVICE_NOT_ACTIVATED")));
+    let (_, answer) =
+        call(&app, "POST", "/v1/check", json!({"license_key": key, "product": "other", "hardware_id": "pc-1"})).await;
     assert_eq!(answer["code"], "PRODUCT_MISMATCH");
-    let (status, answer) = call(
-        &app,
-        "POST",
-        "/v1/check",
-        device_body("NOPE0-NOPE0", "pc-1"),
-    )
-    .await;
+    let (status, answer) = call(&app, "POST", "/v1/check", device_body("NOPE0-NOPE0", "pc-1")).await;
     assert_eq!((status, error_code(&answer)), (404, "LICENSE_NOT_FOUND"));
     let (status, answer) = call(
         &app,
@@ -179,20 +139,14 @@ async fn deactivation_frees_the_seat_and_counts_a_transfer() {
     let (status, answer) = call(&app, "POST", "/v1/deactivate", device_body(&key, "pc-1")).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
-        (
-            answer["license"]["times_activated"].clone(),
-            answer["license"]["transfer_count"].clone()
-        ),
+        (answer["license"]["times_activated"].clone(), answer["license"]["transfer_count"].clone()),
         (json!(0), json!(1))
     );
     let (status, answer) = call(&app, "POST", "/v1/deactivate", device_body(&key, "pc-1")).await;
     assert_eq!((status, error_code(&answer)), (404, "DEVICE_NOT_FOUND"));
     call(&app, "POST", "/v1/activate", device_body(&key, "pc-2")).await;
     let (status, answer) = call(&app, "POST", "/v1/deactivate", device_body(&key, "pc-2")).await;
-    assert_eq!(
-        (status, error_code(&answer)),
-        (409, "TRANSFER_LIMIT_REACHED")
-    );
+    assert_eq!((status, error_code(&answer)), (409, "TRANSFER_LIMIT_REACHED"));
 }
 
 #[tokio::test]
@@ -206,19 +160,11 @@ async fn each_operation_costs_the_spec_round_trips() {
         spent
     };
     call(&app, "POST", "/v1/activate", device_body(&key, "pc-1")).await;
-    assert_eq!(
-        cost(app.store.round_trips()),
-        2,
-        "activate: one read, one transaction"
-    );
+    assert_eq!(cost(app.store.round_trips()), 2, "activate: one read, one transaction");
     call(&app, "POST", "/v1/check", device_body(&key, "pc-1")).await;
     assert_eq!(cost(app.store.round_trips()), 1, "check: one read");
     call(&app, "POST", "/v1/deactivate", device_body(&key, "pc-1")).await;
-    assert_eq!(
-        cost(app.store.round_trips()),
-        2,
-        "deactivate: one read, one transaction"
-    );
+    assert_eq!(cost(app.store.round_trips()), 2, "deactivate: one read, one transaction");
 }
 
 #[allow(clippy::type_complexity)]
@@ -228,44 +174,26 @@ async fn bad_input_is_refused_with_a_named_field_and_changes_nothing() {
     let key = issue(&app, json!({})).await;
     let long = "x".repeat(300);
     let cases: Vec<(&str, Vec<u8>, u16, &str, Option<&str>)> = vec![
-        (
-            "/v1/activate",
-            b"{not json".to_vec(),
-            400,
-            "MALFORMED_JSON",
-            None,
-        ),
+        ("/v1/activate", b"{not json".to_vec(), 400, "MALFORMED_JSON", None),
         ("/v1/activate", b"".to_vec(), 400, "MALFORMED_JSON", None),
+        ("/v1/activate", b"[1,2]".to_vec(), 400, "MALFORMED_JSON", None),
         (
             "/v1/activate",
-            b"[1,2]".to_vec(),
-            400,
-            "MALFORMED_JSON",
-            None,
-        ),
-        (
-            "/v1/activate",
-            json!({"license_key": key, "product": "editor"})
-                .to_string()
-                .into_bytes(),
+            json!({"license_key": key, "product": "editor"}).to_string().into_bytes(),
             400,
             "INVALID_FIELD",
             Some("hardware_id"),
         ),
         (
             "/v1/activate",
-            json!({"license_key": key, "product": 5, "hardware_id": "a"})
-                .to_string()
-                .into_bytes(),
+            json!({"license_key": key, "product": 5, "hardware_id": "a"}).to_string().into_bytes(),
             400,
             "INVALID_FIELD",
             Some("product"),
         ),
         (
             "/v1/activate",
-            json!({"license_key": key, "product": "editor", "hardware_id": long})
-                .to_string()
-                .into_bytes(),
+            json!({"license_key": key, "product": "editor", "hardware_id": long}).to_string().into_bytes(),
             400,
             "INVALID_FIELD",
             Some("hardware_id"),
@@ -281,20 +209,15 @@ async fn bad_input_is_refused_with_a_named_field_and_changes_nothing() {
         ),
         (
             "/v1/activate",
-            json!({"license_key": key, "product": "editor", "hardware_id": "a", "colour": 1})
-                .to_string()
-                .into_bytes(),
+            json!({"license_key": key, "product": "editor", "hardware_id": "a", "colour": 1}).to_string().into_bytes(),
             400,
             "INVALID_FIELD",
             Some("colour"),
         ),
         (
             "/v1/activate",
-            format!(
-                r#"{{"license_key":"{key}","product":"editor","hardware_id":"{}"}}"#,
-                "y".repeat(70_000)
-            )
-            .into_bytes(),
+            format!(r#"{{"license_key":"{key}","product":"editor","hardware_id":"{}"}}"#, "y".repeat(70_000))
+                .into_bytes(),
             413,
             "PAYLOAD_TOO_LARGE",
             None,
@@ -310,9 +233,7 @@ async fn bad_input_is_refused_with_a_named_field_and_changes_nothing() {
         ),
         (
             "/v1/deactivate",
-            json!({"license_key": "bad key!", "product": "editor", "hardware_id": "a"})
-                .to_string()
-                .into_bytes(),
+            json!({"license_key": "bad key!", "product": "editor", "hardware_id": "a"}).to_string().into_bytes(),
             400,
             "INVALID_FIELD",
             Some("license_key"),
@@ -321,11 +242,7 @@ async fn bad_input_is_refused_with_a_named_field_and_changes_nothing() {
     let before = stored(&app, &key).await;
     for (path, body, status, code, field) in cases {
         let (got, answer) = call_raw(&app, "POST", path, body, None).await;
-        assert_eq!(
-            (got, error_code(&answer)),
-            (status, code),
-            "{path}: {answer}"
-        );
+        assert_eq!((got, error_code(&answer)), (status, code), "{path}: {answer}");
         assert_eq!(answer["error"]["field"].as_str(), field, "{answer}");
         assert!(answer["error"]["request_id"].is_string());
     }
@@ -338,9 +255,7 @@ async fn issue_refusals_name_the_field() {
     let base = json!({"product": "editor", "license_type": "perpetual", "max_activations": 1});
     let with = |extra: Value| {
         let mut body = base.clone();
-        body.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         body
     };
     let cases = [
@@ -349,38 +264,14 @@ async fn issue_refusals_name_the_field() {
         (with(json!({"max_activations": 0})), "max_activations"),
         (with(json!({"max_activations": -1})), "max_activations"),
         (with(json!({"license_type": "forever"})), "license_type"),
-        (
-            with(json!({"expiration": {"type": "days_after_creation", "days": 0}})),
-            "expiration.days",
-        ),
-        (
-            with(json!({"expiration": {"type": "on_date"}})),
-            "expiration",
-        ),
-        (
-            with(json!({"expiration": {"type": "never", "days": 3}})),
-            "expiration",
-        ),
-        (
-            with(json!({"expiration": {"type": "on_date", "date": "someday"}})),
-            "expiration.date",
-        ),
-        (
-            with(json!({"customer": {"email": "nope"}})),
-            "customer.email",
-        ),
-        (
-            with(json!({"features": [{"code": "a"}, {"code": "a"}]})),
-            "features",
-        ),
-        (
-            with(json!({"metadata": {"blob": "z".repeat(3000)}})),
-            "metadata",
-        ),
-        (
-            json!({"license_type": "perpetual", "max_activations": 1}),
-            "product",
-        ),
+        (with(json!({"expiration": {"type": "days_after_creation", "days": 0}})), "expiration.days"),
+        (with(json!({"expiration": {"type": "on_date"}})), "expiration"),
+        (with(json!({"expiration": {"type": "never", "days": 3}})), "expiration"),
+        (with(json!({"expiration": {"type": "on_date", "date": "someday"}})), "expiration.date"),
+        (with(json!({"customer": {"email": "nope"}})), "customer.email"),
+        (with(json!({"features": [{"code": "a"}, {"code": "a"}]})), "features"),
+        (with(json!({"metadata": {"blob": "z".repeat(3000)}})), "metadata"),
+        (json!({"license_type": "perpetual", "max_activations": 1}), "product"),
     ];
     for (body, field) in cases {
         let (status, answer) = call(&app, "POST", "/v1/licenses", body.clone()).await;
@@ -402,38 +293,94 @@ async fn unknown_routes_and_methods_are_json_errors() {
 #[tokio::test]
 async fn a_function_serves_only_its_own_routes() {
     let app = app();
-    let request = http::Request::builder()
-        .method("GET")
-        .uri("/.well-known/jwks.json")
-        .body(Body::Empty)
-        .unwrap();
-    assert_eq!(
-        handle(&app, &[Function::Check], request).await.status(),
-        200
-    );
-    let request = http::Request::builder()
-        .method("GET")
-        .uri("/.well-known/jwks.json")
-        .body(Body::Empty)
-        .unwrap();
-    assert_eq!(
-        handle(&app, &[Function::Activate], request).await.status(),
-        404
-    );
+    let request = http::Request::builder().method("GET").uri("/.well-known/jwks.json").body(Body::Empty).unwrap();
+    assert_eq!(handle(&app, &[Function::Check], request).await.status(), 200);
+    let request = http::Request::builder().method("GET").uri("/.well-known/jwks.json").body(Body::Empty).unwrap();
+    assert_eq!(handle(&app, &[Function::Activate], request).await.status(), 404);
 }
 
 #[test]
 fn path_parameters_are_percent_decoded() {
-    assert_eq!(
-        match_path("/v1/licenses/{license_key}", "/v1/licenses/AB%2DCD"),
-        Some(vec!["AB-CD".to_string()])
-    );
-    assert_eq!(
-        match_path("/v1/licenses/{license_key}", "/v1/licenses/"),
-        None
-    );
-    assert_eq!(
-        match_path("/v1/licenses/{license_key}", "/v1/licenses/a/b"),
-        None
-    );
+    assert_eq!(match_path("/v1/licenses/{license_key}", "/v1/licenses/AB%2DCD"), Some(vec!["AB-CD".to_string()]));
+    assert_eq!(match_path("/v1/licenses/{license_key}", "/v1/licenses/"), None);
+    assert_eq!(match_path("/v1/licenses/{license_key}", "/v1/licenses/a/b"), None);
+}
+
+async fn patch(app: &App<MemoryStore>, key: &str, body: Value) -> (u16, Value) {
+    call(app, "PATCH", &format!("/v1/licenses/{key}"), body).await
+}
+
+#[tokio::test]
+async fn a_patch_changes_only_what_it_names_and_bumps_the_version() {
+    let app = app();
+    let key = issue(&app, json!({"grace_period_days": 3, "metadata": {"a": 1, "b": 2}})).await;
+    let (status, answer) = patch(&app, &key, json!({"status": "suspended", "metadata": {"a": null, "c": 3}})).await;
+    assert_eq!(status, 200, "{answer}");
+    let license = &stored(&app, &key).await["license"];
+    assert_eq!((license["status"].clone(), license["grace_period_days"].clone()), (json!("suspended"), json!(3)));
+    assert_eq!(license["metadata"], json!({"b": 2, "c": 3}));
+    assert_eq!(license["version"], 1);
+    let (_, checked) = call(&app, "POST", "/v1/check", device_body(&key, "pc")).await;
+    assert_eq!(checked["code"], "SUSPENDED");
+}
+
+#[tokio::test]
+async fn patch_refusals_name_the_field_and_change_nothing() {
+    let app = app();
+    let key = issue(&app, json!({})).await;
+    let before = stored(&app, &key).await;
+    for (body, status, code) in [
+        (json!({"max_activations": 0}), 400, "INVALID_FIELD"),
+        (json!({"validation_interval_days": 0}), 400, "INVALID_FIELD"),
+        (json!({"grace_period_days": "3"}), 400, "INVALID_FIELD"),
+        (json!({"license_key": "X"}), 400, "INVALID_FIELD"),
+        (json!({"status": "active", "version": 3}), 409, "VERSION_CONFLICT"),
+    ] {
+        let (got, answer) = patch(&app, &key, body.clone()).await;
+        assert_eq!((got, error_code(&answer)), (status, code), "{body}: {answer}");
+    }
+    assert_eq!(stored(&app, &key).await, before);
+}
+
+#[tokio::test]
+async fn listings_page_newest_first_and_refuse_foreign_cursors() {
+    let app = app();
+    for _ in 0..3 {
+        issue(&app, json!({"order_id": "o-1"})).await;
+    }
+    issue(&app, json!({"order_id": "o-2"})).await;
+    let (status, first) = call(&app, "GET", "/v1/licenses?order_id=o-1&limit=2", Value::Null).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["licenses"].as_array().unwrap().len(), 2);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, second) =
+        call(&app, "GET", &format!("/v1/licenses?order_id=o-1&limit=2&cursor={cursor}"), Value::Null).await;
+    assert_eq!(second["licenses"].as_array().unwrap().len(), 1);
+    assert!(second["next_cursor"].is_null());
+    let (status, answer) = call(&app, "GET", "/v1/licenses?order_id=o-1&cursor=ZZZZZ", Value::Null).await;
+    assert_eq!((status, answer["error"]["field"].as_str()), (400, Some("cursor")));
+}
+
+#[tokio::test]
+async fn idempotent_issues_replay_and_refuse_a_different_request() {
+    let app = app();
+    let body = json!({"product": "editor", "license_type": "perpetual", "max_activations": 1}).to_string();
+    let send = |body: String| {
+        let request = http::Request::builder()
+            .method("POST")
+            .uri("/v1/licenses")
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .header("idempotency-key", "retry-me")
+            .body(Body::from(body))
+            .unwrap();
+        handle(&app, &Function::ALL, request)
+    };
+    let first: Value = serde_json::from_slice(send(body.clone()).await.body().as_ref()).unwrap();
+    let spaced = body.replace(':', ": ");
+    let second = send(spaced).await;
+    assert_eq!(second.status(), 201);
+    let second: Value = serde_json::from_slice(second.body().as_ref()).unwrap();
+    assert_eq!(first["licenses"][0]["license_key"], second["licenses"][0]["license_key"]);
+    let other = send(body.replace("\"max_activations\":1", "\"max_activations\":2")).await;
+    assert_eq!(other.status(), 409);
 }

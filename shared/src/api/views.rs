@@ -66,9 +66,7 @@ impl<'a> ClientLicense<'a> {
             max_borrow_time: license.max_borrow_hours,
             prevent_vm: license.prevent_vm,
             product_features: &license.features,
-            validation_interval_days: license
-                .validation_interval_days
-                .unwrap_or(DEFAULT_VALIDATION_INTERVAL_DAYS),
+            validation_interval_days: license.validation_interval_days.unwrap_or(DEFAULT_VALIDATION_INTERVAL_DAYS),
             work_if_validation_blocked: license.work_if_validation_blocked,
         }
     }
@@ -122,9 +120,7 @@ pub(crate) fn sign_verdict<S: Store>(
         license_type: license.license_type,
         status: license.status,
         license_expires_at: rules::expires_at(license).map(Timestamp::unix),
-        grace_ends_at: rules::grace_ends_at(license)
-            .filter(|_| license.grace_period_days > 0)
-            .map(Timestamp::unix),
+        grace_ends_at: rules::grace_ends_at(license).filter(|_| license.grace_period_days > 0).map(Timestamp::unix),
         maintenance_until: license.maintenance_until.map(Timestamp::unix),
         features: license.features.iter().map(|f| f.code.as_str()).collect(),
         lease_expires_at: lease_end.map(Timestamp::unix),
@@ -189,10 +185,7 @@ pub struct VendorLicense<'a> {
 
 impl<'a> VendorLicense<'a> {
     pub fn of(license: &'a License) -> Self {
-        Self {
-            license,
-            expires_at: rules::expires_at(license),
-        }
+        Self { license, expires_at: rules::expires_at(license) }
     }
 }
 
@@ -203,27 +196,18 @@ mod tests {
 
     #[test]
     fn compliance_compares_seats_used_with_seats_bought() {
-        let four = License {
-            max_activations: 4,
-            ..license()
-        };
+        let four = License { max_activations: 4, ..license() };
         assert_eq!(compliance(&four, 1), Compliance::UnderUtilized);
         assert_eq!(compliance(&four, 2), Compliance::Compliant);
         assert_eq!(compliance(&four, 4), Compliance::Compliant);
         assert_eq!(compliance(&four, 5), Compliance::OverDeployed);
-        let unlimited = License {
-            allow_unlimited_activations: true,
-            ..four
-        };
+        let unlimited = License { allow_unlimited_activations: true, ..four };
         assert_eq!(compliance(&unlimited, 0), Compliance::Compliant);
     }
 
     #[test]
     fn usage_counts_devices() {
-        let l = License {
-            max_activations: 3,
-            ..license()
-        };
+        let l = License { max_activations: 3, ..license() };
         let usage = Usage::of(&l, &[device("a", 0), device("b", 0)]);
         assert_eq!((usage.seats_used, usage.seats_available), (2, Some(1)));
     }

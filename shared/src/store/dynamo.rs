@@ -2,9 +2,12 @@
 //! (sort keys `L` and `D#<hardware_id>`), so a check reads both in one BatchGetItem and every
 //! seat change is one TransactWriteItems guarded by condition expressions.
 
-use super::{freeze_cutoff, ActivationWrite, DeactivationWrite, Store, StoreError, WriteError};
+use super::{
+    freeze_cutoff, ActivationWrite, DeactivationWrite, IdempotencyRecord, Lookup, Page, Store, StoreError, WriteError,
+};
 use crate::input::{HardwareId, LicenseKey};
 use crate::model::{Device, License};
+use crate::time::Timestamp;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -12,12 +15,13 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, Delete, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType,
-    TimeToLiveSpecification, TransactWriteItem, Update,
+    AttributeDefinition, BillingMode, Delete, GlobalSecondaryIndex, KeySchemaElement, KeyType, KeysAndAttributes,
+    Projection, ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -35,9 +39,8 @@ const MAX_TRANSACTION_ITEMS: usize = 100;
 /// enough that a slow store becomes a clean 503 well before a Lambda function's own timeout.
 /// The endpoint comes from the SDK's standard `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL`.
 pub async fn sdk_config() -> SdkConfig {
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https();
+    let http_client =
+        aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_millis(1_000))
         .operation_attempt_timeout(Duration::from_millis(1_500))
@@ -75,10 +78,7 @@ fn n(value: impl ToString) -> AttributeValue {
 
 /// Maps an SDK failure: no answer, throttling or a server fault is `Unavailable` (503, retry later);
 /// anything else is a bug or misconfiguration (500).
-fn classify<
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
->(
+fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
     err: SdkError<E, R>,
 ) -> StoreError {
     let detail = DisplayErrorContext(&err).to_string();
@@ -104,50 +104,80 @@ fn transaction_error<R: std::fmt::Debug>(err: SdkError<TransactWriteItemsError, 
     if let SdkError::ServiceError(service) = &err {
         match service.err() {
             TransactWriteItemsError::TransactionCanceledException(cancelled) => {
-                let codes: Vec<&str> = cancelled
-                    .cancellation_reasons()
-                    .iter()
-                    .filter_map(|r| r.code())
-                    .collect();
-                if codes
-                    .iter()
-                    .any(|c| matches!(*c, "ConditionalCheckFailed" | "TransactionConflict"))
-                {
+                let codes: Vec<&str> = cancelled.cancellation_reasons().iter().filter_map(|r| r.code()).collect();
+                if codes.iter().any(|c| matches!(*c, "ConditionalCheckFailed" | "TransactionConflict")) {
                     return WriteError::Conflict;
                 }
-                return WriteError::Store(StoreError::Unavailable(format!(
-                    "transaction cancelled: {codes:?}"
-                )));
+                return WriteError::Store(StoreError::Unavailable(format!("transaction cancelled: {codes:?}")));
             }
-            TransactWriteItemsError::TransactionInProgressException(_) => {
-                return WriteError::Conflict
-            }
+            TransactWriteItemsError::TransactionInProgressException(_) => return WriteError::Conflict,
             _ => {}
         }
     }
     WriteError::Store(classify(err))
 }
 
+/// A single-item write whose condition failed is a conflict; anything else is classified as usual.
+fn conditional_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
+    err: SdkError<E, R>,
+) -> WriteError {
+    if err.code() == Some("ConditionalCheckFailedException") {
+        WriteError::Conflict
+    } else {
+        WriteError::Store(classify(err))
+    }
+}
+
+fn idempotency_pk(idempotency_key: &str) -> AttributeValue {
+    AttributeValue::S(format!("I#{idempotency_key}"))
+}
+
+/// The index, its partition-key attribute and value for a lookup.
+fn lookup_index(lookup: &Lookup) -> (&'static str, &'static str, String) {
+    match lookup {
+        Lookup::CustomerEmail(email) => (CUSTOMER_INDEX, "GSI1PK", format!("C#{}", email.as_str())),
+        Lookup::OrderId(order) => (ORDER_INDEX, "GSI2PK", format!("O#{order}")),
+    }
+}
+
+/// A cursor is DynamoDB's LastEvaluatedKey (all strings) as base64url JSON.
+fn encode_cursor(key: &Item) -> Option<String> {
+    let object: serde_json::Map<String, serde_json::Value> = key
+        .iter()
+        .map(|(name, value)| value.as_s().ok().map(|s| (name.clone(), serde_json::Value::String(s.clone()))))
+        .collect::<Option<_>>()?;
+    Some(URL_SAFE_NO_PAD.encode(serde_json::Value::Object(object).to_string()))
+}
+
+/// Accepts only a cursor of the shape this lookup hands out, for this lookup's partition.
+fn decode_cursor(cursor: &str, partition_attribute: &str, partition_value: &str) -> Result<Item, StoreError> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| StoreError::InvalidCursor)?;
+    let object: HashMap<String, String> = serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)?;
+    let mut names: Vec<&str> = object.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    let mut expected = vec!["PK", "SK", "created_at", partition_attribute];
+    expected.sort_unstable();
+    if names != expected || object.get(partition_attribute).map(String::as_str) != Some(partition_value) {
+        return Err(StoreError::InvalidCursor);
+    }
+    Ok(object.into_iter().map(|(name, value)| (name, AttributeValue::S(value))).collect())
+}
+
 fn license_from(item: Item) -> Result<License, StoreError> {
-    serde_dynamo::from_item(item)
-        .map_err(|e| StoreError::Internal(format!("unreadable license item: {e}")))
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Internal(format!("unreadable license item: {e}")))
 }
 
 fn device_from(item: Item) -> Result<Device, StoreError> {
-    serde_dynamo::from_item(item)
-        .map_err(|e| StoreError::Internal(format!("unreadable device item: {e}")))
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Internal(format!("unreadable device item: {e}")))
 }
 
 fn license_item(license: &License) -> Result<Item, StoreError> {
-    let mut item: Item = serde_dynamo::to_item(license)
-        .map_err(|e| StoreError::Internal(format!("license not storable: {e}")))?;
+    let mut item: Item =
+        serde_dynamo::to_item(license).map_err(|e| StoreError::Internal(format!("license not storable: {e}")))?;
     item.insert("PK".into(), license_pk(&license.license_key));
     item.insert("SK".into(), s(LICENSE_SK));
     if let Some(email) = license.customer.as_ref().and_then(|c| c.email.as_ref()) {
-        item.insert(
-            "GSI1PK".into(),
-            AttributeValue::S(format!("C#{}", email.as_str())),
-        );
+        item.insert("GSI1PK".into(), AttributeValue::S(format!("C#{}", email.as_str())));
     }
     if let Some(order) = &license.order_id {
         item.insert("GSI2PK".into(), AttributeValue::S(format!("O#{order}")));
@@ -156,8 +186,8 @@ fn license_item(license: &License) -> Result<Item, StoreError> {
 }
 
 fn device_item(key: &LicenseKey, device: &Device) -> Result<Item, StoreError> {
-    let mut item: Item = serde_dynamo::to_item(device)
-        .map_err(|e| StoreError::Internal(format!("device not storable: {e}")))?;
+    let mut item: Item =
+        serde_dynamo::to_item(device).map_err(|e| StoreError::Internal(format!("device not storable: {e}")))?;
     item.insert("PK".into(), license_pk(key));
     item.insert("SK".into(), device_sk(&device.hardware_id));
     Ok(item)
@@ -169,11 +199,7 @@ fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError>
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-            round_trips: AtomicU64::new(0),
-        }
+        Self { client, table: table.into(), round_trips: AtomicU64::new(0) }
     }
 
     pub fn from_config(config: &SdkConfig, table: impl Into<String>) -> Self {
@@ -203,12 +229,7 @@ impl DynamoStore {
 
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), WriteError> {
         self.count_round_trip();
-        self.client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-            .map_err(transaction_error)?;
+        self.client.transact_write_items().set_transact_items(Some(items)).send().await.map_err(transaction_error)?;
         Ok(())
     }
 
@@ -221,19 +242,10 @@ impl DynamoStore {
                     .key("SK", s(LICENSE_SK))
                     .build()
                     .ok()?;
-                Some(
-                    aws_sdk_dynamodb::types::WriteRequest::builder()
-                        .delete_request(delete)
-                        .build(),
-                )
+                Some(aws_sdk_dynamodb::types::WriteRequest::builder().delete_request(delete).build())
             });
             self.count_round_trip();
-            let result = self
-                .client
-                .batch_write_item()
-                .request_items(&self.table, deletes.collect())
-                .send()
-                .await;
+            let result = self.client.batch_write_item().request_items(&self.table, deletes.collect()).send().await;
             if let Err(err) = result {
                 tracing::error!(error = %DisplayErrorContext(&err), "could not undo a partly written license batch");
             }
@@ -242,19 +254,103 @@ impl DynamoStore {
 }
 
 impl Store for DynamoStore {
-    async fn create_licenses(&self, licenses: &[License]) -> Result<(), WriteError> {
-        for (index, chunk) in licenses.chunks(MAX_TRANSACTION_ITEMS).enumerate() {
-            let items = chunk
-                .iter()
-                .map(|l| self.put_new_license(l))
-                .collect::<Result<Vec<_>, _>>()?;
+    async fn create_licenses(
+        &self,
+        licenses: &[License],
+        record: Option<&IdempotencyRecord>,
+    ) -> Result<(), WriteError> {
+        // One slot of the last transaction is kept for the idempotency record, which commits
+        // with the last licenses: a replay never points at licenses that were not all written.
+        let per_transaction = MAX_TRANSACTION_ITEMS - 1;
+        let chunks: Vec<&[License]> = licenses.chunks(per_transaction).collect();
+        for (index, chunk) in chunks.iter().enumerate() {
+            let mut items = chunk.iter().map(|l| self.put_new_license(l)).collect::<Result<Vec<_>, _>>()?;
+            if let (Some(record), true) = (record, index + 1 == chunks.len()) {
+                let mut item: Item = serde_dynamo::to_item(record)
+                    .map_err(|e| StoreError::Internal(format!("idempotency record not storable: {e}")))?;
+                item.insert("PK".into(), idempotency_pk(&record.idempotency_key));
+                item.insert("SK".into(), s("I"));
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(PK)")
+                    .build();
+                items.push(TransactWriteItem::builder().put(built(put)?).build());
+            }
             if let Err(err) = self.transact(items).await {
-                self.delete_licenses(&licenses[..index * MAX_TRANSACTION_ITEMS])
-                    .await;
+                self.delete_licenses(&licenses[..index * per_transaction]).await;
                 return Err(err);
             }
         }
         Ok(())
+    }
+
+    async fn idempotency_record(&self, idempotency_key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.count_round_trip();
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("PK", idempotency_pk(idempotency_key))
+            .key("SK", s("I"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        output
+            .item
+            .map(|item| {
+                serde_dynamo::from_item(item)
+                    .map_err(|e| StoreError::Internal(format!("unreadable idempotency record: {e}")))
+            })
+            .transpose()
+    }
+
+    async fn licenses(&self, keys: &[LicenseKey]) -> Result<Vec<License>, StoreError> {
+        let mut found: HashMap<LicenseKey, License> = HashMap::new();
+        for chunk in keys.chunks(100) {
+            let mut request = KeysAndAttributes::builder().consistent_read(true);
+            for key in chunk {
+                request = request
+                    .keys(HashMap::from([("PK".to_string(), license_pk(key)), ("SK".to_string(), s(LICENSE_SK))]));
+            }
+            let mut pending = Some(built(request.build())?);
+            while let Some(request) = pending.take() {
+                self.count_round_trip();
+                let output =
+                    self.client.batch_get_item().request_items(&self.table, request).send().await.map_err(classify)?;
+                for item in output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
+                    let license = license_from(item)?;
+                    found.insert(license.license_key.clone(), license);
+                }
+                pending =
+                    output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys.is_empty());
+            }
+        }
+        Ok(keys.iter().filter_map(|k| found.remove(k)).collect())
+    }
+
+    async fn list_licenses(&self, lookup: &Lookup, limit: u32, cursor: Option<&str>) -> Result<Page, StoreError> {
+        let (index, attribute, value) = lookup_index(lookup);
+        let start = cursor.map(|c| decode_cursor(c, attribute, &value)).transpose()?;
+        self.count_round_trip();
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", attribute)
+            .expression_attribute_values(":pk", AttributeValue::S(value))
+            .scan_index_forward(false)
+            .limit(limit as i32)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(classify)?;
+        let licenses = output.items.unwrap_or_default().into_iter().map(license_from).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = output.last_evaluated_key.as_ref().and_then(encode_cursor);
+        Ok(Page { licenses, next_cursor })
     }
 
     async fn license_and_device(
@@ -264,51 +360,29 @@ impl Store for DynamoStore {
     ) -> Result<(Option<License>, Option<Device>), StoreError> {
         let pk = license_pk(key);
         let keys = KeysAndAttributes::builder()
-            .keys(HashMap::from([
-                ("PK".to_string(), pk.clone()),
-                ("SK".to_string(), s(LICENSE_SK)),
-            ]))
-            .keys(HashMap::from([
-                ("PK".to_string(), pk),
-                ("SK".to_string(), device_sk(hardware_id)),
-            ]))
+            .keys(HashMap::from([("PK".to_string(), pk.clone()), ("SK".to_string(), s(LICENSE_SK))]))
+            .keys(HashMap::from([("PK".to_string(), pk), ("SK".to_string(), device_sk(hardware_id))]))
             .consistent_read(true);
         let mut pending = Some(built(keys.build())?);
         let (mut license, mut device) = (None, None);
         while let Some(request) = pending.take() {
             self.count_round_trip();
-            let output = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, request)
-                .send()
-                .await
-                .map_err(classify)?;
-            let items = output
-                .responses
-                .and_then(|mut r| r.remove(&self.table))
-                .unwrap_or_default();
+            let output =
+                self.client.batch_get_item().request_items(&self.table, request).send().await.map_err(classify)?;
+            let items = output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default();
             for item in items {
                 match item.get("SK") {
-                    Some(AttributeValue::S(sk)) if sk == LICENSE_SK => {
-                        license = Some(license_from(item)?)
-                    }
+                    Some(AttributeValue::S(sk)) if sk == LICENSE_SK => license = Some(license_from(item)?),
                     _ => device = Some(device_from(item)?),
                 }
             }
             // DynamoDB may leave keys unprocessed under load; ask again for just those.
-            pending = output
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(&self.table))
-                .filter(|k| !k.keys.is_empty());
+            pending = output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys.is_empty());
         }
         Ok((license, device))
     }
 
-    async fn license_with_devices(
-        &self,
-        key: &LicenseKey,
-    ) -> Result<Option<(License, Vec<Device>)>, StoreError> {
+    async fn license_with_devices(&self, key: &LicenseKey) -> Result<Option<(License, Vec<Device>)>, StoreError> {
         let mut license = None;
         let mut devices = Vec::new();
         let mut start = None;
@@ -327,12 +401,8 @@ impl Store for DynamoStore {
                 .map_err(classify)?;
             for item in output.items.unwrap_or_default() {
                 match item.get("SK") {
-                    Some(AttributeValue::S(sk)) if sk == LICENSE_SK => {
-                        license = Some(license_from(item)?)
-                    }
-                    Some(AttributeValue::S(sk)) if sk.starts_with(DEVICE_PREFIX) => {
-                        devices.push(device_from(item)?)
-                    }
+                    Some(AttributeValue::S(sk)) if sk == LICENSE_SK => license = Some(license_from(item)?),
+                    Some(AttributeValue::S(sk)) if sk.starts_with(DEVICE_PREFIX) => devices.push(device_from(item)?),
                     _ => {}
                 }
             }
@@ -355,16 +425,13 @@ impl Store for DynamoStore {
         let update_expression = if write.evict.is_some() {
             "SET last_activated_at = :now, first_activated_at = if_not_exists(first_activated_at, :now), version = version + :one"
         } else {
-            conditions
-                .push("(times_activated < max_activations OR allow_unlimited_activations = :true)");
+            conditions.push("(times_activated < max_activations OR allow_unlimited_activations = :true)");
             values.insert(":true".into(), AttributeValue::Bool(true));
             "SET times_activated = times_activated + :one, last_activated_at = :now, \
              first_activated_at = if_not_exists(first_activated_at, :now), version = version + :one"
         };
         if let Some(cutoff) = freeze_cutoff(write.license, write.now) {
-            conditions.push(
-                "(attribute_not_exists(last_activated_at) OR last_activated_at <= :freeze_cutoff)",
-            );
+            conditions.push("(attribute_not_exists(last_activated_at) OR last_activated_at <= :freeze_cutoff)");
             values.insert(":freeze_cutoff".into(), s(&cutoff.to_string()));
         }
         let license_update = Update::builder()
@@ -382,9 +449,7 @@ impl Store for DynamoStore {
             .condition_expression("attribute_not_exists(SK)")
             .build();
         let mut items = vec![
-            TransactWriteItem::builder()
-                .update(built(license_update)?)
-                .build(),
+            TransactWriteItem::builder().update(built(license_update)?).build(),
             TransactWriteItem::builder().put(built(device_put)?).build(),
         ];
         if let Some(evicted) = write.evict {
@@ -408,10 +473,7 @@ impl Store for DynamoStore {
                 "times_activated > :zero AND (attribute_not_exists(max_transfers) OR transfer_count < max_transfers)",
             )
         } else {
-            (
-                "SET times_activated = times_activated - :one, version = version + :one",
-                "times_activated > :zero",
-            )
+            ("SET times_activated = times_activated - :one, version = version + :one", "times_activated > :zero")
         };
         let license_update = Update::builder()
             .table_name(&self.table)
@@ -428,14 +490,47 @@ impl Store for DynamoStore {
             .condition_expression("attribute_exists(SK)")
             .build();
         self.transact(vec![
-            TransactWriteItem::builder()
-                .delete(built(device_delete)?)
-                .build(),
-            TransactWriteItem::builder()
-                .update(built(license_update)?)
-                .build(),
+            TransactWriteItem::builder().delete(built(device_delete)?).build(),
+            TransactWriteItem::builder().update(built(license_update)?).build(),
         ])
         .await
+    }
+
+    async fn replace_license(&self, license: &License) -> Result<(), WriteError> {
+        self.count_round_trip();
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(license_item(license)?))
+            .condition_expression("version = :expected")
+            .expression_attribute_values(":expected", n(license.version.saturating_sub(1)))
+            .send()
+            .await
+            .map_err(conditional_error)?;
+        Ok(())
+    }
+
+    async fn touch_device(
+        &self,
+        key: &LicenseKey,
+        hardware_id: &HardwareId,
+        now: Timestamp,
+        stale_before: Timestamp,
+    ) -> Result<(), WriteError> {
+        self.count_round_trip();
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("PK", license_pk(key))
+            .key("SK", device_sk(hardware_id))
+            .update_expression("SET last_seen_at = :now")
+            .condition_expression("attribute_exists(SK) AND last_seen_at < :stale_before")
+            .expression_attribute_values(":now", s(&now.to_string()))
+            .expression_attribute_values(":stale_before", s(&stale_before.to_string()))
+            .send()
+            .await
+            .map_err(conditional_error)?;
+        Ok(())
     }
 
     fn round_trips(&self) -> u64 {
@@ -446,28 +541,16 @@ impl Store for DynamoStore {
 /// Create the table with its two lookup indexes (customer e-mail, order id) and TTL on `ttl`.
 /// Returns false, changing nothing, when the table exists already.
 pub async fn create_table(client: &Client, table: &str) -> Result<bool, StoreError> {
-    let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-    };
-    let key = |name: &str, key_type: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(key_type)
-            .build()
-    };
+    let attribute =
+        |name: &str| AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build();
+    let key =
+        |name: &str, key_type: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(key_type).build();
     let index = |name: &str, partition: &str| {
         GlobalSecondaryIndex::builder()
             .index_name(name)
             .key_schema(built(key(partition, KeyType::Hash))?)
             .key_schema(built(key("created_at", KeyType::Range))?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::All)
-                    .build(),
-            )
+            .projection(Projection::builder().projection_type(ProjectionType::All).build())
             .build()
             .map_err(|e| StoreError::Internal(e.to_string()))
     };
@@ -490,18 +573,7 @@ pub async fn create_table(client: &Client, table: &str) -> Result<bool, StoreErr
         Err(err) if err.code() == Some("ResourceInUseException") => return Ok(false),
         other => other.map_err(classify)?,
     };
-    let ttl = built(
-        TimeToLiveSpecification::builder()
-            .attribute_name("ttl")
-            .enabled(true)
-            .build(),
-    )?;
-    client
-        .update_time_to_live()
-        .table_name(table)
-        .time_to_live_specification(ttl)
-        .send()
-        .await
-        .map_err(classify)?;
+    let ttl = built(TimeToLiveSpecification::builder().attribute_name("ttl").enabled(true).build())?;
+    client.update_time_to_live().table_name(table).time_to_live_specification(ttl).send().await.map_err(classify)?;
     Ok(true)
 }

@@ -1,8 +1,11 @@
 //! An in-memory store with the DynamoDB store's conditions, one lock around each whole operation.
 
-use super::{freeze_cutoff, ActivationWrite, DeactivationWrite, Store, StoreError, WriteError};
+use super::{
+    freeze_cutoff, ActivationWrite, DeactivationWrite, IdempotencyRecord, Lookup, Page, Store, StoreError, WriteError,
+};
 use crate::input::{HardwareId, LicenseKey};
 use crate::model::{Device, License, LicenseStatus};
+use crate::time::Timestamp;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -10,6 +13,7 @@ use std::sync::Mutex;
 #[derive(Default)]
 pub struct MemoryStore {
     partitions: Mutex<HashMap<LicenseKey, Partition>>,
+    idempotency: Mutex<HashMap<String, IdempotencyRecord>>,
     round_trips: AtomicU64,
 }
 
@@ -26,31 +30,67 @@ impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LicenseKey, Partition>> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         // A panic while holding the lock leaves whole operations behind, never half of one.
-        self.partitions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.partitions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl Store for MemoryStore {
-    async fn create_licenses(&self, licenses: &[License]) -> Result<(), WriteError> {
+    async fn create_licenses(
+        &self,
+        licenses: &[License],
+        record: Option<&IdempotencyRecord>,
+    ) -> Result<(), WriteError> {
         let mut partitions = self.lock();
-        if licenses
-            .iter()
-            .any(|l| partitions.contains_key(&l.license_key))
+        let mut records = self.idempotency.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if licenses.iter().any(|l| partitions.contains_key(&l.license_key))
+            || record.is_some_and(|r| records.contains_key(&r.idempotency_key))
         {
             return Err(WriteError::Conflict);
         }
         for license in licenses {
-            partitions.insert(
-                license.license_key.clone(),
-                Partition {
-                    license: license.clone(),
-                    devices: BTreeMap::new(),
-                },
-            );
+            partitions
+                .insert(license.license_key.clone(), Partition { license: license.clone(), devices: BTreeMap::new() });
+        }
+        if let Some(record) = record {
+            records.insert(record.idempotency_key.clone(), record.clone());
         }
         Ok(())
+    }
+
+    async fn idempotency_record(&self, idempotency_key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let _partitions = self.lock();
+        let records = self.idempotency.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(records.get(idempotency_key).cloned())
+    }
+
+    async fn licenses(&self, keys: &[LicenseKey]) -> Result<Vec<License>, StoreError> {
+        let partitions = self.lock();
+        Ok(keys.iter().filter_map(|k| partitions.get(k).map(|p| p.license.clone())).collect())
+    }
+
+    async fn list_licenses(&self, lookup: &Lookup, limit: u32, cursor: Option<&str>) -> Result<Page, StoreError> {
+        let partitions = self.lock();
+        let mut matching: Vec<&License> = partitions
+            .values()
+            .map(|p| &p.license)
+            .filter(|l| match lookup {
+                Lookup::CustomerEmail(email) => l.customer.as_ref().and_then(|c| c.email.as_ref()) == Some(email),
+                Lookup::OrderId(order) => l.order_id.as_ref() == Some(order),
+            })
+            .collect();
+        // Newest first; the key breaks ties so the order (and the cursor) is total.
+        matching.sort_by(|a, b| (b.created_at, &b.license_key).cmp(&(a.created_at, &a.license_key)));
+        let start = match cursor {
+            None => 0,
+            Some(cursor) => {
+                let after = LicenseKey::parse(cursor).map_err(|_| StoreError::InvalidCursor)?;
+                matching.iter().position(|l| l.license_key == after).ok_or(StoreError::InvalidCursor)? + 1
+            }
+        };
+        let page: Vec<License> = matching.iter().skip(start).take(limit as usize).map(|l| (*l).clone()).collect();
+        let next_cursor =
+            (start + page.len() < matching.len()).then(|| page.last().map(|l| l.license_key.to_string())).flatten();
+        Ok(Page { licenses: page, next_cursor })
     }
 
     async fn license_and_device(
@@ -65,34 +105,21 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn license_with_devices(
-        &self,
-        key: &LicenseKey,
-    ) -> Result<Option<(License, Vec<Device>)>, StoreError> {
+    async fn license_with_devices(&self, key: &LicenseKey) -> Result<Option<(License, Vec<Device>)>, StoreError> {
         let partitions = self.lock();
-        Ok(partitions
-            .get(key)
-            .map(|p| (p.license.clone(), p.devices.values().cloned().collect())))
+        Ok(partitions.get(key).map(|p| (p.license.clone(), p.devices.values().cloned().collect())))
     }
 
     async fn activate(&self, write: &ActivationWrite<'_>) -> Result<(), WriteError> {
         let mut partitions = self.lock();
-        let partition = partitions
-            .get_mut(&write.license.license_key)
-            .ok_or(WriteError::Conflict)?;
+        let partition = partitions.get_mut(&write.license.license_key).ok_or(WriteError::Conflict)?;
         let license = &mut partition.license;
-        let seat_free = license.allow_unlimited_activations
-            || license.times_activated < license.max_activations;
-        let thawed = match (
-            freeze_cutoff(write.license, write.now),
-            license.last_activated_at,
-        ) {
+        let seat_free = license.allow_unlimited_activations || license.times_activated < license.max_activations;
+        let thawed = match (freeze_cutoff(write.license, write.now), license.last_activated_at) {
             (Some(cutoff), Some(last)) => last <= cutoff,
             _ => true,
         };
-        let evict_ok = write
-            .evict
-            .is_none_or(|hw| partition.devices.contains_key(hw));
+        let evict_ok = write.evict.is_none_or(|hw| partition.devices.contains_key(hw));
         if license.status != LicenseStatus::Active
             || !thawed
             || partition.devices.contains_key(&write.device.hardware_id)
@@ -110,26 +137,16 @@ impl Store for MemoryStore {
         license.first_activated_at.get_or_insert(write.now);
         license.last_activated_at = Some(write.now);
         license.version += 1;
-        partition
-            .devices
-            .insert(write.device.hardware_id.clone(), write.device.clone());
+        partition.devices.insert(write.device.hardware_id.clone(), write.device.clone());
         Ok(())
     }
 
     async fn deactivate(&self, write: &DeactivationWrite<'_>) -> Result<(), WriteError> {
         let mut partitions = self.lock();
-        let partition = partitions
-            .get_mut(write.license_key)
-            .ok_or(WriteError::Conflict)?;
+        let partition = partitions.get_mut(write.license_key).ok_or(WriteError::Conflict)?;
         let license = &mut partition.license;
-        let transfer_ok = !write.count_transfer
-            || license
-                .max_transfers
-                .is_none_or(|max| license.transfer_count < max);
-        if !partition.devices.contains_key(write.hardware_id)
-            || license.times_activated == 0
-            || !transfer_ok
-        {
+        let transfer_ok = !write.count_transfer || license.max_transfers.is_none_or(|max| license.transfer_count < max);
+        if !partition.devices.contains_key(write.hardware_id) || license.times_activated == 0 || !transfer_ok {
             return Err(WriteError::Conflict);
         }
         partition.devices.remove(write.hardware_id);
@@ -138,6 +155,33 @@ impl Store for MemoryStore {
             license.transfer_count += 1;
         }
         license.version += 1;
+        Ok(())
+    }
+
+    async fn replace_license(&self, license: &License) -> Result<(), WriteError> {
+        let mut partitions = self.lock();
+        let partition = partitions.get_mut(&license.license_key).ok_or(WriteError::Conflict)?;
+        if partition.license.version + 1 != license.version {
+            return Err(WriteError::Conflict);
+        }
+        partition.license = license.clone();
+        Ok(())
+    }
+
+    async fn touch_device(
+        &self,
+        key: &LicenseKey,
+        hardware_id: &HardwareId,
+        now: Timestamp,
+        stale_before: Timestamp,
+    ) -> Result<(), WriteError> {
+        let mut partitions = self.lock();
+        let device =
+            partitions.get_mut(key).and_then(|p| p.devices.get_mut(hardware_id)).ok_or(WriteError::Conflict)?;
+        if device.last_seen_at >= stale_before {
+            return Err(WriteError::Conflict);
+        }
+        device.last_seen_at = now;
         Ok(())
     }
 
