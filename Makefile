@@ -20,7 +20,8 @@ test-unit: ## the shared crate's rules, store and handler tests (in-memory store
 	$(CARGO) test --workspace --exclude keygate-tests
 
 test-integration: deps ## HTTP tests against DynamoDB Local on a free port
-	bash scripts/with-dynamodb-local.sh $(CARGO) test -p keygate-tests -- --test-threads 4
+	$(CARGO) build -p keygate-cli
+	timeout 1200 bash scripts/with-dynamodb-local.sh $(CARGO) test -p keygate-tests -- --test-threads 4
 
 test-readme: deps ## run the README walk-through word for word against make local
 	$(CARGO) build -p keygate-cli

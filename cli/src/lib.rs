@@ -1,6 +1,8 @@
 //! `keygate serve`: every route of the four functions on one local port, through the very
 //! handler the Lambda functions run. Only the HTTP framing differs: hyper here, API Gateway there.
 
+pub mod admin;
+
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;

@@ -41,6 +41,65 @@ enum Command {
         #[command(subcommand)]
         command: AdminTokenCommand,
     },
+    /// Vendor commands over the HTTP API (local or deployed).
+    Licenses {
+        /// The API's base URL.
+        #[arg(long, env = "KEYGATE_URL", default_value = "http://127.0.0.1:3000", global = true)]
+        url: String,
+        /// The plain admin token (its SHA-256 hash is what the server is configured with).
+        #[arg(long, env = "KEYGATE_ADMIN_TOKEN", hide_env_values = true, global = true)]
+        admin_token: Option<String>,
+        #[command(subcommand)]
+        command: LicensesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LicensesCommand {
+    /// Issue licenses; prints the answer with their keys.
+    Issue {
+        #[arg(long)]
+        product: String,
+        #[arg(long, default_value_t = 1)]
+        max_activations: u32,
+        /// perpetual, subscription, time_limited, trial or consumption.
+        #[arg(long = "type", default_value = "perpetual")]
+        license_type: String,
+        #[arg(long)]
+        quantity: Option<u32>,
+        #[arg(long)]
+        customer_email: Option<String>,
+        #[arg(long)]
+        order_id: Option<String>,
+        /// Expire on this date (YYYY-MM-DD or RFC 3339).
+        #[arg(long, conflicts_with = "expires_after_days")]
+        expires_on: Option<String>,
+        /// Expire this many days after the first activation.
+        #[arg(long)]
+        expires_after_days: Option<u32>,
+        /// Further fields of POST /v1/licenses as a JSON object, e.g. '{"grace_period_days": 7}'.
+        #[arg(long)]
+        extra: Option<String>,
+    },
+    /// Show a license, its devices and usage.
+    Show { license_key: String },
+    /// List licenses by customer e-mail or order id.
+    List {
+        #[arg(long, required_unless_present = "order_id", conflicts_with = "order_id")]
+        customer_email: Option<String>,
+        #[arg(long)]
+        order_id: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Suspend a license: checks answer SUSPENDED, activations are refused.
+    Suspend { license_key: String },
+    /// Make a suspended or revoked license active again.
+    Reinstate { license_key: String },
+    /// Revoke a license for good (it can still be reinstated by the vendor).
+    Revoke { license_key: String },
 }
 
 #[derive(Subcommand)]
@@ -116,12 +175,87 @@ async fn run(command: Command) -> Result<(), String> {
             eprintln!("KEYGATE_ADMIN_TOKEN_SHA256={}", hash_token(&token));
             Ok(())
         }
+        Command::Licenses { url, admin_token, command } => {
+            let token = admin_token.ok_or("set KEYGATE_ADMIN_TOKEN or pass --admin-token")?;
+            let answer = licenses(&keygate_cli::admin::AdminClient::new(&url, &token)?, command).await?;
+            println!("{}", serde_json::to_string_pretty(&answer).map_err(|e| e.to_string())?);
+            Ok(())
+        }
         Command::AdminToken { command: AdminTokenCommand::Hash } => {
             let mut token = String::new();
             std::io::stdin().read_to_string(&mut token).map_err(|e| e.to_string())?;
             println!("{}", hash_token(token.trim_end_matches(['\r', '\n'])));
             Ok(())
         }
+    }
+}
+
+async fn licenses(
+    client: &keygate_cli::admin::AdminClient,
+    command: LicensesCommand,
+) -> Result<serde_json::Value, String> {
+    use keygate_cli::admin::encode;
+    use serde_json::{json, Value};
+    let set_status = |key: String, status: &'static str| async move {
+        client.send("PATCH", &format!("/v1/licenses/{}", encode(&key)), Some(&json!({"status": status}))).await
+    };
+    match command {
+        LicensesCommand::Issue {
+            product,
+            max_activations,
+            license_type,
+            quantity,
+            customer_email,
+            order_id,
+            expires_on,
+            expires_after_days,
+            extra,
+        } => {
+            let mut body = match extra {
+                Some(text) => serde_json::from_str::<Value>(&text).map_err(|e| format!("--extra: {e}"))?,
+                None => json!({}),
+            };
+            let fields = body.as_object_mut().ok_or("--extra must be a JSON object")?;
+            fields.insert("product".into(), json!(product));
+            fields.insert("max_activations".into(), json!(max_activations));
+            fields.insert("license_type".into(), json!(license_type));
+            if let Some(quantity) = quantity {
+                fields.insert("quantity".into(), json!(quantity));
+            }
+            if let Some(email) = customer_email {
+                fields.insert("customer".into(), json!({"email": email}));
+            }
+            if let Some(order_id) = order_id {
+                fields.insert("order_id".into(), json!(order_id));
+            }
+            if let Some(date) = expires_on {
+                fields.insert("expiration".into(), json!({"type": "on_date", "date": date}));
+            }
+            if let Some(days) = expires_after_days {
+                fields.insert("expiration".into(), json!({"type": "days_after_activation", "days": days}));
+            }
+            client.send("POST", "/v1/licenses", Some(&body)).await
+        }
+        LicensesCommand::Show { license_key } => {
+            client.send("GET", &format!("/v1/licenses/{}", encode(&license_key)), None).await
+        }
+        LicensesCommand::List { customer_email, order_id, limit, cursor } => {
+            let mut query = match (customer_email, order_id) {
+                (Some(email), _) => format!("customer_email={}", encode(&email)),
+                (None, Some(order)) => format!("order_id={}", encode(&order)),
+                (None, None) => return Err("--customer-email or --order-id is required".into()),
+            };
+            if let Some(limit) = limit {
+                query.push_str(&format!("&limit={limit}"));
+            }
+            if let Some(cursor) = cursor {
+                query.push_str(&format!("&cursor={}", encode(&cursor)));
+            }
+            client.send("GET", &format!("/v1/licenses?{query}"), None).await
+        }
+        LicensesCommand::Suspend { license_key } => set_status(license_key, "suspended").await,
+        LicensesCommand::Reinstate { license_key } => set_status(license_key, "active").await,
+        LicensesCommand::Revoke { license_key } => set_status(license_key, "revoked").await,
     }
 }
 

@@ -7,6 +7,7 @@ use keygate::api::{handle, Function};
 use keygate::store::{DynamoStore, Store};
 use keygate_tests::{device, fresh_store, join_all, TestApp};
 
+mod cli;
 mod rules;
 mod vendor;
 use serde_json::{json, Value};

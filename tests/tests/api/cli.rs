@@ -1,0 +1,95 @@
+//! The `keygate licenses ...` vendor commands, run as the real binary against the API.
+
+use keygate_tests::{device, TestApp};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// `target/debug/keygate`, beside this test binary's `deps/` folder (`make test` builds it first).
+fn keygate_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe.parent().and_then(|deps| deps.parent()).unwrap().join("keygate");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p keygate-cli` (make test does)",
+        binary.display()
+    );
+    binary
+}
+
+/// Runs `keygate licenses <args>` off the runtime (the server under test shares it), with the
+/// API's URL and admin token in the environment unless `token` overrides the token.
+async fn run(t: &TestApp, args: &[&str], token: Option<&str>) -> Result<Value, String> {
+    let (url, token) = (t.base_url.clone(), token.unwrap_or(&t.admin_token).to_string());
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(keygate_binary())
+            .arg("licenses")
+            .args(&args)
+            .env("KEYGATE_URL", url)
+            .env("KEYGATE_ADMIN_TOKEN", token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    if output.status.success() {
+        Ok(serde_json::from_slice(&output.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+async fn keygate(t: &TestApp, args: &[&str]) -> Result<Value, String> {
+    run(t, args, None).await
+}
+
+#[tokio::test]
+async fn the_cli_issues_shows_lists_and_changes_status() {
+    let t = TestApp::spawn().await;
+    let issued = keygate(
+        &t,
+        &[
+            "issue",
+            "--product",
+            "editor",
+            "--max-activations",
+            "2",
+            "--quantity",
+            "2",
+            "--order-id",
+            "cli-1",
+            "--extra",
+            r#"{"grace_period_days": 4}"#,
+        ],
+    )
+    .await
+    .unwrap();
+    let key = issued["licenses"][0]["license_key"].as_str().unwrap().to_string();
+    assert_eq!(issued["licenses"][0]["grace_period_days"], 4);
+
+    let listed = keygate(&t, &["list", "--order-id", "cli-1"]).await.unwrap();
+    assert_eq!(listed["licenses"].as_array().unwrap().len(), 2);
+
+    for (command, status, code) in [
+        ("suspend", "suspended", "SUSPENDED"),
+        ("revoke", "revoked", "REVOKED"),
+        ("reinstate", "active", "DEVICE_NOT_ACTIVATED"),
+    ] {
+        let changed = keygate(&t, &[command, &key]).await.unwrap();
+        assert_eq!(changed["license"]["status"], status);
+        assert_eq!(t.post("/v1/check", &device(&key, "pc-1")).await.body["code"], code);
+    }
+    let shown = keygate(&t, &["show", &key]).await.unwrap();
+    assert_eq!(shown["license"]["version"], 3);
+    assert_eq!(shown["usage"]["seats_available"], 2);
+}
+
+#[tokio::test]
+async fn cli_errors_carry_the_api_error_and_a_failing_exit() {
+    let t = TestApp::spawn().await;
+    let err = keygate(&t, &["show", "ZZZZZ-ZZZZZ"]).await.unwrap_err();
+    assert!(err.contains("LICENSE_NOT_FOUND"), "{err}");
+    let err = run(&t, &["show", "ZZZZZ-ZZZZZ"], Some("wrong")).await.unwrap_err();
+    assert!(err.contains("UNAUTHORIZED"), "{err}");
+}
