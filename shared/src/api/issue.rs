@@ -356,7 +356,48 @@ pub struct LicensePatch {
 }
 
 impl LicensePatch {
+    fn is_empty(&self) -> bool {
+        let LicensePatch {
+            status,
+            expiration,
+            max_activations,
+            allow_unlimited_activations,
+            grace_period_days,
+            maintenance_until,
+            max_transfers,
+            freeze_days,
+            device_rotation,
+            prevent_vm,
+            validation_interval_days,
+            work_if_validation_blocked,
+            customer,
+            order_id,
+            features,
+            metadata,
+            version: _,
+        } = self;
+        status.is_none()
+            && expiration.is_none()
+            && max_activations.is_none()
+            && allow_unlimited_activations.is_none()
+            && grace_period_days.is_none()
+            && maintenance_until.is_none()
+            && max_transfers.is_none()
+            && freeze_days.is_none()
+            && device_rotation.is_none()
+            && prevent_vm.is_none()
+            && validation_interval_days.is_none()
+            && work_if_validation_blocked.is_none()
+            && customer.is_none()
+            && order_id.is_none()
+            && features.is_none()
+            && metadata.is_none()
+    }
+
     fn validate(&self) -> Result<(), ApiError> {
+        if self.is_empty() {
+            return Err(ApiError::new(ErrorCode::InvalidField, "the patch names no field to change"));
+        }
         if let Some(max) = self.max_activations {
             within("max_activations", Some(max), 0, MAX_SEATS)?;
         }

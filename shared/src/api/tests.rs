@@ -335,6 +335,8 @@ async fn patch_refusals_name_the_field_and_change_nothing() {
         (json!({"grace_period_days": "3"}), 400, "INVALID_FIELD"),
         (json!({"license_key": "X"}), 400, "INVALID_FIELD"),
         (json!({"status": "active", "version": 3}), 409, "VERSION_CONFLICT"),
+        (json!({}), 400, "INVALID_FIELD"),
+        (json!({"version": 0}), 400, "INVALID_FIELD"),
     ] {
         let (got, answer) = patch(&app, &key, body.clone()).await;
         assert_eq!((got, error_code(&answer)), (status, code), "{body}: {answer}");
@@ -383,4 +385,52 @@ async fn idempotent_issues_replay_and_refuse_a_different_request() {
     assert_eq!(first["licenses"][0]["license_key"], second["licenses"][0]["license_key"]);
     let other = send(body.replace("\"max_activations\":1", "\"max_activations\":2")).await;
     assert_eq!(other.status(), 409);
+}
+
+/// docs/openapi.yaml must describe exactly the served routes, and every error and check code.
+#[test]
+fn openapi_describes_every_route_and_code() {
+    let spec = include_str!("../../../docs/openapi.yaml");
+    let mut documented = std::collections::BTreeSet::new();
+    let mut in_paths = false;
+    let mut path = "";
+    for line in spec.lines() {
+        if !line.starts_with(' ') {
+            in_paths = line == "paths:";
+            continue;
+        }
+        if !in_paths {
+            continue;
+        }
+        if let Some(p) = line.strip_prefix("  /").and_then(|rest| rest.strip_suffix(':')) {
+            path = &line[2..2 + p.len() + 1];
+        } else if let Some(method) =
+            ["get", "post", "patch", "delete", "put"].iter().find(|m| line == format!("    {m}:"))
+        {
+            documented.insert((method.to_uppercase(), path.to_string()));
+        }
+    }
+    let served: std::collections::BTreeSet<(String, String)> =
+        ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_string())).collect();
+    assert_eq!(documented, served, "docs/openapi.yaml and ROUTES differ");
+    for code in ErrorCode::ALL {
+        let name = serde_json::to_value(code).unwrap();
+        assert!(
+            spec.contains(&format!("- {}", name.as_str().unwrap())),
+            "ErrorCode {name} is not in the ErrorCode enum"
+        );
+    }
+    for code in [
+        crate::rules::CheckCode::Valid,
+        crate::rules::CheckCode::GracePeriod,
+        crate::rules::CheckCode::Expired,
+        crate::rules::CheckCode::Suspended,
+        crate::rules::CheckCode::Revoked,
+        crate::rules::CheckCode::ProductMismatch,
+        crate::rules::CheckCode::DeviceNotActivated,
+        crate::rules::CheckCode::LeaseExpired,
+    ] {
+        let name = serde_json::to_value(code).unwrap();
+        assert!(spec.contains(name.as_str().unwrap()), "CheckCode {name} is not documented");
+    }
 }
