@@ -32,6 +32,15 @@ const LICENSE_SK: &str = "L";
 const DEVICE_PREFIX: &str = "D#";
 pub const CUSTOMER_INDEX: &str = "GSI1";
 pub const ORDER_INDEX: &str = "GSI2";
+/// A device item rotation released: kept until TTL deletes it, read as absent everywhere.
+const RELEASED: &str = "attribute_exists(released_at)";
+const BOUND: &str = "attribute_not_exists(released_at)";
+const RELEASED_DEVICE_TTL_SECONDS: i64 = 30 * 86_400;
+
+fn is_released(item: &Item) -> bool {
+    item.contains_key("released_at")
+}
+
 /// TransactWriteItems takes at most 100 items.
 const MAX_TRANSACTION_ITEMS: usize = 100;
 
@@ -373,7 +382,8 @@ impl Store for DynamoStore {
             for item in items {
                 match item.get("SK") {
                     Some(AttributeValue::S(sk)) if sk == LICENSE_SK => license = Some(license_from(item)?),
-                    _ => device = Some(device_from(item)?),
+                    _ if !is_released(&item) => device = Some(device_from(item)?),
+                    _ => {}
                 }
             }
             // DynamoDB may leave keys unprocessed under load; ask again for just those.
@@ -402,7 +412,9 @@ impl Store for DynamoStore {
             for item in output.items.unwrap_or_default() {
                 match item.get("SK") {
                     Some(AttributeValue::S(sk)) if sk == LICENSE_SK => license = Some(license_from(item)?),
-                    Some(AttributeValue::S(sk)) if sk.starts_with(DEVICE_PREFIX) => devices.push(device_from(item)?),
+                    Some(AttributeValue::S(sk)) if sk.starts_with(DEVICE_PREFIX) && !is_released(&item) => {
+                        devices.push(device_from(item)?)
+                    }
                     _ => {}
                 }
             }
@@ -446,20 +458,26 @@ impl Store for DynamoStore {
         let device_put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(device_item(key, write.device)?))
-            .condition_expression("attribute_not_exists(SK)")
+            .condition_expression(format!("attribute_not_exists(SK) OR {RELEASED}"))
             .build();
         let mut items = vec![
             TransactWriteItem::builder().update(built(license_update)?).build(),
             TransactWriteItem::builder().put(built(device_put)?).build(),
         ];
         if let Some(evicted) = write.evict {
-            let delete = Delete::builder()
+            // Rotation marks the evicted device released instead of deleting it, so the activate
+            // function's role needs no DeleteItem (it can never delete a license); TTL removes it later.
+            let release = Update::builder()
                 .table_name(&self.table)
                 .key("PK", license_pk(key))
                 .key("SK", device_sk(evicted))
-                .condition_expression("attribute_exists(SK)")
+                .update_expression("SET released_at = :now, #ttl = :ttl")
+                .condition_expression(format!("attribute_exists(SK) AND {BOUND}"))
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_values(":now", s(&write.now.to_string()))
+                .expression_attribute_values(":ttl", n(write.now.unix() + RELEASED_DEVICE_TTL_SECONDS))
                 .build();
-            items.push(TransactWriteItem::builder().delete(built(delete)?).build());
+            items.push(TransactWriteItem::builder().update(built(release)?).build());
         }
         self.transact(items).await
     }
@@ -524,7 +542,7 @@ impl Store for DynamoStore {
             .key("PK", license_pk(key))
             .key("SK", device_sk(hardware_id))
             .update_expression("SET last_seen_at = :now")
-            .condition_expression("attribute_exists(SK) AND last_seen_at < :stale_before")
+            .condition_expression(format!("attribute_exists(SK) AND {BOUND} AND last_seen_at < :stale_before"))
             .expression_attribute_values(":now", s(&now.to_string()))
             .expression_attribute_values(":stale_before", s(&stale_before.to_string()))
             .send()

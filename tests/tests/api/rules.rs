@@ -114,6 +114,13 @@ async fn rotation_replaces_the_least_recently_seen_device() {
         (stored["license"]["times_activated"].clone(), stored["license"]["transfer_count"].clone()),
         (json!(1), json!(0))
     );
+    assert_eq!(stored["devices"].as_array().unwrap().len(), 1, "the rotated-out device is not listed");
+    // The rotated-out device can come back, rotating the other one out.
+    assert_eq!(t.post("/v1/activate", &device(&key, "old-pc")).await.status, 200);
+    assert_eq!(check(&t, &key, "old-pc").await["code"], "VALID");
+    assert_eq!(check(&t, &key, "new-pc").await["code"], "DEVICE_NOT_ACTIVATED");
+    let refused = t.post("/v1/deactivate", &device(&key, "new-pc")).await;
+    assert_eq!((refused.status, refused.error_code()), (404, "DEVICE_NOT_FOUND"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
