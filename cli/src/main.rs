@@ -276,12 +276,13 @@ fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), String> {
 }
 
 async fn serve(bind: &str, port: u16) -> Result<(), String> {
-    let config = Config::from_env().map_err(|e| e.to_string())?;
+    let sdk = sdk_config().await;
+    let config = Config::load(&sdk).await.map_err(|e| e.to_string())?;
     config.require_signer().map_err(|e| e.to_string())?;
     if config.admin_tokens.is_empty() {
         eprintln!("warning: KEYGATE_ADMIN_TOKEN_SHA256 is not set; every vendor route will answer 401");
     }
-    let store = DynamoStore::from_config(&sdk_config().await, &config.table);
+    let store = DynamoStore::from_config(&sdk, &config.table);
     let app = Arc::new(App::new(store, config));
     let listener = tokio::net::TcpListener::bind((bind, port))
         .await

@@ -5,6 +5,8 @@ use crate::signing::{decode_seed, TokenSigner};
 
 pub const TABLE: &str = "KEYGATE_TABLE";
 pub const SIGNING_KEY: &str = "KEYGATE_SIGNING_KEY";
+/// Name of an SSM Parameter Store SecureString holding the seed (used when KEYGATE_SIGNING_KEY is unset).
+pub const SIGNING_KEY_PARAMETER: &str = "KEYGATE_SIGNING_KEY_PARAMETER";
 pub const RETIRED_PUBLIC_KEYS: &str = "KEYGATE_RETIRED_PUBLIC_KEYS";
 pub const ADMIN_TOKEN_SHA256: &str = "KEYGATE_ADMIN_TOKEN_SHA256";
 pub const ISSUER: &str = "KEYGATE_ISSUER";
@@ -28,6 +30,27 @@ pub struct ConfigError(String);
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// The Lambda functions' configuration: the environment, plus the signing key from SSM
+    /// Parameter Store when `KEYGATE_SIGNING_KEY_PARAMETER` names it (read once, at cold start).
+    pub async fn load(sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Self::load_with(env, &aws_sdk_ssm::Client::new(sdk)).await
+    }
+
+    pub async fn load_with(
+        lookup: impl Fn(&str) -> Option<String>,
+        ssm: &aws_sdk_ssm::Client,
+    ) -> Result<Self, ConfigError> {
+        let from_ssm = match (lookup(SIGNING_KEY), lookup(SIGNING_KEY_PARAMETER)) {
+            (None, Some(name)) => Some(read_parameter(ssm, &name).await?),
+            _ => None,
+        };
+        Self::from_lookup(|name| match (name, &from_ssm) {
+            (SIGNING_KEY, Some(seed)) => Some(seed.clone()),
+            _ => lookup(name),
+        })
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -57,6 +80,19 @@ impl Config {
             None => Err(ConfigError(format!("{SIGNING_KEY} is not set (make one with `keygate keys new`)"))),
         }
     }
+}
+
+async fn read_parameter(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<String, ConfigError> {
+    let output = ssm.get_parameter().name(name).with_decryption(true).send().await.map_err(|err| {
+        ConfigError(format!(
+            "{SIGNING_KEY_PARAMETER}: cannot read SSM parameter {name}: {}",
+            aws_sdk_ssm::error::DisplayErrorContext(&err)
+        ))
+    })?;
+    output
+        .parameter
+        .and_then(|p| p.value)
+        .ok_or_else(|| ConfigError(format!("{SIGNING_KEY_PARAMETER}: SSM parameter {name} has no value")))
 }
 
 #[cfg(test)]

@@ -8,9 +8,10 @@ use lambda_http::{run, service_fn, Error, Request};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let config = Config::from_env()?;
+    let sdk = sdk_config().await;
+    let config = Config::load(&sdk).await?;
     config.require_signer()?;
-    let store = DynamoStore::from_config(&sdk_config().await, &config.table);
+    let store = DynamoStore::from_config(&sdk, &config.table);
     let app = &App::new(store, config);
     run(service_fn(move |request: Request| async move {
         Ok::<_, std::convert::Infallible>(handle(app, &[Function::Deactivate], request).await)

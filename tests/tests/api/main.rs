@@ -9,6 +9,7 @@ use keygate_tests::{device, fresh_store, join_all, TestApp};
 
 mod cli;
 mod rules;
+mod ssm;
 mod vendor;
 use serde_json::{json, Value};
 use std::collections::HashMap;
