@@ -1,8 +1,13 @@
 # Keygate's front door. `make help` lists the targets.
 SHELL := /bin/bash
 CARGO ?= cargo
+VENV := .venv
+SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam
+# Architecture of the deployed functions: arm64 (default) or x86_64.
+ARCH ?= arm64
+FUNCTIONS := issue activate check deactivate
 
-.PHONY: help local test test-unit test-integration test-readme lint fmt deps clean
+.PHONY: help local test test-unit test-integration test-readme lint fmt deps tools validate build sam-build deploy clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -34,6 +39,30 @@ lint: ## formatting and clippy, warnings as errors
 fmt: ## format the code
 	$(CARGO) fmt --all
 
+tools: $(VENV)/.installed ## install cargo-lambda, aws-sam-cli and cfn-lint (pinned) into .venv/
+
+$(VENV)/.installed: infra/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/requirements.txt
+	touch $@
+
+validate: tools ## cfn-lint, sam validate --lint, and the template structure tests (SAM transform, IAM, routes)
+	$(VENV)/bin/cfn-lint infra/template.yaml
+	$(SAM) validate --lint --template-file infra/template.yaml
+	AWS_DEFAULT_REGION=us-east-1 $(VENV)/bin/python -m unittest -v infra/tests/test_template.py
+
+build: tools ## cargo lambda build --release for each function (ARCH=arm64 needs: rustup target add aarch64-unknown-linux-gnu)
+	rm -rf target/lambda
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) lambda build --release $(if $(filter arm64,$(ARCH)),--arm64,--x86-64) $(addprefix -p ,$(FUNCTIONS))
+	@ls -l $(foreach f,$(FUNCTIONS),target/lambda/$(f)/bootstrap)
+
+sam-build: tools ## sam build of infra/template.yaml with cargo-lambda (ARCH=x86_64 in CI)
+	rm -rf target/lambda
+	$(SAM) build --template-file infra/template.yaml --beta-features --parameter-overrides Architecture=$(ARCH)
+
+deploy: sam-build ## sam deploy: --guided the first time (writes samconfig.toml), then with the saved answers
+	if [ -f samconfig.toml ]; then $(SAM) deploy; else $(SAM) deploy --guided; fi
+
 clean: ## remove build outputs and local state
 	$(CARGO) clean
-	rm -rf .local
+	rm -rf .local .aws-sam

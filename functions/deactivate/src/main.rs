@@ -10,7 +10,6 @@ async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let sdk = sdk_config().await;
     let config = Config::load(&sdk).await?;
-    config.require_signer()?;
     let store = DynamoStore::from_config(&sdk, &config.table);
     let app = &App::new(store, config);
     run(service_fn(move |request: Request| async move {

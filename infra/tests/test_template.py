@@ -1,0 +1,243 @@
+"""Structure tests for infra/template.yaml, run by `make validate`.
+
+cfn-lint and `sam validate --lint` miss whole classes of errors (a SAM event property that only
+fails in the transform, a bad !Ref), so this test runs the real SAM transform offline and checks
+the CloudFormation it produces: every route of docs/openapi.yaml is served by the right function,
+and each function's role allows only the actions its code performs.
+"""
+
+import copy
+import os
+import re
+import unittest
+
+import yaml
+from cfnlint.decode import decode
+from samtranslator.translator.transform import transform
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+TEMPLATE = os.path.join(ROOT, "infra", "template.yaml")
+OPENAPI = os.path.join(ROOT, "docs", "openapi.yaml")
+
+# The DynamoDB actions each function's code performs (see shared/src/store/dynamo.rs), and nothing more.
+TABLE_ACTIONS = {
+    "IssueFunction": {
+        "dynamodb:GetItem",  # idempotency record
+        "dynamodb:BatchGetItem",  # license (+ device), idempotent replays
+        "dynamodb:Query",  # a license with its devices
+        "dynamodb:PutItem",  # new licenses, patched licenses, idempotency record
+        "dynamodb:UpdateItem",  # seat counter on a vendor release
+        "dynamodb:DeleteItem",  # the released device
+        "dynamodb:BatchWriteItem",  # undoing a partly written batch
+    },
+    "ActivateFunction": {"dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+    "CheckFunction": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
+    "DeactivateFunction": {"dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"},
+}
+SIGNS_TOKENS = {"ActivateFunction", "CheckFunction"}
+ROUTE_OWNERS = {
+    "/v1/licenses": "IssueFunction",
+    "/v1/licenses/{license_key}": "IssueFunction",
+    "/v1/licenses/{license_key}/devices/{hardware_id}": "IssueFunction",
+    "/v1/activate": "ActivateFunction",
+    "/v1/check": "CheckFunction",
+    "/.well-known/jwks.json": "CheckFunction",
+    "/v1/deactivate": "DeactivateFunction",
+}
+
+
+class NoManagedPolicies:
+    def load(self):
+        return {}
+
+
+def transformed(parameters=None):
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    template, errors = decode(TEMPLATE)
+    assert not errors, errors
+    template = copy.deepcopy(template)
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            # The transform wants an uploaded artifact; `sam build` puts one there for real.
+            resource["Properties"]["CodeUri"] = "s3://bucket/key"
+    return transform(template, parameters or {}, NoManagedPolicies())
+
+
+def openapi_routes():
+    with open(OPENAPI) as f:
+        spec = yaml.safe_load(f)
+    return {(method.upper(), path) for path, item in spec["paths"].items() for method in item if method != "parameters"}
+
+
+def ref_name(value):
+    """The logical id a GetAtt/Ref/Sub points at, for the shapes this template uses."""
+    if isinstance(value, dict):
+        if "Fn::GetAtt" in value:
+            return value["Fn::GetAtt"][0]
+        if "Ref" in value:
+            return value["Ref"]
+        if "Fn::Sub" in value:
+            return value["Fn::Sub"]
+    return value
+
+
+class TemplateTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.cfn = transformed()
+        cls.resources = cls.cfn["Resources"]
+        with open(TEMPLATE) as f:
+            cls.source = f.read()
+
+    def served_routes(self):
+        """(method, path) -> function, from SAM's generated OpenAPI body and the plain routes."""
+        routes = {}
+        body = self.resources["Api"]["Properties"]["Body"]
+        for path, item in body["paths"].items():
+            for method, operation in item.items():
+                uri = operation["x-amazon-apigateway-integration"]["uri"]
+                routes[(method.upper(), path)] = re.search(r"\$\{(\w+)\.Arn\}", uri["Fn::Sub"]).group(1)
+        integrations = {
+            name: ref_name(r["Properties"]["IntegrationUri"])
+            for name, r in self.resources.items()
+            if r["Type"] == "AWS::ApiGatewayV2::Integration"
+        }
+        for resource in self.resources.values():
+            if resource["Type"] == "AWS::ApiGatewayV2::Route":
+                method, path = resource["Properties"]["RouteKey"].split(" ", 1)
+                target = resource["Properties"]["Target"]["Fn::Sub"].split("${")[1].rstrip("}")
+                routes[(method, path)] = integrations[target]
+        return routes
+
+    def test_every_documented_route_is_served_by_its_function(self):
+        routes = self.served_routes()
+        self.assertEqual(set(routes), openapi_routes())
+        for (method, path), function in routes.items():
+            self.assertEqual(function, ROUTE_OWNERS[path], f"{method} {path}")
+
+    def test_vendor_routes_follow_the_auth_parameter_and_client_routes_are_open(self):
+        for resource in self.resources.values():
+            if resource["Type"] == "AWS::ApiGatewayV2::Route":
+                self.assertEqual(
+                    resource["Properties"]["AuthorizationType"], {"Fn::If": ["AdminRoutesUseIam", "AWS_IAM", "NONE"]}
+                )
+        body = self.resources["Api"]["Properties"]["Body"]
+        for item in body["paths"].values():
+            for operation in item.values():
+                self.assertNotIn("security", operation)
+
+    def policy_statements(self, function):
+        role = self.resources[f"{function}Role"]
+        statements = []
+        for policy in role["Properties"].get("Policies", []):
+            statements.extend(policy["PolicyDocument"]["Statement"])
+        managed = role["Properties"].get("ManagedPolicyArns", [])
+        return statements, managed
+
+    def test_each_function_may_do_only_what_its_code_does(self):
+        for function, expected in TABLE_ACTIONS.items():
+            statements, managed = self.policy_statements(function)
+            table_actions, index_actions, ssm = set(), set(), []
+            for statement in statements:
+                self.assertEqual(statement["Effect"], "Allow")
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                resource = statement["Resource"]
+                if all(a.startswith("dynamodb:") for a in actions):
+                    if resource == {"Fn::GetAtt": ["Table", "Arn"]}:
+                        table_actions.update(actions)
+                    else:
+                        self.assertEqual(resource, {"Fn::Sub": "${Table.Arn}/index/*"}, function)
+                        index_actions.update(actions)
+                elif actions == ["ssm:GetParameter"]:
+                    ssm.append(resource)
+                else:
+                    self.fail(f"{function} has an unexpected statement {statement}")
+            self.assertEqual(table_actions, expected, function)
+            # Only the vendor API queries the lookup indexes.
+            self.assertEqual(index_actions, {"dynamodb:Query"} if function == "IssueFunction" else set(), function)
+            # Only functions that sign read the signing key, and only that one parameter.
+            expected_ssm = [
+                {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${SigningKeyParameterName}"}
+            ]
+            self.assertEqual(ssm, expected_ssm if function in SIGNS_TOKENS else [], function)
+            # Logging only: SAM's basic execution role, nothing broader.
+            self.assertEqual(managed, ["arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"], function)
+
+    def test_check_cannot_change_a_license(self):
+        statements, _ = self.policy_statements("CheckFunction")
+        update = [s for s in statements if "dynamodb:UpdateItem" in s["Action"]]
+        self.assertEqual(len(update), 1)
+        allowed = set(update[0]["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"])
+        self.assertEqual(allowed, {"PK", "SK", "last_seen_at", "released_at"})
+
+    def test_activate_cannot_delete(self):
+        statements, _ = self.policy_statements("ActivateFunction")
+        for statement in statements:
+            self.assertNotIn("dynamodb:DeleteItem", statement["Action"])
+
+    def test_functions_are_cargo_lambda_builds_on_al2023_arm64_by_default(self):
+        template, _ = decode(TEMPLATE)
+        self.assertEqual(template["Parameters"]["Architecture"]["Default"], "arm64")
+        self.assertEqual(set(template["Parameters"]["Architecture"]["AllowedValues"]), {"arm64", "x86_64"})
+        functions = {n: r for n, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+        self.assertEqual(set(functions), set(TABLE_ACTIONS))
+        for name, resource in functions.items():
+            self.assertEqual(resource["Metadata"]["BuildMethod"], "rust-cargolambda", name)
+            binary = resource["Metadata"]["BuildProperties"]["Binary"]
+            self.assertEqual(resource["Properties"]["CodeUri"], f"../functions/{binary}")
+            self.assertTrue(os.path.exists(os.path.join(ROOT, "functions", binary, "Cargo.toml")))
+        for name, resource in self.resources.items():
+            if resource["Type"] == "AWS::Lambda::Function":
+                self.assertEqual(resource["Properties"]["Runtime"], "provided.al2023", name)
+                self.assertEqual(resource["Properties"]["Architectures"], [{"Ref": "Architecture"}], name)
+                self.assertEqual(resource["Properties"]["Handler"], "bootstrap", name)
+
+    def test_table_matches_the_store(self):
+        table = self.resources["Table"]["Properties"]
+        self.assertEqual(table["BillingMode"], "PAY_PER_REQUEST")
+        self.assertEqual([k["AttributeName"] for k in table["KeySchema"]], ["PK", "SK"])
+        indexes = {i["IndexName"]: [k["AttributeName"] for k in i["KeySchema"]] for i in table["GlobalSecondaryIndexes"]}
+        self.assertEqual(indexes, {"GSI1": ["GSI1PK", "created_at"], "GSI2": ["GSI2PK", "created_at"]})
+        self.assertEqual(table["TimeToLiveSpecification"], {"AttributeName": "ttl", "Enabled": True})
+        self.assertTrue(table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"])
+        self.assertEqual(table["DeletionProtectionEnabled"], {"Ref": "TableDeletionProtection"})
+
+    def test_each_function_logs_to_its_own_group_with_retention(self):
+        for function in TABLE_ACTIONS:
+            group = self.resources[function]["Properties"]["LoggingConfig"]["LogGroup"]
+            self.assertEqual(self.resources[group["Ref"]]["Properties"]["RetentionInDays"], {"Ref": "LogRetentionDays"})
+
+    def test_stage_is_throttled_and_outputs_name_the_urls(self):
+        stages = [r for r in self.resources.values() if r["Type"] == "AWS::ApiGatewayV2::Stage"]
+        self.assertEqual(len(stages), 1)
+        self.assertEqual(
+            stages[0]["Properties"]["DefaultRouteSettings"],
+            {"ThrottlingBurstLimit": {"Ref": "ThrottlingBurstLimit"}, "ThrottlingRateLimit": {"Ref": "ThrottlingRateLimit"}},
+        )
+        self.assertIn("ApiUrl", self.cfn["Outputs"])
+        self.assertTrue(self.cfn["Outputs"]["JwksUrl"]["Value"]["Fn::Sub"].endswith("/.well-known/jwks.json"))
+
+    def test_every_ref_names_a_parameter_resource_or_pseudo_parameter(self):
+        names = set(self.cfn.get("Parameters", {})) | set(self.resources)
+        refs = []
+
+        def walk(node):
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    if key == "Ref":
+                        refs.append(value)
+                    elif key == "Fn::GetAtt":
+                        refs.append(value[0] if isinstance(value, list) else value.split(".")[0])
+                    walk(value)
+            elif isinstance(node, list):
+                for item in node:
+                    walk(item)
+
+        walk(self.cfn)
+        unknown = {r for r in refs if r not in names and not r.startswith("AWS::")}
+        self.assertEqual(unknown, set())
+
+
+if __name__ == "__main__":
+    unittest.main()
