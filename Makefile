@@ -7,7 +7,7 @@ SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam
 ARCH ?= arm64
 FUNCTIONS := issue activate check deactivate
 
-.PHONY: help local test test-unit test-integration test-readme lint fmt deps tools validate build sam-build deploy clean
+.PHONY: help local test test-unit test-integration test-readme lint fmt deps tools validate build sam-build deploy bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ sam-build: tools ## sam build of infra/template.yaml with cargo-lambda (ARCH=x86
 
 deploy: sam-build ## sam deploy: --guided the first time (writes samconfig.toml), then with the saved answers
 	if [ -f samconfig.toml ]; then $(SAM) deploy; else $(SAM) deploy --guided; fi
+
+bench: tools deps ## benchmarks of the release binaries against baselines from the same run → docs/benchmarks.md
+	bash scripts/bench.sh
 
 clean: ## remove build outputs and local state
 	$(CARGO) clean

@@ -355,9 +355,10 @@ pub struct LicensePatch {
     pub version: Option<u64>,
 }
 
-impl LicensePatch {
-    fn is_empty(&self) -> bool {
-        let LicensePatch {
+/// The fields a patch replaces as a whole (`metadata` merges instead), given to `$apply`.
+macro_rules! patch_fields {
+    ($apply:ident) => {
+        $apply!(
             status,
             expiration,
             max_activations,
@@ -372,26 +373,19 @@ impl LicensePatch {
             work_if_validation_blocked,
             customer,
             order_id,
-            features,
-            metadata,
-            version: _,
-        } = self;
-        status.is_none()
-            && expiration.is_none()
-            && max_activations.is_none()
-            && allow_unlimited_activations.is_none()
-            && grace_period_days.is_none()
-            && maintenance_until.is_none()
-            && max_transfers.is_none()
-            && freeze_days.is_none()
-            && device_rotation.is_none()
-            && prevent_vm.is_none()
-            && validation_interval_days.is_none()
-            && work_if_validation_blocked.is_none()
-            && customer.is_none()
-            && order_id.is_none()
-            && features.is_none()
-            && metadata.is_none()
+            features
+        )
+    };
+}
+
+impl LicensePatch {
+    fn is_empty(&self) -> bool {
+        let mut empty = self.metadata.is_none();
+        macro_rules! none {
+            ($($field:ident),*) => { $( empty &= self.$field.is_none(); )* };
+        }
+        patch_fields!(none);
+        empty
     }
 
     fn validate(&self) -> Result<(), ApiError> {
@@ -424,23 +418,7 @@ impl LicensePatch {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(value) = &self.$field { l.$field = value.clone(); } )* };
         }
-        set!(
-            status,
-            expiration,
-            max_activations,
-            allow_unlimited_activations,
-            grace_period_days,
-            maintenance_until,
-            max_transfers,
-            freeze_days,
-            device_rotation,
-            prevent_vm,
-            validation_interval_days,
-            work_if_validation_blocked,
-            customer,
-            order_id,
-            features
-        );
+        patch_fields!(set);
         if let Some(changes) = &self.metadata {
             for (name, value) in changes {
                 match value {

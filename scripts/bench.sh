@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# `make bench`: build the release binaries the way they ship (cargo lambda, x86_64 here), start
+# DynamoDB Local, run the benchmark driver, and rewrite docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+
+rm -rf target/lambda
+cargo lambda build --release --x86-64 \
+    -p issue -p activate -p check -p deactivate -p keygate-cli -p keygate-bench
+# `keygate` and the driver are built the same way so one build serves all; arm64 sizes come from
+# `make build` (BENCH_ARM64_DIR=<a copy of its target/lambda>).
+export BENCH_BIN_DIR=target/lambda BENCH_DATE
+BENCH_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+bash scripts/with-dynamodb-local.sh target/lambda/keygate-bench/bootstrap
