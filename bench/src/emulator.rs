@@ -44,7 +44,9 @@ impl Emulator {
                 let state = shared.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| serve(state.clone(), request));
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -69,7 +71,10 @@ impl Emulator {
     }
 }
 
-async fn serve(state: Arc<State>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+async fn serve(
+    state: Arc<State>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = request.uri().path().to_string();
     let method = request.method().clone();
     let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();

@@ -53,7 +53,11 @@ fn time_each<F: FnMut()>(warmup: usize, n: usize, mut f: F) -> Summary {
     summarize(&mut samples)
 }
 
-async fn time_each_async<F: FnMut(usize) -> Fut, Fut: std::future::Future<Output = ()>>(warmup: usize, n: usize, mut f: F) -> Summary {
+async fn time_each_async<F: FnMut(usize) -> Fut, Fut: std::future::Future<Output = ()>>(
+    warmup: usize,
+    n: usize,
+    mut f: F,
+) -> Summary {
     for i in 0..warmup {
         f(i).await;
     }
@@ -166,7 +170,9 @@ async fn micro(report: &mut Report) {
         let (app, key) = (&app, &key);
         async move {
             let body = device(key, &format!("pc-{}", i + 1));
-            std::hint::black_box(handle(app, &[Function::Activate], request("POST", "/v1/activate", &body, false)).await);
+            std::hint::black_box(
+                handle(app, &[Function::Activate], request("POST", "/v1/activate", &body, false)).await,
+            );
         }
     })
     .await;
@@ -229,7 +235,12 @@ async fn against_dynamodb(report: &mut Report, table: &str) -> (Summary, Summary
         "\ncheck p50 / GetItem p50 = **{ratio:.2}x** (target ≤ 1.5x); p99 ratio {:.2}x; {trips:.2} round trips per check.",
         check.p99 / get.p99
     ));
-    report.target("Against DynamoDB Local: check p50 within 1.5x of a bare GetItem p50", format!("{ratio:.2}x"), 1.5, ratio);
+    report.target(
+        "Against DynamoDB Local: check p50 within 1.5x of a bare GetItem p50",
+        format!("{ratio:.2}x"),
+        1.5,
+        ratio,
+    );
     (get, check)
 }
 
@@ -298,7 +309,13 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// Invocations of API Gateway v2 events through a running binary: event handed out → response back.
-async fn invocations(emulator: &Emulator, binary: &Path, name: &str, table: &str, events: Vec<String>) -> (Summary, Option<u64>, usize) {
+async fn invocations(
+    emulator: &Emulator,
+    binary: &Path,
+    name: &str,
+    table: &str,
+    events: Vec<String>,
+) -> (Summary, Option<u64>, usize) {
     let (events_tx, mut outcomes) = emulator.session().await;
     let mut command = Command::new(binary);
     lambda_env(&mut command, emulator, name, table);
@@ -309,7 +326,8 @@ async fn invocations(emulator: &Emulator, binary: &Path, name: &str, table: &str
     for (i, event) in events.into_iter().enumerate() {
         let start = Instant::now();
         events_tx.send(event).await.expect("the emulator takes events");
-        let outcome = tokio::time::timeout(Duration::from_secs(10), outcomes.recv()).await.expect("an answer within 10 s");
+        let outcome =
+            tokio::time::timeout(Duration::from_secs(10), outcomes.recv()).await.expect("an answer within 10 s");
         let elapsed = start.elapsed();
         match outcome {
             Some(Outcome::Response(body)) => {
@@ -339,28 +357,52 @@ async fn functions(report: &mut Report, bins: &Path, table: &str, store_app: &Ap
         cold.push((name.to_string(), cold_starts(&emulator, &binary(name), name, table, 25).await));
     }
     report.section("Cold start: exec to the first `GET /2018-06-01/runtime/invocation/next`");
-    report.line("Each release `bootstrap` is started 25 times against the Runtime API emulator (bench/src/emulator.rs).\n");
+    report.line(
+        "Each release `bootstrap` is started 25 times against the Runtime API emulator (bench/src/emulator.rs).\n",
+    );
     report.table_head();
     for (name, s) in &cold {
         report.row(name, *s);
     }
     let baseline = cold[0].1.p50;
-    let worst = cold[1..].iter().map(|(n, s)| (n.clone(), s.p50 / baseline)).fold(("".to_string(), 0.0), |a, b| if b.1 > a.1 { b } else { a });
+    let worst = cold[1..].iter().map(|(n, s)| (n.clone(), s.p50 / baseline)).fold(("".to_string(), 0.0), |a, b| {
+        if b.1 > a.1 {
+            b
+        } else {
+            a
+        }
+    });
     report.line(format!("\nWorst function p50 / hello-world p50 = **{:.2}x** ({}) (target ≤ 1.5x).", worst.1, worst.0));
-    report.target("Cold start within 1.5x of a hello-world lambda_runtime binary", format!("{:.2}x ({})", worst.1, worst.0), 1.5, worst.1);
+    report.target(
+        "Cold start within 1.5x of a hello-world lambda_runtime binary",
+        format!("{:.2}x ({})", worst.1, worst.0),
+        1.5,
+        worst.1,
+    );
 
     // Per-invocation latency, and peak RSS under that load.
     let key = issue(store_app, json!({"allow_unlimited_activations": true, "max_activations": 0})).await;
     assert_eq!(call(store_app, Function::Activate, "/v1/activate", device(&key, "steady")).await, 200);
     let n = 300;
     for i in 0..n {
-        assert_eq!(call(store_app, Function::Activate, "/v1/activate", device(&key, &format!("leaving-{i}"))).await, 200);
+        assert_eq!(
+            call(store_app, Function::Activate, "/v1/activate", device(&key, &format!("leaving-{i}"))).await,
+            200
+        );
     }
     let workloads: Vec<(&str, Vec<String>)> = vec![
         ("hello", (0..n).map(|_| apigw_event("GET", "/hello", &Value::Null, false)).collect()),
         ("check", (0..n).map(|_| apigw_event("POST", "/v1/check", &device(&key, "steady"), false)).collect()),
-        ("activate", (0..n).map(|i| apigw_event("POST", "/v1/activate", &device(&key, &format!("new-{i}")), false)).collect()),
-        ("deactivate", (0..n).map(|i| apigw_event("POST", "/v1/deactivate", &device(&key, &format!("leaving-{i}")), false)).collect()),
+        (
+            "activate",
+            (0..n).map(|i| apigw_event("POST", "/v1/activate", &device(&key, &format!("new-{i}")), false)).collect(),
+        ),
+        (
+            "deactivate",
+            (0..n)
+                .map(|i| apigw_event("POST", "/v1/deactivate", &device(&key, &format!("leaving-{i}")), false))
+                .collect(),
+        ),
         ("issue", (0..n).map(|_| apigw_event("GET", &format!("/v1/licenses/{key}"), &Value::Null, true)).collect()),
     ];
     let mut results = Vec::new();
@@ -490,7 +532,11 @@ fn sizes(report: &mut Report, bins: &Path) {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let memory = std::fs::read_to_string("/proc/meminfo")

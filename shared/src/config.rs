@@ -36,7 +36,12 @@ impl Config {
     /// Parameter Store when `KEYGATE_SIGNING_KEY_PARAMETER` names it (read once, at cold start).
     pub async fn load(sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        Self::load_with(env, &aws_sdk_ssm::Client::new(sdk)).await
+        // Only the functions that sign build an SSM client, and only when the key is not in the env.
+        if env(SIGNING_KEY).is_none() && env(SIGNING_KEY_PARAMETER).is_some() {
+            Self::load_with(env, &aws_sdk_ssm::Client::new(sdk)).await
+        } else {
+            Self::from_lookup(env)
+        }
     }
 
     pub async fn load_with(
