@@ -613,3 +613,27 @@ pub async fn create_table(client: &Client, table: &str) -> Result<bool, StoreErr
     client.update_time_to_live().table_name(table).time_to_live_specification(ttl).send().await.map_err(classify)?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::AWS_ROOT_CAS;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+
+    /// The SDK's TLS code panics on an unparsable trust store, and tests reach DynamoDB Local over
+    /// plain HTTP, so check the embedded roots here: five PEM certificates, each DER.
+    #[test]
+    fn the_embedded_aws_roots_are_five_pem_certificates() {
+        let bodies: Vec<Vec<u8>> = AWS_ROOT_CAS
+            .split("-----BEGIN CERTIFICATE-----")
+            .skip(1)
+            .map(|rest| {
+                let body = rest.split("-----END CERTIFICATE-----").next().unwrap();
+                STANDARD.decode(body.split_whitespace().collect::<String>()).unwrap()
+            })
+            .collect();
+        assert_eq!(bodies.len(), 5);
+        assert!(bodies.iter().all(|der| der.len() > 300 && der[0] == 0x30), "DER sequences");
+        assert!(AWS_ROOT_CAS.contains("# Amazon_Root_CA_1"));
+    }
+}
