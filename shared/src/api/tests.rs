@@ -434,3 +434,99 @@ fn openapi_describes_every_route_and_code() {
         assert!(spec.contains(name.as_str().unwrap()), "CheckCode {name} is not documented");
     }
 }
+
+/// A store whose seat writes always lose the race, to reach the bound on re-decisions.
+struct AlwaysRaced(MemoryStore);
+
+impl Store for AlwaysRaced {
+    async fn create_licenses(
+        &self,
+        licenses: &[crate::model::License],
+        record: Option<&crate::store::IdempotencyRecord>,
+    ) -> Result<(), crate::store::WriteError> {
+        self.0.create_licenses(licenses, record).await
+    }
+    async fn idempotency_record(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::store::IdempotencyRecord>, crate::store::StoreError> {
+        self.0.idempotency_record(key).await
+    }
+    async fn licenses(
+        &self,
+        keys: &[crate::input::LicenseKey],
+    ) -> Result<Vec<crate::model::License>, crate::store::StoreError> {
+        self.0.licenses(keys).await
+    }
+    async fn list_licenses(
+        &self,
+        lookup: &crate::store::Lookup,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<crate::store::Page, crate::store::StoreError> {
+        self.0.list_licenses(lookup, limit, cursor).await
+    }
+    async fn license_and_device(
+        &self,
+        key: &crate::input::LicenseKey,
+        hardware_id: &crate::input::HardwareId,
+    ) -> Result<(Option<crate::model::License>, Option<crate::model::Device>), crate::store::StoreError> {
+        self.0.license_and_device(key, hardware_id).await
+    }
+    async fn license_with_devices(
+        &self,
+        key: &crate::input::LicenseKey,
+    ) -> Result<Option<(crate::model::License, Vec<crate::model::Device>)>, crate::store::StoreError> {
+        self.0.license_with_devices(key).await
+    }
+    async fn activate(&self, _: &crate::store::ActivationWrite<'_>) -> Result<(), crate::store::WriteError> {
+        Err(crate::store::WriteError::Conflict)
+    }
+    async fn deactivate(&self, _: &crate::store::DeactivationWrite<'_>) -> Result<(), crate::store::WriteError> {
+        Err(crate::store::WriteError::Conflict)
+    }
+    async fn replace_license(&self, license: &crate::model::License) -> Result<(), crate::store::WriteError> {
+        self.0.replace_license(license).await
+    }
+    async fn touch_device(
+        &self,
+        key: &crate::input::LicenseKey,
+        hardware_id: &crate::input::HardwareId,
+        now: crate::time::Timestamp,
+        stale_before: crate::time::Timestamp,
+    ) -> Result<(), crate::store::WriteError> {
+        self.0.touch_device(key, hardware_id, now, stale_before).await
+    }
+    fn round_trips(&self) -> u64 {
+        self.0.round_trips()
+    }
+}
+
+#[tokio::test]
+async fn a_write_that_keeps_losing_races_gives_up_with_409_concurrent_update() {
+    let app = App {
+        store: AlwaysRaced(MemoryStore::new()),
+        signer: Some(TokenSigner::new([9; 32], &[]).unwrap()),
+        admin_tokens: AdminTokens::parse(&hash_token(ADMIN)).unwrap(),
+        issuer: "keygate-test".into(),
+    };
+    let body = json!({"product": "editor", "license_type": "perpetual", "max_activations": 1}).to_string();
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("/v1/licenses")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::from(body))
+        .unwrap();
+    let issued: Value = serde_json::from_slice(handle(&app, &Function::ALL, request).await.body().as_ref()).unwrap();
+    let key = issued["licenses"][0]["license_key"].as_str().unwrap();
+    let before = app.store.round_trips();
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("/v1/activate")
+        .body(Body::from(device_body(key, "pc-1").to_string()))
+        .unwrap();
+    let response = handle(&app, &Function::ALL, request).await;
+    let answer: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    assert_eq!((response.status().as_u16(), error_code(&answer)), (409, "CONCURRENT_UPDATE"));
+    assert_eq!(app.store.round_trips() - before, u64::from(MAX_WRITE_ATTEMPTS), "one read per attempt, then it stops");
+}
