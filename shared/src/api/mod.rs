@@ -24,7 +24,7 @@ use serde::Serialize;
 /// Bodies above this are refused with 413 before parsing.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How many times a write is re-decided when a concurrent writer changed the license first.
-const MAX_WRITE_ATTEMPTS: u32 = 6;
+const MAX_WRITE_ATTEMPTS: u32 = 10;
 
 /// Everything a handler needs, built once per cold start.
 pub struct App<S> {
@@ -324,10 +324,13 @@ pub(crate) fn concurrent_update() -> ApiError {
 }
 
 /// A short, growing, jittered pause before re-reading after a lost race.
+/// "Full jitter": a random pause up to a ceiling that doubles per attempt (10 ms, 20 ms, … 160 ms),
+/// so writers that collided once spread out instead of colliding again in step.
 pub(crate) async fn back_off(attempt: u32) {
-    let mut jitter = [0u8; 1];
-    let _ = getrandom::getrandom(&mut jitter);
-    let millis = (5u64 << attempt.min(5)) + (jitter[0] as u64 % 10);
+    let ceiling = 10u64 << attempt.min(4);
+    let mut random = [0u8; 2];
+    let _ = getrandom::getrandom(&mut random);
+    let millis = 1 + u64::from(u16::from_le_bytes(random)) % ceiling;
     tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
 }
 

@@ -129,7 +129,12 @@ async fn concurrent_rotations_keep_exactly_the_seat_count() {
     let key = t.issue(json!({"max_activations": 2, "device_rotation": true})).await;
     let bodies: Vec<Value> = (0..10).map(|i| device(&key, &format!("pc-{i}"))).collect();
     let answers = join_all(bodies.iter().map(|b| t.post("/v1/activate", b))).await;
-    assert!(answers.iter().all(|a| a.status == 200), "{:?}", answers.iter().map(|a| &a.body).collect::<Vec<_>>());
+    // Every rotation evicts the same least-recently-seen device, so writers collide; one that keeps
+    // losing is told to retry (409 CONCURRENT_UPDATE) rather than waiting forever. The seats never
+    // exceed the limit either way.
+    let codes: Vec<&str> = answers.iter().filter(|a| a.status != 200).map(|a| a.error_code()).collect();
+    assert!(codes.iter().all(|c| *c == "CONCURRENT_UPDATE"), "{codes:?}");
+    assert!(answers.iter().filter(|a| a.status == 200).count() >= 2);
     let stored = t.stored(&key).await;
     assert_eq!(stored["license"]["times_activated"], 2);
     assert_eq!(stored["devices"].as_array().unwrap().len(), 2);

@@ -100,10 +100,14 @@ async fn concurrent_patches_never_lose_one() {
     let path = format!("/v1/licenses/{key}");
     let bodies: Vec<Value> = (0..10).map(|i| json!({"metadata": {format!("k{i}"): i}})).collect();
     let answers = join_all(bodies.iter().map(|b| t.admin_patch(&path, b))).await;
-    assert!(answers.iter().all(|a| a.status == 200), "{:?}", answers.iter().map(|a| &a.body).collect::<Vec<_>>());
+    // An acknowledged patch is never lost; one that kept losing the race is refused, never dropped.
+    assert!(answers.iter().all(|a| a.status == 200 || a.error_code() == "CONCURRENT_UPDATE"));
+    let applied: Vec<String> = (0..10).filter(|i| answers[*i].status == 200).map(|i| format!("k{i}")).collect();
+    assert!(applied.len() >= 8, "almost all of ten patches get through: {}", applied.len());
     let license = &t.stored(&key).await["license"];
-    assert_eq!(license["metadata"].as_object().unwrap().len(), 10, "{}", license["metadata"]);
-    assert_eq!(license["version"], 10);
+    let stored: Vec<String> = license["metadata"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(stored, applied, "{}", license["metadata"]);
+    assert_eq!(license["version"], applied.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -117,11 +121,13 @@ async fn patches_and_activations_race_without_losing_either() {
         join_all(patches.iter().map(|b| t.admin_patch(&path, b))),
         join_all(devices.iter().map(|b| t.post("/v1/activate", b)))
     );
-    assert!(patched.iter().chain(activated.iter()).all(|a| a.status == 200));
+    assert!(patched.iter().chain(activated.iter()).all(|a| a.status == 200 || a.error_code() == "CONCURRENT_UPDATE"));
+    let ok = |answers: &[keygate_tests::Answer]| answers.iter().filter(|a| a.status == 200).count();
     let stored = t.stored(&key).await;
-    assert_eq!(stored["license"]["times_activated"], 5);
-    assert_eq!(stored["devices"].as_array().unwrap().len(), 5);
-    assert_eq!(stored["license"]["metadata"].as_object().unwrap().len(), 5);
+    assert_eq!(stored["license"]["times_activated"], ok(&activated));
+    assert_eq!(stored["devices"].as_array().unwrap().len(), ok(&activated));
+    assert_eq!(stored["license"]["metadata"].as_object().unwrap().len(), ok(&patched));
+    assert!(ok(&activated) + ok(&patched) >= 8, "almost all get through");
 }
 
 #[tokio::test]
