@@ -200,18 +200,19 @@ pub(super) async fn create<S: Store>(
     body: &[u8],
 ) -> Result<Reply, ApiError> {
     request.validate()?;
-    let fingerprint = fingerprint(body);
-    if let Some(idempotency_key) = &idempotency_key {
-        if let Some(record) = app.store.idempotency_record(idempotency_key.as_str()).await.map_err(store_error)? {
-            return replay(app, &record, &fingerprint).await;
+    // The request's fingerprint is only needed (and the body only parsed again) with a key.
+    let idempotency = idempotency_key.map(|key| (key, fingerprint(body)));
+    if let Some((key, fingerprint)) = &idempotency {
+        if let Some(record) = app.store.idempotency_record(key.as_str()).await.map_err(store_error)? {
+            return replay(app, &record, fingerprint).await;
         }
     }
     let now = Timestamp::now();
     for attempt in 0..MAX_WRITE_ATTEMPTS {
         // Keys are random; a clash with an existing key (2^-125 per pair) only means drawing again.
         let licenses = request.new_licenses(now)?;
-        let record = idempotency_key.as_ref().map(|idempotency_key| IdempotencyRecord {
-            idempotency_key: idempotency_key.to_string(),
+        let record = idempotency.as_ref().map(|(key, fingerprint)| IdempotencyRecord {
+            idempotency_key: key.to_string(),
             fingerprint: fingerprint.clone(),
             license_keys: licenses.iter().map(|l| l.license_key.clone()).collect(),
             created_at: now,
@@ -221,10 +222,9 @@ pub(super) async fn create<S: Store>(
             Ok(()) => return issued(&licenses),
             Err(WriteError::Conflict) => {
                 // A concurrent request with the same key may have won: answer as it did.
-                if let Some(idempotency_key) = &idempotency_key {
-                    let first = app.store.idempotency_record(idempotency_key.as_str()).await.map_err(store_error)?;
-                    if let Some(record) = first {
-                        return replay(app, &record, &fingerprint).await;
+                if let Some((key, fingerprint)) = &idempotency {
+                    if let Some(record) = app.store.idempotency_record(key.as_str()).await.map_err(store_error)? {
+                        return replay(app, &record, fingerprint).await;
                     }
                 }
                 back_off(attempt).await;
