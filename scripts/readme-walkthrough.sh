@@ -36,7 +36,8 @@ done
     cat "$work/out.txt" >&2
     exit 1
 }
-for expected in '"code": "VALID"' '"code": "ACTIVATION_LIMIT_REACHED"' '"deactivated": "laptop-1"' '"times_activated": 1'; do
+for expected in '"code": "VALID"' '"code": "ACTIVATION_LIMIT_REACHED"' '"deactivated": "laptop-1"' '"times_activated": 1' \
+    '"borrowed_until": "20' '"seats_in_use": 1'; do
     if ! grep -qF "$expected" "$work/out.txt"; then
         echo "the README walk-through did not print $expected:" >&2
         cat "$work/out.txt" >&2

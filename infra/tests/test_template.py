@@ -31,7 +31,7 @@ TABLE_ACTIONS = {
         "dynamodb:DeleteItem",  # the released device
         "dynamodb:BatchWriteItem",  # undoing a partly written batch
     },
-    "ActivateFunction": {"dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+    "ActivateFunction": {"dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
     "CheckFunction": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
     "DeactivateFunction": {"dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"},
 }
@@ -41,6 +41,7 @@ ROUTE_OWNERS = {
     "/v1/licenses/{license_key}": "IssueFunction",
     "/v1/licenses/{license_key}/devices/{hardware_id}": "IssueFunction",
     "/v1/activate": "ActivateFunction",
+    "/v1/borrow": "ActivateFunction",
     "/v1/check": "CheckFunction",
     "/.well-known/jwks.json": "CheckFunction",
     "/v1/deactivate": "DeactivateFunction",
@@ -169,7 +170,7 @@ class TemplateTest(unittest.TestCase):
         update = [s for s in statements if "dynamodb:UpdateItem" in s["Action"]]
         self.assertEqual(len(update), 1)
         allowed = set(update[0]["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"])
-        self.assertEqual(allowed, {"PK", "SK", "last_seen_at", "released_at"})
+        self.assertEqual(allowed, {"PK", "SK", "last_seen_at", "released_at", "leases"})
 
     def test_activate_cannot_delete(self):
         statements, _ = self.policy_statements("ActivateFunction")

@@ -19,6 +19,7 @@ pub enum ErrorCode {
     LicenseRevoked,
     LicenseExpired,
     VmNotAllowed,
+    BorrowingNotAllowed,
     ActivationLimitReached,
     LicenseFrozen,
     TransferLimitReached,
@@ -30,7 +31,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::PayloadTooLarge,
@@ -44,6 +45,7 @@ impl ErrorCode {
         ErrorCode::LicenseRevoked,
         ErrorCode::LicenseExpired,
         ErrorCode::VmNotAllowed,
+        ErrorCode::BorrowingNotAllowed,
         ErrorCode::ActivationLimitReached,
         ErrorCode::LicenseFrozen,
         ErrorCode::TransferLimitReached,
@@ -59,7 +61,8 @@ impl ErrorCode {
         match self {
             MalformedJson | InvalidField => 400,
             Unauthorized => 401,
-            ProductMismatch | LicenseSuspended | LicenseRevoked | LicenseExpired | VmNotAllowed => 403,
+            ProductMismatch | LicenseSuspended | LicenseRevoked | LicenseExpired | VmNotAllowed
+            | BorrowingNotAllowed => 403,
             LicenseNotFound | DeviceNotFound | RouteNotFound => 404,
             MethodNotAllowed => 405,
             ActivationLimitReached

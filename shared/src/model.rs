@@ -3,6 +3,7 @@
 use crate::input::{CustomerName, DeviceName, Email, FeatureCode, HardwareId, LicenseKey, OrderId, Platform, Product};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
 
@@ -167,6 +168,12 @@ pub struct License {
     pub last_activated_at: Option<Timestamp>,
     #[serde(default)]
     pub version: u64,
+    /// A floating license's leases: each device holding a seat, and when its lease ends. A lease
+    /// that has ended still holds its entry until another device takes the seat over (in the same
+    /// conditional write), so the map never has more entries than seats and a lapsed seat is free
+    /// at once, without any background job. Written only by the lease operations, never by a patch.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub leases: BTreeMap<HardwareId, Timestamp>,
 }
 
 /// A device bound to a license.
@@ -181,6 +188,10 @@ pub struct Device {
     pub is_vm: bool,
     pub activated_at: Timestamp,
     pub last_seen_at: Timestamp,
+    /// A floating lease's end, filled in from the license's leases when shown (never stored here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<Timestamp>,
+    /// The end of the last borrow (`POST /v1/borrow`), during which the device may work offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub borrowed_until: Option<Timestamp>,
 }

@@ -134,26 +134,35 @@ pub enum ActivationRefusal {
     LimitReached { max: u32 },
 }
 
+/// Whether the license may take on a device for `product` at all (right product, active, not expired).
+pub fn usable(license: &License, product: &Product, now: Timestamp) -> Result<(), ActivationRefusal> {
+    if &license.product != product {
+        return Err(ActivationRefusal::ProductMismatch);
+    }
+    match standing(license, now) {
+        Standing::Revoked => Err(ActivationRefusal::Revoked),
+        Standing::Suspended => Err(ActivationRefusal::Suspended),
+        Standing::Expired => Err(ActivationRefusal::Expired),
+        Standing::Active | Standing::GracePeriod => Ok(()),
+    }
+}
+
 pub fn plan_activation(
     license: &License,
     devices: &[Device],
     request: &ActivationRequest<'_>,
     now: Timestamp,
 ) -> Result<ActivationPlan, ActivationRefusal> {
-    if &license.product != request.product {
-        return Err(ActivationRefusal::ProductMismatch);
-    }
-    match standing(license, now) {
-        Standing::Revoked => return Err(ActivationRefusal::Revoked),
-        Standing::Suspended => return Err(ActivationRefusal::Suspended),
-        Standing::Expired => return Err(ActivationRefusal::Expired),
-        Standing::Active | Standing::GracePeriod => {}
-    }
+    usable(license, request.product, now)?;
     if devices.iter().any(|d| &d.hardware_id == request.hardware_id) {
         return Ok(ActivationPlan::AlreadyActive);
     }
     if license.prevent_vm && request.is_vm {
         return Err(ActivationRefusal::VmNotAllowed);
+    }
+    if license.is_floating {
+        // A floating seat is a lease, not a device: `plan_lease` decides whether one is free.
+        return Ok(ActivationPlan::NewSeat);
     }
     if let Some(until) = frozen_until(license) {
         if now < until {
@@ -186,7 +195,8 @@ pub enum DeactivationRefusal {
     TransferLimitReached { max: u32 },
 }
 
-/// A client's own deactivation frees the seat and counts as a transfer.
+/// A client's own deactivation frees the seat and counts as a transfer, except on a floating
+/// license, whose seats are leases that come and go (returning one is never a transfer).
 pub fn plan_deactivation(
     license: &License,
     product: &Product,
@@ -198,10 +208,125 @@ pub fn plan_deactivation(
     if device.is_none() {
         return Err(DeactivationRefusal::DeviceNotFound);
     }
+    if license.is_floating {
+        return Ok(());
+    }
     match license.max_transfers {
         Some(max) if license.transfer_count >= max => Err(DeactivationRefusal::TransferLimitReached { max }),
         _ => Ok(()),
     }
+}
+
+/// How long a floating lease lasts when the license sets no `floating_timeout_minutes`.
+pub const DEFAULT_FLOATING_TIMEOUT_MINUTES: u32 = 15;
+
+/// The end of a lease taken or renewed at `now`.
+pub fn lease_end(license: &License, now: Timestamp) -> Timestamp {
+    let minutes = license.floating_timeout_minutes.unwrap_or(DEFAULT_FLOATING_TIMEOUT_MINUTES);
+    now.plus_seconds(i64::from(minutes) * 60)
+}
+
+/// A lease is live until its end; at its end the seat is free for anyone.
+pub fn lease_is_live(end: Timestamp, now: Timestamp) -> bool {
+    end > now
+}
+
+/// The floating seats in use at `now`: the live leases.
+pub fn seats_in_use(license: &License, now: Timestamp) -> u32 {
+    license.leases.values().filter(|end| lease_is_live(**end, now)).count() as u32
+}
+
+/// What a lease write must do, with the stored values it depends on (its conditions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeasePlan {
+    /// The device's lease is live: move its end to `until` (never earlier), provided the entry
+    /// still reads `observed`. The number of leases does not change.
+    Renew { observed: Timestamp, until: Timestamp },
+    /// Take a seat until `until`: the device's own lapsed entry (`own`, provided it still reads so),
+    /// or a new entry, removing the lapsed leases in `take_over` (each provided it still reads as
+    /// observed) so that the leases never outnumber the seats.
+    Acquire { own: Option<Timestamp>, take_over: Vec<(HardwareId, Timestamp)>, until: Timestamp },
+}
+
+impl LeasePlan {
+    pub fn until(&self) -> Timestamp {
+        match self {
+            LeasePlan::Renew { until, .. } | LeasePlan::Acquire { until, .. } => *until,
+        }
+    }
+
+    /// Whether storing the plan would change nothing (a live lease that already lasts long enough).
+    pub fn is_noop(&self) -> bool {
+        matches!(self, LeasePlan::Renew { observed, until } if observed == until)
+    }
+
+    /// The leases once the plan is written.
+    pub fn apply(&self, license: &mut License, hardware_id: &HardwareId) {
+        if let LeasePlan::Acquire { take_over, .. } = self {
+            for (taken, _) in take_over {
+                license.leases.remove(taken);
+            }
+        }
+        license.leases.insert(hardware_id.clone(), self.until());
+    }
+}
+
+/// Every floating seat is held by a live lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoFreeSeat {
+    pub max: u32,
+}
+
+/// How `hardware_id` gets (or keeps) a floating seat until at least `until`.
+///
+/// A live lease is renewed; it is never cut short (a borrow outlasts heartbeats). Otherwise a seat
+/// is taken if the live leases leave one: the device's own lapsed entry if nobody took it over,
+/// else a new entry plus as many lapsed entries removed as needed to keep at most `max_activations`
+/// entries (the oldest lapsed first). A live lease is never removed, so a heartbeat never culls a
+/// machine that is still running.
+pub fn plan_lease(
+    license: &License,
+    hardware_id: &HardwareId,
+    until: Timestamp,
+    now: Timestamp,
+) -> Result<LeasePlan, NoFreeSeat> {
+    let own = license.leases.get(hardware_id).copied();
+    if let Some(observed) = own.filter(|end| lease_is_live(*end, now)) {
+        return Ok(LeasePlan::Renew { observed, until: observed.max(until) });
+    }
+    let max = license.max_activations;
+    let entries_after = license.leases.len() + usize::from(own.is_none());
+    let excess = entries_after.saturating_sub(max as usize);
+    let mut lapsed: Vec<(HardwareId, Timestamp)> = license
+        .leases
+        .iter()
+        .filter(|(holder, end)| *holder != hardware_id && !lease_is_live(**end, now))
+        .map(|(holder, end)| (holder.clone(), *end))
+        .collect();
+    if lapsed.len() < excess {
+        return Err(NoFreeSeat { max });
+    }
+    lapsed.sort_by_key(|(holder, end)| (*end, holder.clone()));
+    lapsed.truncate(excess);
+    Ok(LeasePlan::Acquire { own, take_over: lapsed, until })
+}
+
+/// Whether a borrow of `hours` is allowed: only on floating licenses that allow it, up to their limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BorrowRefusal {
+    NotAllowed,
+    TooLong { max: u32 },
+}
+
+pub fn plan_borrow(license: &License, hours: u32) -> Result<(), BorrowRefusal> {
+    if !license.is_floating || !license.can_borrow {
+        return Err(BorrowRefusal::NotAllowed);
+    }
+    let max = license.max_borrow_hours.unwrap_or(0);
+    if hours == 0 || hours > max {
+        return Err(BorrowRefusal::TooLong { max });
+    }
+    Ok(())
 }
 
 /// How long a token stays usable offline.
@@ -210,13 +335,28 @@ pub fn plan_deactivation(
 /// validation, the device's lease end. A negative verdict cannot take the license's expiry (it has
 /// passed, and a token whose `exp` precedes its `iat` fails every JOSE library, so the client could
 /// not verify the refusal); it lasts one validation interval, which is harmless: it only says "no".
-pub fn token_expires_at(license: &License, code: CheckCode, lease_end: Option<Timestamp>, now: Timestamp) -> Timestamp {
+///
+/// A borrowed lease is the exception: the client was granted the seat offline until the borrow
+/// ends, so the validation interval does not cut it short (the license's end still does).
+pub fn token_expires_at(license: &License, code: CheckCode, lease: Option<TokenLease>, now: Timestamp) -> Timestamp {
     let interval = license.validation_interval_days.unwrap_or(DEFAULT_VALIDATION_INTERVAL_DAYS);
     let next_validation = now.plus_days(interval);
     if !code.is_valid() {
         return next_validation;
     }
-    [Some(next_validation), grace_ends_at(license), lease_end].into_iter().flatten().min().unwrap_or(next_validation)
+    let revalidate = match lease {
+        Some(TokenLease { borrowed: true, .. }) => None,
+        _ => Some(next_validation),
+    };
+    let lease_end = lease.map(|l| l.ends_at);
+    [revalidate, grace_ends_at(license), lease_end].into_iter().flatten().min().unwrap_or(next_validation)
+}
+
+/// The floating lease a token speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenLease {
+    pub ends_at: Timestamp,
+    pub borrowed: bool,
 }
 
 #[cfg(test)]
@@ -263,6 +403,7 @@ pub(crate) mod tests {
             first_activated_at: None,
             last_activated_at: None,
             version: 0,
+            leases: Default::default(),
         }
     }
 
@@ -275,6 +416,7 @@ pub(crate) mod tests {
             activated_at: NOW.plus_seconds(-200 * DAY),
             last_seen_at: NOW.plus_seconds(-last_seen_days_ago * DAY),
             lease_expires_at: None,
+            borrowed_until: None,
         }
     }
 
@@ -440,8 +582,10 @@ pub(crate) mod tests {
             plan_deactivation(&capped, &editor, Some(&d)),
             Err(DeactivationRefusal::TransferLimitReached { max: 2 })
         );
-        let room = License { transfer_count: 1, ..capped };
+        let room = License { transfer_count: 1, ..capped.clone() };
         assert_eq!(plan_deactivation(&room, &editor, Some(&d)), Ok(()));
+        let floating = License { is_floating: true, ..capped };
+        assert_eq!(plan_deactivation(&floating, &editor, Some(&d)), Ok(()), "returning a lease is not a transfer");
     }
 
     #[test]
@@ -461,9 +605,128 @@ pub(crate) mod tests {
         let soon =
             License { expiration: Expiration::OnDate { date: NOW.plus_days(2) }, grace_period_days: 1, ..license() };
         assert_eq!(token_expires_at(&soon, CheckCode::Valid, None, NOW), NOW.plus_days(3));
-        let lease = NOW.plus_seconds(600);
-        assert_eq!(token_expires_at(&soon, CheckCode::Valid, Some(lease), NOW), lease);
+        let lease = TokenLease { ends_at: NOW.plus_seconds(600), borrowed: false };
+        assert_eq!(token_expires_at(&soon, CheckCode::Valid, Some(lease), NOW), lease.ends_at);
+        let borrow = TokenLease { ends_at: NOW.plus_days(20), borrowed: true };
+        assert_eq!(token_expires_at(&weekly, CheckCode::Valid, Some(borrow), NOW), borrow.ends_at, "not cut to 7 days");
+        assert_eq!(token_expires_at(&soon, CheckCode::Valid, Some(borrow), NOW), NOW.plus_days(3), "license end wins");
+        let unborrowed = TokenLease { borrowed: false, ..borrow };
+        assert_eq!(token_expires_at(&weekly, CheckCode::Valid, Some(unborrowed), NOW), NOW.plus_days(7));
         let expired = License { expiration: Expiration::OnDate { date: NOW.plus_seconds(-DAY) }, ..license() };
         assert_eq!(token_expires_at(&expired, CheckCode::Expired, None, NOW), NOW.plus_days(30));
+    }
+
+    fn hw(name: &str) -> HardwareId {
+        HardwareId::parse(name).unwrap()
+    }
+
+    /// A floating license with `max` seats and these leases (holder, end in seconds from NOW).
+    fn floating(max: u32, leases: &[(&str, i64)]) -> License {
+        License {
+            is_floating: true,
+            max_activations: max,
+            leases: leases.iter().map(|(h, s)| (hw(h), NOW.plus_seconds(*s))).collect(),
+            ..license()
+        }
+    }
+
+    #[test]
+    fn lease_end_follows_the_timeout() {
+        assert_eq!(lease_end(&floating(1, &[]), NOW), NOW.plus_seconds(15 * 60));
+        let l = License { floating_timeout_minutes: Some(2), ..floating(1, &[]) };
+        assert_eq!(lease_end(&l, NOW), NOW.plus_seconds(120));
+    }
+
+    #[test]
+    fn seats_in_use_counts_only_live_leases() {
+        let l = floating(4, &[("a", 60), ("b", 1), ("c", 0), ("d", -60)]);
+        assert_eq!(seats_in_use(&l, NOW), 2, "a lease ending now has lapsed");
+    }
+
+    #[allow(clippy::type_complexity)]
+    #[test]
+    fn lease_plans() {
+        let until = NOW.plus_seconds(900);
+        let ts = |s: i64| NOW.plus_seconds(s);
+        let cases: Vec<(&str, License, Result<LeasePlan, NoFreeSeat>)> = vec![
+            ("first lease", floating(2, &[]), Ok(LeasePlan::Acquire { own: None, take_over: vec![], until })),
+            (
+                "a free seat beside a live lease",
+                floating(2, &[("b", 60)]),
+                Ok(LeasePlan::Acquire { own: None, take_over: vec![], until }),
+            ),
+            ("all seats live", floating(2, &[("b", 60), ("c", 60)]), Err(NoFreeSeat { max: 2 })),
+            (
+                "a lapsed lease is taken over at once",
+                floating(2, &[("b", 60), ("c", -1)]),
+                Ok(LeasePlan::Acquire { own: None, take_over: vec![(hw("c"), ts(-1))], until }),
+            ),
+            (
+                "the oldest lapsed lease goes first, only as many as needed",
+                floating(2, &[("b", -5), ("c", -50)]),
+                Ok(LeasePlan::Acquire { own: None, take_over: vec![(hw("c"), ts(-50))], until }),
+            ),
+            ("a live lease is renewed", floating(1, &[("a", 10)]), Ok(LeasePlan::Renew { observed: ts(10), until })),
+            (
+                "a renewal never shortens a borrow",
+                floating(1, &[("a", 7_200)]),
+                Ok(LeasePlan::Renew { observed: ts(7_200), until: ts(7_200) }),
+            ),
+            (
+                "a lapsed lease nobody took is re-acquired",
+                floating(2, &[("a", -10), ("b", 60)]),
+                Ok(LeasePlan::Acquire { own: Some(ts(-10)), take_over: vec![], until }),
+            ),
+            (
+                "a lapsed lease whose seat went to another device is refused",
+                floating(1, &[("b", 60)]),
+                Err(NoFreeSeat { max: 1 }),
+            ),
+            (
+                "after the vendor lowered the seats, lapsed entries make room",
+                floating(1, &[("a", -10), ("b", -20), ("c", -30)]),
+                Ok(LeasePlan::Acquire {
+                    own: Some(ts(-10)),
+                    take_over: vec![(hw("c"), ts(-30)), (hw("b"), ts(-20))],
+                    until,
+                }),
+            ),
+            ("lowered seats, all live", floating(1, &[("a", -10), ("b", 20)]), Err(NoFreeSeat { max: 1 })),
+        ];
+        for (name, l, expected) in cases {
+            assert_eq!(plan_lease(&l, &hw("a"), until, NOW), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn applying_a_plan_keeps_the_leases_within_the_seats() {
+        let mut l = floating(2, &[("b", 60), ("c", -1)]);
+        let plan = plan_lease(&l, &hw("a"), NOW.plus_seconds(900), NOW).unwrap();
+        plan.apply(&mut l, &hw("a"));
+        assert_eq!(l.leases.keys().map(HardwareId::as_str).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(seats_in_use(&l, NOW), 2);
+        assert!(!plan.is_noop());
+        assert!(LeasePlan::Renew { observed: NOW, until: NOW }.is_noop());
+    }
+
+    #[test]
+    fn floating_activation_leaves_the_seat_to_the_lease() {
+        let editor = product("editor");
+        let request = ActivationRequest { product: &editor, hardware_id: &hw("new"), is_vm: false };
+        let frozen =
+            License { freeze_days: 3, last_activated_at: Some(NOW), times_activated: 9, ..floating(1, &[("b", 60)]) };
+        assert_eq!(plan_activation(&frozen, &[], &request, NOW), Ok(ActivationPlan::NewSeat));
+    }
+
+    #[test]
+    fn borrowing_rules() {
+        let borrowable = License { can_borrow: true, max_borrow_hours: Some(72), ..floating(2, &[]) };
+        assert_eq!(plan_borrow(&borrowable, 72), Ok(()));
+        assert_eq!(plan_borrow(&borrowable, 73), Err(BorrowRefusal::TooLong { max: 72 }));
+        assert_eq!(plan_borrow(&borrowable, 0), Err(BorrowRefusal::TooLong { max: 72 }));
+        let not_floating = License { is_floating: false, ..borrowable.clone() };
+        assert_eq!(plan_borrow(&not_floating, 1), Err(BorrowRefusal::NotAllowed));
+        let no_borrow = License { can_borrow: false, ..borrowable };
+        assert_eq!(plan_borrow(&no_borrow, 1), Err(BorrowRefusal::NotAllowed));
     }
 }

@@ -147,6 +147,29 @@ impl TestApp {
         answer.body["licenses"][0]["license_key"].as_str().unwrap().to_string()
     }
 
+    /// Moves a floating lease's end in the table itself, as the passing of time would: the
+    /// server sees a lease that lapsed (or has time left) without the test waiting minutes.
+    pub async fn set_lease_end(&self, key: &str, hardware_id: &str, unix: i64) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        self.app
+            .store
+            .client()
+            .update_item()
+            .table_name(self.app.store.table())
+            .key("PK", AttributeValue::S(format!("L#{key}")))
+            .key("SK", AttributeValue::S("L".into()))
+            .update_expression("SET leases.#hw = :end")
+            .condition_expression("attribute_exists(leases.#hw)")
+            .expression_attribute_names("#hw", hardware_id)
+            .expression_attribute_values(
+                ":end",
+                AttributeValue::S(keygate::time::Timestamp::from_unix(unix).to_string()),
+            )
+            .send()
+            .await
+            .expect("the device holds a lease entry");
+    }
+
     /// The license as stored, with its devices and usage (the vendor view).
     pub async fn stored(&self, key: &str) -> Value {
         let answer = self.admin_get(&format!("/v1/licenses/{key}")).await;

@@ -5,8 +5,8 @@ use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTE
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{DeviceName, HardwareId, LicenseKey, Nonce, Platform, Product};
 use crate::model::{Device, License};
-use crate::rules::{self, ActivationPlan, ActivationRefusal, ActivationRequest};
-use crate::store::{ActivationWrite, Store, WriteError};
+use crate::rules::{self, ActivationPlan, ActivationRefusal, ActivationRequest, NoFreeSeat};
+use crate::store::{ActivationWrite, LeaseWrite, Store, WriteError};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -38,7 +38,7 @@ pub(crate) fn license_not_found(key: &LicenseKey) -> ApiError {
     ApiError::new(ErrorCode::LicenseNotFound, format!("no license with key {key}"))
 }
 
-fn refusal(refusal: ActivationRefusal) -> ApiError {
+pub(crate) fn refusal(refusal: ActivationRefusal) -> ApiError {
     use ActivationRefusal::*;
     match refusal {
         ProductMismatch => ApiError::new(ErrorCode::ProductMismatch, "the license is for another product"),
@@ -56,16 +56,38 @@ fn refusal(refusal: ActivationRefusal) -> ApiError {
     }
 }
 
-/// The license as it stands once `write` has been applied.
-fn after_write(license: &License, plan: &ActivationPlan, now: Timestamp) -> License {
+pub(crate) fn no_free_seat(NoFreeSeat { max }: NoFreeSeat) -> ApiError {
+    ApiError::new(
+        ErrorCode::ActivationLimitReached,
+        format!("all {max} floating seats are held by live leases; retry when one is returned or lapses"),
+    )
+}
+
+/// The license as it stands once a new device is bound (`counted`: it took a node-locked seat).
+fn after_activation(license: &License, counted: bool, now: Timestamp) -> License {
     let mut license = license.clone();
-    if *plan == ActivationPlan::NewSeat {
+    if counted {
         license.times_activated += 1;
     }
     license.first_activated_at.get_or_insert(now);
     license.last_activated_at = Some(now);
     license.version += 1;
     license
+}
+
+impl ActivateRequest {
+    fn new_device(&self, now: Timestamp) -> Device {
+        Device {
+            hardware_id: self.hardware_id.clone(),
+            name: self.device_name.clone(),
+            platform: self.platform.clone(),
+            is_vm: self.is_vm,
+            activated_at: now,
+            last_seen_at: now,
+            lease_expires_at: None,
+            borrowed_until: None,
+        }
+    }
 }
 
 pub(super) async fn activate<S: Store>(app: &App<S>, request: ActivateRequest) -> Result<Reply, ApiError> {
@@ -80,35 +102,19 @@ pub(super) async fn activate<S: Store>(app: &App<S>, request: ActivateRequest) -
             .map_err(store_error)?
             .ok_or_else(|| license_not_found(&request.license_key))?;
         let plan = rules::plan_activation(&license, &devices, &rules_request, now).map_err(refusal)?;
-        let (license, device) = match &plan {
-            ActivationPlan::AlreadyActive => {
-                let device = devices.into_iter().find(|d| d.hardware_id == request.hardware_id);
-                (license, device.ok_or_else(|| ApiError::internal("planned device vanished"))?)
+        let bound = devices.into_iter().find(|d| d.hardware_id == request.hardware_id);
+        let written = if license.is_floating {
+            take_lease(app, &request, license, bound, now).await
+        } else {
+            bind_device(app, &request, license, bound, &plan, now).await
+        };
+        let (license, device) = match written {
+            Ok(Some(written)) => written,
+            Ok(None) => {
+                back_off(attempt).await;
+                continue;
             }
-            ActivationPlan::NewSeat | ActivationPlan::Replace { .. } => {
-                let device = Device {
-                    hardware_id: request.hardware_id.clone(),
-                    name: request.device_name.clone(),
-                    platform: request.platform.clone(),
-                    is_vm: request.is_vm,
-                    activated_at: now,
-                    last_seen_at: now,
-                    lease_expires_at: None,
-                };
-                let evict = match &plan {
-                    ActivationPlan::Replace { evict } => Some(evict),
-                    _ => None,
-                };
-                let write = ActivationWrite { license: &license, device: &device, evict, now };
-                match app.store.activate(&write).await {
-                    Ok(()) => (after_write(&license, &plan, now), device),
-                    Err(WriteError::Conflict) => {
-                        back_off(attempt).await;
-                        continue;
-                    }
-                    Err(WriteError::Store(err)) => return Err(store_error(err)),
-                }
-            }
+            Err(err) => return Err(err),
         };
         let code = rules::check(&license, &request.product, Some(&device), now);
         let token =
@@ -119,4 +125,67 @@ pub(super) async fn activate<S: Store>(app: &App<S>, request: ActivateRequest) -
         );
     }
     Err(concurrent_update())
+}
+
+/// A node-locked activation: the license and device as they stand after it, or `None` when a
+/// concurrent writer won and the activation must be re-decided.
+async fn bind_device<S: Store>(
+    app: &App<S>,
+    request: &ActivateRequest,
+    license: License,
+    bound: Option<Device>,
+    plan: &ActivationPlan,
+    now: Timestamp,
+) -> Result<Option<(License, Device)>, ApiError> {
+    let evict = match plan {
+        ActivationPlan::AlreadyActive => {
+            let device = bound.ok_or_else(|| ApiError::internal("planned device vanished"))?;
+            return Ok(Some((license, device)));
+        }
+        ActivationPlan::NewSeat => None,
+        ActivationPlan::Replace { evict } => Some(evict),
+    };
+    let device = request.new_device(now);
+    let write = ActivationWrite { license: &license, device: &device, evict, now };
+    match app.store.activate(&write).await {
+        Ok(()) => Ok(Some((after_activation(&license, evict.is_none(), now), device))),
+        Err(WriteError::Conflict) => Ok(None),
+        Err(WriteError::Store(err)) => Err(store_error(err)),
+    }
+}
+
+/// A floating activation: the device (bound now, if it was not) takes or renews a lease.
+async fn take_lease<S: Store>(
+    app: &App<S>,
+    request: &ActivateRequest,
+    license: License,
+    bound: Option<Device>,
+    now: Timestamp,
+) -> Result<Option<(License, Device)>, ApiError> {
+    let plan = rules::plan_lease(&license, &request.hardware_id, rules::lease_end(&license, now), now)
+        .map_err(no_free_seat)?;
+    let new_device = bound.is_none().then(|| request.new_device(now));
+    if !plan.is_noop() || new_device.is_some() {
+        let write = LeaseWrite {
+            license: &license,
+            hardware_id: &request.hardware_id,
+            plan: &plan,
+            new_device: new_device.as_ref(),
+            borrowed_until: None,
+            now,
+        };
+        match app.store.lease(&write).await {
+            Ok(()) => {}
+            Err(WriteError::Conflict) => return Ok(None),
+            Err(WriteError::Store(err)) => return Err(store_error(err)),
+        }
+    }
+    let mut license = match new_device {
+        Some(_) => after_activation(&license, false, now),
+        None => license,
+    };
+    plan.apply(&mut license, &request.hardware_id);
+    let mut device = bound.or(new_device).ok_or_else(|| ApiError::internal("no device after a lease"))?;
+    device.lease_expires_at = Some(plan.until());
+    Ok(Some((license, device)))
 }

@@ -1,7 +1,8 @@
 //! The vendor API: issue licenses, read one with its devices.
 
 use super::activate::license_not_found;
-use super::views::{Usage, VendorLicense};
+use super::deactivate::{released, seat_release};
+use super::views::{FloatingLeases, Usage, VendorLicense};
 use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{random_id, Email, HardwareId, IdempotencyKey, LicenseKey, OrderId, Product};
@@ -14,6 +15,9 @@ use std::collections::HashSet;
 
 pub const MAX_QUANTITY: u32 = 1_000;
 const MAX_SEATS: u32 = 1_000_000;
+/// A floating license keeps its leases in its own item (DynamoDB items are at most 400 KB, and a
+/// lease entry can take ~300 bytes with a 256-character hardware id).
+pub const MAX_FLOATING_SEATS: u32 = 1_000;
 const MAX_DAYS: u32 = 3_650;
 const MAX_FEATURES: usize = 100;
 /// Metadata is stored on every license of a batch and returned to the vendor; keep it small.
@@ -90,6 +94,16 @@ fn validate_features(features: &[Feature]) -> Result<(), ApiError> {
     Ok(())
 }
 
+fn validate_floating(max_activations: u32, unlimited: bool) -> Result<(), ApiError> {
+    if unlimited {
+        return Err(ApiError::field(
+            "allow_unlimited_activations",
+            "cannot be true on a floating license (its seats are the leases it hands out)",
+        ));
+    }
+    within("max_activations", Some(max_activations), 1, MAX_FLOATING_SEATS)
+}
+
 fn validate_metadata(metadata: &Metadata) -> Result<(), ApiError> {
     let size = serde_json::to_string(metadata).map(|s| s.len()).unwrap_or(usize::MAX);
     if size > MAX_METADATA_BYTES {
@@ -122,6 +136,15 @@ impl IssueRequest {
         within("floating_timeout_minutes", self.floating_timeout_minutes, 1, 7 * 24 * 60)?;
         within("max_borrow_hours", self.max_borrow_hours, 1, 24 * 365)?;
         within("max_transfers", self.max_transfers, 0, MAX_SEATS)?;
+        if self.is_floating {
+            validate_floating(self.max_activations, self.allow_unlimited_activations)?;
+        }
+        if self.can_borrow && !self.is_floating {
+            return Err(ApiError::field("can_borrow", "needs `is_floating`: only a floating seat can be borrowed"));
+        }
+        if self.can_borrow && self.max_borrow_hours.is_none() {
+            return Err(ApiError::field("max_borrow_hours", "is required when `can_borrow` is true"));
+        }
         validate_features(&self.features)?;
         if let Some(metadata) = &self.metadata {
             validate_metadata(metadata)?;
@@ -164,6 +187,7 @@ impl IssueRequest {
             first_activated_at: None,
             last_activated_at: None,
             version: 0,
+            leases: Default::default(),
         }
     }
 
@@ -428,6 +452,9 @@ impl LicensePatch {
             }
             validate_metadata(&l.metadata)?;
         }
+        if l.is_floating {
+            validate_floating(l.max_activations, l.allow_unlimited_activations)?;
+        }
         if l.max_activations == 0 && !l.allow_unlimited_activations {
             return Err(ApiError::field(
                 "max_activations",
@@ -458,7 +485,7 @@ pub(super) async fn update<S: Store>(app: &App<S>, raw_key: &str, patch: License
             ));
         }
         let updated = patch.apply(&license, Timestamp::now())?;
-        match app.store.replace_license(&updated).await {
+        match app.store.replace_license(&license, &updated).await {
             Ok(()) => return Reply::json(StatusCode::OK, &Updated { license: VendorLicense::of(&updated) }),
             Err(WriteError::Conflict) => back_off(attempt).await,
             Err(WriteError::Store(err)) => return Err(store_error(err)),
@@ -490,11 +517,11 @@ pub(super) async fn release_device<S: Store>(
                 format!("device {hardware_id} is not activated on this license"),
             ));
         }
-        let write = DeactivationWrite { license_key: &key, hardware_id: &hardware_id, count_transfer: false };
+        let seat = seat_release(&license, &hardware_id, false);
+        let write = DeactivationWrite { license_key: &key, hardware_id: &hardware_id, seat };
         match app.store.deactivate(&write).await {
             Ok(()) => {
-                license.times_activated = license.times_activated.saturating_sub(1);
-                license.version += 1;
+                released(&mut license, &hardware_id, seat);
                 return Reply::json(
                     StatusCode::OK,
                     &Released { released: &hardware_id, license: VendorLicense::of(&license) },
@@ -512,12 +539,22 @@ struct LicenseDetail<'a> {
     license: VendorLicense<'a>,
     devices: &'a [crate::model::Device],
     usage: Usage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    floating: Option<FloatingLeases>,
 }
 
 pub(super) async fn show<S: Store>(app: &App<S>, raw_key: &str) -> Result<Reply, ApiError> {
     let key = parse_key(raw_key)?;
-    let (license, devices) =
+    let (license, mut devices) =
         app.store.license_with_devices(&key).await.map_err(store_error)?.ok_or_else(|| license_not_found(&key))?;
-    let usage = Usage::of(&license, &devices);
-    Reply::json(StatusCode::OK, &LicenseDetail { license: VendorLicense::of(&license), devices: &devices, usage })
+    let now = Timestamp::now();
+    for device in &mut devices {
+        device.lease_expires_at = license.leases.get(&device.hardware_id).copied();
+    }
+    let usage = Usage::of(&license, &devices, now);
+    let floating = license.is_floating.then(|| FloatingLeases::of(&license, &devices, now));
+    Reply::json(
+        StatusCode::OK,
+        &LicenseDetail { license: VendorLicense::of(&license), devices: &devices, usage, floating },
+    )
 }

@@ -5,6 +5,7 @@ mod activate;
 mod check;
 mod deactivate;
 mod issue;
+mod lease;
 mod views;
 
 pub use issue::IssueRequest;
@@ -78,6 +79,7 @@ enum Endpoint {
     CheckQuery,
     Jwks,
     Deactivate,
+    Borrow,
 }
 
 #[derive(Debug)]
@@ -111,6 +113,7 @@ pub const ROUTES: &[Route] = &[
         endpoint: Endpoint::ReleaseDevice,
     },
     Route { method: Method::POST, path: "/v1/activate", function: Function::Activate, endpoint: Endpoint::Activate },
+    Route { method: Method::POST, path: "/v1/borrow", function: Function::Activate, endpoint: Endpoint::Borrow },
     Route { method: Method::POST, path: "/v1/check", function: Function::Check, endpoint: Endpoint::CheckJson },
     Route { method: Method::GET, path: "/v1/check", function: Function::Check, endpoint: Endpoint::CheckQuery },
     Route { method: Method::GET, path: "/.well-known/jwks.json", function: Function::Check, endpoint: Endpoint::Jwks },
@@ -205,6 +208,7 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
             Endpoint::CheckQuery => check::check(app, parse_query(request.uri().query())?).await,
             Endpoint::Jwks => Ok(Reply { status: StatusCode::OK, body: app.signer()?.jwks_json().to_string() }),
             Endpoint::Deactivate => deactivate::deactivate(app, parse_json(body(request)?)?).await,
+            Endpoint::Borrow => lease::borrow(app, parse_json(body(request)?)?).await,
         };
     }
     if path_known {

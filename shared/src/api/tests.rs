@@ -485,8 +485,15 @@ impl Store for AlwaysRaced {
     async fn deactivate(&self, _: &crate::store::DeactivationWrite<'_>) -> Result<(), crate::store::WriteError> {
         Err(crate::store::WriteError::Conflict)
     }
-    async fn replace_license(&self, license: &crate::model::License) -> Result<(), crate::store::WriteError> {
-        self.0.replace_license(license).await
+    async fn lease(&self, _: &crate::store::LeaseWrite<'_>) -> Result<(), crate::store::WriteError> {
+        Err(crate::store::WriteError::Conflict)
+    }
+    async fn replace_license(
+        &self,
+        previous: &crate::model::License,
+        license: &crate::model::License,
+    ) -> Result<(), crate::store::WriteError> {
+        self.0.replace_license(previous, license).await
     }
     async fn touch_device(
         &self,
@@ -529,4 +536,45 @@ async fn a_write_that_keeps_losing_races_gives_up_with_409_concurrent_update() {
     let answer: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
     assert_eq!((response.status().as_u16(), error_code(&answer)), (409, "CONCURRENT_UPDATE"));
     assert_eq!(app.store.round_trips() - before, u64::from(MAX_WRITE_ATTEMPTS), "one read per attempt, then it stops");
+}
+
+#[tokio::test]
+async fn the_memory_store_keeps_the_lease_conditions() {
+    use crate::input::{HardwareId, LicenseKey};
+    use crate::rules::LeasePlan;
+    use crate::store::{LeaseWrite, WriteError};
+    use crate::time::Timestamp;
+
+    let app = app();
+    let key = issue(&app, json!({"is_floating": true, "max_activations": 1})).await;
+    assert_eq!(call(&app, "POST", "/v1/activate", device_body(&key, "pc-1")).await.0, 200);
+    let (status, refused) = call(&app, "POST", "/v1/activate", device_body(&key, "pc-2")).await;
+    assert_eq!((status, error_code(&refused)), (409, "ACTIVATION_LIMIT_REACHED"));
+
+    let license_key = LicenseKey::parse(&key).unwrap();
+    let license = app.store.licenses(std::slice::from_ref(&license_key)).await.unwrap().pop().unwrap();
+    let now = Timestamp::now();
+    let (pc1, pc2) = (HardwareId::parse("pc-1").unwrap(), HardwareId::parse("pc-2").unwrap());
+    let held = license.leases[&pc1];
+    let write = |hardware_id, plan| LeaseWrite {
+        license: &license,
+        hardware_id,
+        plan,
+        new_device: None,
+        borrowed_until: None,
+        now,
+    };
+    // A second entry on one seat, a renewal of a changed entry, a take-over of a changed entry.
+    let extra = LeasePlan::Acquire { own: None, take_over: vec![], until: now.plus_seconds(60) };
+    let stale_renewal = LeasePlan::Renew { observed: held.plus_seconds(-1), until: now.plus_seconds(60) };
+    let stale_take_over =
+        LeasePlan::Acquire { own: None, take_over: vec![(pc1.clone(), held.plus_seconds(-1))], until: now };
+    for (hardware_id, plan) in [(&pc2, &extra), (&pc1, &stale_renewal), (&pc2, &stale_take_over)] {
+        assert!(matches!(app.store.lease(&write(hardware_id, plan)).await, Err(WriteError::Conflict)), "{plan:?}");
+    }
+    let renewal = LeasePlan::Renew { observed: held, until: held.plus_seconds(60) };
+    app.store.lease(&write(&pc1, &renewal)).await.unwrap();
+    let after = app.store.licenses(std::slice::from_ref(&license_key)).await.unwrap().pop().unwrap();
+    assert_eq!(after.leases.len(), 1);
+    assert_eq!(after.leases[&pc1], held.plus_seconds(60));
 }

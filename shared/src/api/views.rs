@@ -4,7 +4,7 @@ use super::App;
 use crate::error::ApiError;
 use crate::input::{HardwareId, LicenseKey, Nonce, Product};
 use crate::model::{Device, Feature, License, LicenseStatus, LicenseType};
-use crate::rules::{self, CheckCode, Standing, DEFAULT_VALIDATION_INTERVAL_DAYS};
+use crate::rules::{self, CheckCode, Standing, TokenLease, DEFAULT_VALIDATION_INTERVAL_DAYS};
 use crate::store::Store;
 use crate::time::Timestamp;
 use serde::Serialize;
@@ -31,6 +31,8 @@ pub struct ClientLicense<'a> {
     pub max_transfers: Option<u32>,
     pub is_floating: bool,
     pub floating_timeout: Option<u32>,
+    /// Floating seats held by live leases (0 for a node-locked license).
+    pub floating_in_use_devices: u32,
     pub can_borrow: bool,
     pub max_borrow_time: Option<u32>,
     pub prevent_vm: bool,
@@ -62,6 +64,7 @@ impl<'a> ClientLicense<'a> {
             max_transfers: license.max_transfers,
             is_floating: license.is_floating,
             floating_timeout: license.floating_timeout_minutes,
+            floating_in_use_devices: rules::seats_in_use(license, now),
             can_borrow: license.can_borrow,
             max_borrow_time: license.max_borrow_hours,
             prevent_vm: license.prevent_vm,
@@ -92,6 +95,8 @@ pub struct TokenClaims<'a> {
     pub features: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub borrowed_until: Option<i64>,
     pub work_if_validation_blocked: bool,
     pub iat: i64,
     pub exp: i64,
@@ -109,7 +114,10 @@ pub(crate) fn sign_verdict<S: Store>(
     nonce: Option<&Nonce>,
     now: Timestamp,
 ) -> Result<String, ApiError> {
-    let lease_end = device.and_then(|d| d.lease_expires_at);
+    let lease = device.and_then(|d| {
+        let ends_at = d.lease_expires_at?;
+        Some(TokenLease { ends_at, borrowed: d.borrowed_until.is_some_and(|until| until > now) })
+    });
     let claims = TokenClaims {
         iss: &app.issuer,
         sub: &license.id,
@@ -123,10 +131,14 @@ pub(crate) fn sign_verdict<S: Store>(
         grace_ends_at: rules::grace_ends_at(license).filter(|_| license.grace_period_days > 0).map(Timestamp::unix),
         maintenance_until: license.maintenance_until.map(Timestamp::unix),
         features: license.features.iter().map(|f| f.code.as_str()).collect(),
-        lease_expires_at: lease_end.map(Timestamp::unix),
+        lease_expires_at: lease.map(|l| l.ends_at.unix()),
+        borrowed_until: device
+            .and_then(|d| d.borrowed_until)
+            .filter(|_| lease.is_some_and(|l| l.borrowed))
+            .map(Timestamp::unix),
         work_if_validation_blocked: license.work_if_validation_blocked,
         iat: now.unix(),
-        exp: rules::token_expires_at(license, code, lease_end, now).unix(),
+        exp: rules::token_expires_at(license, code, lease, now).unix(),
         nonce,
     };
     app.signer()?.sign(&claims).map_err(ApiError::internal)
@@ -164,14 +176,53 @@ pub struct Usage {
 }
 
 impl Usage {
-    pub fn of(license: &License, devices: &[Device]) -> Self {
-        let seats_used = devices.len() as u32;
+    /// Seats used: bound devices, or on a floating license the live leases.
+    pub fn of(license: &License, devices: &[Device], now: Timestamp) -> Self {
+        let seats_used = if license.is_floating { rules::seats_in_use(license, now) } else { devices.len() as u32 };
         Self {
             seats_used,
             seats_available: (!license.allow_unlimited_activations)
                 .then(|| license.max_activations.saturating_sub(seats_used)),
             compliance: compliance(license, seats_used),
         }
+    }
+}
+
+/// A floating license's leases as the vendor sees them: live, borrowed (live, held offline until
+/// the borrow ends) and lapsed (seats anyone may take over at once).
+#[derive(Debug, Default, Serialize)]
+pub struct FloatingLeases {
+    pub seats_in_use: u32,
+    pub live: Vec<LeaseView>,
+    pub borrowed: Vec<LeaseView>,
+    pub lapsed: Vec<LeaseView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LeaseView {
+    pub hardware_id: HardwareId,
+    pub lease_expires_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub borrowed_until: Option<Timestamp>,
+}
+
+impl FloatingLeases {
+    pub fn of(license: &License, devices: &[Device], now: Timestamp) -> Self {
+        let mut leases = FloatingLeases { seats_in_use: rules::seats_in_use(license, now), ..Default::default() };
+        for (hardware_id, &lease_expires_at) in &license.leases {
+            let borrowed_until = devices
+                .iter()
+                .find(|d| &d.hardware_id == hardware_id)
+                .and_then(|d| d.borrowed_until)
+                .filter(|until| *until > now);
+            let list = match (rules::lease_is_live(lease_expires_at, now), borrowed_until) {
+                (false, _) => &mut leases.lapsed,
+                (true, Some(_)) => &mut leases.borrowed,
+                (true, None) => &mut leases.live,
+            };
+            list.push(LeaseView { hardware_id: hardware_id.clone(), lease_expires_at, borrowed_until });
+        }
+        leases
     }
 }
 
@@ -208,7 +259,7 @@ mod tests {
     #[test]
     fn usage_counts_devices() {
         let l = License { max_activations: 3, ..license() };
-        let usage = Usage::of(&l, &[device("a", 0), device("b", 0)]);
+        let usage = Usage::of(&l, &[device("a", 0), device("b", 0)], crate::rules::tests::NOW);
         assert_eq!((usage.seats_used, usage.seats_available), (2, Some(1)));
     }
 }

@@ -3,10 +3,12 @@
 //! seat change is one TransactWriteItems guarded by condition expressions.
 
 use super::{
-    freeze_cutoff, ActivationWrite, DeactivationWrite, IdempotencyRecord, Lookup, Page, Store, StoreError, WriteError,
+    freeze_cutoff, ActivationWrite, DeactivationWrite, IdempotencyRecord, LeaseWrite, Lookup, Page, SeatRelease, Store,
+    StoreError, WriteError,
 };
 use crate::input::{HardwareId, LicenseKey};
 use crate::model::{Device, License};
+use crate::rules::LeasePlan;
 use crate::time::Timestamp;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -36,6 +38,10 @@ pub const ORDER_INDEX: &str = "GSI2";
 const RELEASED: &str = "attribute_exists(released_at)";
 const BOUND: &str = "attribute_not_exists(released_at)";
 const RELEASED_DEVICE_TTL_SECONDS: i64 = 30 * 86_400;
+/// The license attribute holding a floating license's leases (hardware id -> lease end).
+const LEASES: &str = "leases";
+const LEASES_NAME: &str = "#leases";
+const LEASES_PATH: &str = "#leases";
 
 fn is_released(item: &Item) -> bool {
     item.contains_key("released_at")
@@ -239,6 +245,11 @@ impl DynamoStore {
 
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// An update of a license item, to be given its expressions.
+    fn license_update(&self, key: &LicenseKey) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+        Update::builder().table_name(&self.table).key("PK", license_pk(key)).key("SK", s(LICENSE_SK))
     }
 
     fn count_round_trip(&self) {
@@ -502,44 +513,209 @@ impl Store for DynamoStore {
 
     async fn deactivate(&self, write: &DeactivationWrite<'_>) -> Result<(), WriteError> {
         let key = write.license_key;
-        let values: Item = HashMap::from([(":one".into(), n(1)), (":zero".into(), n(0))]);
-        let (update_expression, condition) = if write.count_transfer {
-            (
-                "SET times_activated = times_activated - :one, transfer_count = transfer_count + :one, version = version + :one",
-                "times_activated > :zero AND (attribute_not_exists(max_transfers) OR transfer_count < max_transfers)",
-            )
-        } else {
-            ("SET times_activated = times_activated - :one, version = version + :one", "times_activated > :zero")
-        };
-        let license_update = Update::builder()
-            .table_name(&self.table)
-            .key("PK", license_pk(key))
-            .key("SK", s(LICENSE_SK))
-            .update_expression(update_expression)
-            .condition_expression(condition)
-            .set_expression_attribute_values(Some(values))
-            .build();
         let device_delete = Delete::builder()
             .table_name(&self.table)
             .key("PK", license_pk(key))
             .key("SK", device_sk(write.hardware_id))
             .condition_expression("attribute_exists(SK)")
             .build();
-        self.transact(vec![
-            TransactWriteItem::builder().delete(built(device_delete)?).build(),
-            TransactWriteItem::builder().update(built(license_update)?).build(),
-        ])
-        .await
+        let mut items = vec![TransactWriteItem::builder().delete(built(device_delete)?).build()];
+        let license_update = match write.seat {
+            SeatRelease::Counted { count_transfer } => {
+                let values: Item = HashMap::from([(":one".into(), n(1)), (":zero".into(), n(0))]);
+                let (update_expression, condition) = if count_transfer {
+                    (
+                        "SET times_activated = times_activated - :one, transfer_count = transfer_count + :one, version = version + :one",
+                        "times_activated > :zero AND (attribute_not_exists(max_transfers) OR transfer_count < max_transfers)",
+                    )
+                } else {
+                    (
+                        "SET times_activated = times_activated - :one, version = version + :one",
+                        "times_activated > :zero",
+                    )
+                };
+                Some(
+                    self.license_update(key)
+                        .update_expression(update_expression)
+                        .condition_expression(condition)
+                        .set_expression_attribute_values(Some(values)),
+                )
+            }
+            SeatRelease::Lease { observed: Some(observed) } => Some(
+                self.license_update(key)
+                    .update_expression(format!("REMOVE {LEASES_PATH}.#hw"))
+                    .condition_expression(format!("{LEASES_PATH}.#hw = :observed"))
+                    .expression_attribute_names(LEASES_NAME, LEASES)
+                    .expression_attribute_names("#hw", write.hardware_id.as_str())
+                    .expression_attribute_values(":observed", s(&observed.to_string())),
+            ),
+            SeatRelease::Lease { observed: None } => None,
+        };
+        if let Some(update) = license_update {
+            items.push(TransactWriteItem::builder().update(built(update.build())?).build());
+        }
+        self.transact(items).await
     }
 
-    async fn replace_license(&self, license: &License) -> Result<(), WriteError> {
+    async fn lease(&self, write: &LeaseWrite<'_>) -> Result<(), WriteError> {
+        let license = write.license;
+        let key = &license.license_key;
+        let mut sets = vec![];
+        let mut removes = vec![];
+        let mut conditions = vec![];
+        let mut names: HashMap<String, String> =
+            HashMap::from([(LEASES_NAME.into(), LEASES.into()), ("#hw".into(), write.hardware_id.to_string())]);
+        let mut values: Item = HashMap::from([(":until".into(), s(&write.plan.until().to_string()))]);
+        match write.plan {
+            LeasePlan::Renew { observed, .. } => {
+                sets.push(format!("{LEASES_PATH}.#hw = :until"));
+                conditions.push(format!("{LEASES_PATH}.#hw = :own"));
+                values.insert(":own".into(), s(&observed.to_string()));
+            }
+            LeasePlan::Acquire { own, take_over, .. } => {
+                if license.leases.is_empty() {
+                    // No entries were read: the map may not exist yet, so write it whole.
+                    sets.push(format!("{LEASES_NAME} = :first"));
+                    conditions.push(format!("(attribute_not_exists({LEASES_NAME}) OR size({LEASES_NAME}) = :zero)"));
+                    let first = HashMap::from([(write.hardware_id.to_string(), s(&write.plan.until().to_string()))]);
+                    values.insert(":first".into(), AttributeValue::M(first));
+                    values.insert(":zero".into(), n(0));
+                    values.remove(":until");
+                    names.remove("#hw");
+                } else {
+                    sets.push(format!("{LEASES_PATH}.#hw = :until"));
+                    match own {
+                        Some(own) => {
+                            conditions.push(format!("{LEASES_PATH}.#hw = :own"));
+                            values.insert(":own".into(), s(&own.to_string()));
+                        }
+                        None => conditions.push(format!("attribute_not_exists({LEASES_PATH}.#hw)")),
+                    }
+                    for (index, (holder, end)) in take_over.iter().enumerate() {
+                        names.insert(format!("#t{index}"), holder.to_string());
+                        values.insert(format!(":t{index}"), s(&end.to_string()));
+                        removes.push(format!("{LEASES_PATH}.#t{index}"));
+                        conditions.push(format!("{LEASES_PATH}.#t{index} = :t{index}"));
+                    }
+                    // At most `max_activations` entries once this entry is added and those removed.
+                    let bound = i64::from(license.max_activations) + take_over.len() as i64 - i64::from(own.is_none());
+                    conditions.push(format!("size({LEASES_NAME}) <= :bound"));
+                    values.insert(":bound".into(), n(bound));
+                }
+            }
+        }
+        if write.new_device.is_some() {
+            sets.push(
+                "last_activated_at = :now, first_activated_at = if_not_exists(first_activated_at, :now), \
+                 version = version + :one"
+                    .into(),
+            );
+            values.insert(":now".into(), s(&write.now.to_string()));
+            values.insert(":one".into(), n(1));
+            conditions.push("#status = :active".into());
+            names.insert("#status".into(), "status".into());
+            values.insert(":active".into(), s("active"));
+        }
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let license_update = self
+            .license_update(key)
+            .update_expression(expression)
+            .condition_expression(conditions.join(" AND "))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values));
+        let device_write = match (write.new_device, write.borrowed_until) {
+            (Some(device), _) => {
+                let mut device = device.clone();
+                device.lease_expires_at = None;
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(device_item(key, &device)?))
+                    .condition_expression(format!("attribute_not_exists(SK) OR {RELEASED}"))
+                    .build();
+                Some(TransactWriteItem::builder().put(built(put)?).build())
+            }
+            (None, Some(until)) => {
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .key("PK", license_pk(key))
+                    .key("SK", device_sk(write.hardware_id))
+                    .update_expression("SET borrowed_until = :until")
+                    .condition_expression(format!("attribute_exists(SK) AND {BOUND}"))
+                    .expression_attribute_values(":until", s(&until.to_string()))
+                    .build();
+                Some(TransactWriteItem::builder().update(built(update)?).build())
+            }
+            (None, None) => None,
+        };
+        match device_write {
+            Some(device_write) => {
+                let license_write = TransactWriteItem::builder().update(built(license_update.build())?).build();
+                self.transact(vec![license_write, device_write]).await
+            }
+            None => {
+                self.count_round_trip();
+                let update = license_update.build().map_err(|e| StoreError::Internal(e.to_string()))?;
+                self.client
+                    .update_item()
+                    .table_name(update.table_name)
+                    .set_key(Some(update.key))
+                    .update_expression(update.update_expression)
+                    .set_condition_expression(update.condition_expression)
+                    .set_expression_attribute_names(update.expression_attribute_names)
+                    .set_expression_attribute_values(update.expression_attribute_values)
+                    .send()
+                    .await
+                    .map_err(conditional_error)?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn replace_license(&self, previous: &License, license: &License) -> Result<(), WriteError> {
+        // An update of every stored field but the leases, so a lease taken or renewed since
+        // `previous` was read (which does not move `version`) is kept.
+        let mut item = license_item(license)?;
+        let before = license_item(previous)?;
+        for kept in ["PK", "SK", LEASES] {
+            item.remove(kept);
+        }
+        let mut names = HashMap::new();
+        let mut values: Item = HashMap::from([(":expected".to_string(), n(previous.version))]);
+        let mut sets = Vec::new();
+        for (index, (name, value)) in item.iter().enumerate() {
+            names.insert(format!("#s{index}"), name.clone());
+            values.insert(format!(":s{index}"), value.clone());
+            sets.push(format!("#s{index} = :s{index}"));
+        }
+        let mut expression = format!("SET {}", sets.join(", "));
+        let gone: Vec<&String> = before
+            .keys()
+            .filter(|name| !item.contains_key(*name) && !["PK", "SK", LEASES].contains(&name.as_str()))
+            .collect();
+        if !gone.is_empty() {
+            let removes: Vec<String> = gone
+                .iter()
+                .enumerate()
+                .map(|(index, name)| {
+                    names.insert(format!("#r{index}"), (*name).clone());
+                    format!("#r{index}")
+                })
+                .collect();
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
         self.count_round_trip();
         self.client
-            .put_item()
+            .update_item()
             .table_name(&self.table)
-            .set_item(Some(license_item(license)?))
+            .key("PK", license_pk(&license.license_key))
+            .key("SK", s(LICENSE_SK))
+            .update_expression(expression)
             .condition_expression("version = :expected")
-            .expression_attribute_values(":expected", n(license.version.saturating_sub(1)))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .send()
             .await
             .map_err(conditional_error)?;

@@ -1,10 +1,12 @@
 //! An in-memory store with the DynamoDB store's conditions, one lock around each whole operation.
 
 use super::{
-    freeze_cutoff, ActivationWrite, DeactivationWrite, IdempotencyRecord, Lookup, Page, Store, StoreError, WriteError,
+    freeze_cutoff, ActivationWrite, DeactivationWrite, IdempotencyRecord, LeaseWrite, Lookup, Page, SeatRelease, Store,
+    StoreError, WriteError,
 };
 use crate::input::{HardwareId, LicenseKey};
 use crate::model::{Device, License, LicenseStatus};
+use crate::rules::LeasePlan;
 use crate::time::Timestamp;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,26 +147,78 @@ impl Store for MemoryStore {
         let mut partitions = self.lock();
         let partition = partitions.get_mut(write.license_key).ok_or(WriteError::Conflict)?;
         let license = &mut partition.license;
-        let transfer_ok = !write.count_transfer || license.max_transfers.is_none_or(|max| license.transfer_count < max);
-        if !partition.devices.contains_key(write.hardware_id) || license.times_activated == 0 || !transfer_ok {
+        if !partition.devices.contains_key(write.hardware_id) {
             return Err(WriteError::Conflict);
         }
-        partition.devices.remove(write.hardware_id);
-        license.times_activated -= 1;
-        if write.count_transfer {
-            license.transfer_count += 1;
+        match write.seat {
+            SeatRelease::Counted { count_transfer } => {
+                let transfer_ok =
+                    !count_transfer || license.max_transfers.is_none_or(|max| license.transfer_count < max);
+                if license.times_activated == 0 || !transfer_ok {
+                    return Err(WriteError::Conflict);
+                }
+                license.times_activated -= 1;
+                if count_transfer {
+                    license.transfer_count += 1;
+                }
+                license.version += 1;
+            }
+            SeatRelease::Lease { observed } => {
+                if license.leases.get(write.hardware_id).copied() != observed && observed.is_some() {
+                    return Err(WriteError::Conflict);
+                }
+                license.leases.remove(write.hardware_id);
+            }
         }
-        license.version += 1;
+        partition.devices.remove(write.hardware_id);
         Ok(())
     }
 
-    async fn replace_license(&self, license: &License) -> Result<(), WriteError> {
+    async fn lease(&self, write: &LeaseWrite<'_>) -> Result<(), WriteError> {
         let mut partitions = self.lock();
-        let partition = partitions.get_mut(&license.license_key).ok_or(WriteError::Conflict)?;
-        if partition.license.version + 1 != license.version {
+        let partition = partitions.get_mut(&write.license.license_key).ok_or(WriteError::Conflict)?;
+        let license = &mut partition.license;
+        let own = license.leases.get(write.hardware_id).copied();
+        let holds = match write.plan {
+            LeasePlan::Renew { observed, .. } => own == Some(*observed),
+            LeasePlan::Acquire { own: observed, take_over, .. } => {
+                let entries_after = license.leases.len() - take_over.len() + usize::from(observed.is_none());
+                own == *observed
+                    && take_over.iter().all(|(holder, end)| license.leases.get(holder) == Some(end))
+                    && entries_after <= write.license.max_activations as usize
+            }
+        };
+        let device_ok = match (write.new_device, write.borrowed_until) {
+            (Some(device), _) => {
+                !partition.devices.contains_key(&device.hardware_id) && license.status == LicenseStatus::Active
+            }
+            (None, Some(_)) => partition.devices.contains_key(write.hardware_id),
+            (None, None) => true,
+        };
+        if !holds || !device_ok {
             return Err(WriteError::Conflict);
         }
-        partition.license = license.clone();
+        write.plan.apply(license, write.hardware_id);
+        if let Some(device) = write.new_device {
+            license.first_activated_at.get_or_insert(write.now);
+            license.last_activated_at = Some(write.now);
+            license.version += 1;
+            partition.devices.insert(device.hardware_id.clone(), device.clone());
+        }
+        if let (Some(until), Some(device)) = (write.borrowed_until, partition.devices.get_mut(write.hardware_id)) {
+            device.borrowed_until = Some(until);
+        }
+        Ok(())
+    }
+
+    async fn replace_license(&self, previous: &License, license: &License) -> Result<(), WriteError> {
+        let mut partitions = self.lock();
+        let partition = partitions.get_mut(&license.license_key).ok_or(WriteError::Conflict)?;
+        if partition.license.version != previous.version {
+            return Err(WriteError::Conflict);
+        }
+        let leases = std::mem::take(&mut partition.license.leases);
+        partition.license = License { leases, ..license.clone() };
         Ok(())
     }
 

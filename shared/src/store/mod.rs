@@ -9,6 +9,7 @@ pub use memory::MemoryStore;
 
 use crate::input::{Email, HardwareId, LicenseKey, OrderId};
 use crate::model::{Device, License};
+use crate::rules::LeasePlan;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -43,12 +44,36 @@ pub struct ActivationWrite<'a> {
     pub now: Timestamp,
 }
 
-/// Release a device's seat; a client's own release counts as a transfer, a vendor's does not.
+/// Release a device and its seat.
 #[derive(Debug, Clone)]
 pub struct DeactivationWrite<'a> {
     pub license_key: &'a LicenseKey,
     pub hardware_id: &'a HardwareId,
-    pub count_transfer: bool,
+    pub seat: SeatRelease,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatRelease {
+    /// A node-locked seat: `times_activated` goes down; a client's own release counts a transfer.
+    Counted { count_transfer: bool },
+    /// A floating device: its lease entry is removed if it still reads `observed` (if it was taken
+    /// over meanwhile, there is nothing to remove). Never a transfer.
+    Lease { observed: Option<Timestamp> },
+}
+
+/// Take or renew a floating lease, as `plan` says, in one atomic write.
+#[derive(Debug, Clone)]
+pub struct LeaseWrite<'a> {
+    /// The license as read: its key, seat count and status are conditions of the write.
+    pub license: &'a License,
+    pub hardware_id: &'a HardwareId,
+    pub plan: &'a LeasePlan,
+    /// A device activated for the first time, bound in the same transaction (stamping the license's
+    /// activation times as a node-locked activation does).
+    pub new_device: Option<&'a Device>,
+    /// A borrow: recorded on the (bound) device in the same transaction.
+    pub borrowed_until: Option<Timestamp>,
+    pub now: Timestamp,
 }
 
 /// A vendor lookup over a secondary index.
@@ -120,12 +145,26 @@ pub trait Store: Send + Sync + 'static {
     /// not bound yet; the evicted device still bound.
     fn activate(&self, write: &ActivationWrite<'_>) -> impl Future<Output = Result<(), WriteError>> + Send;
 
-    /// Holds: the device is bound; when counting a transfer, `transfer_count < max_transfers`.
+    /// Holds: the device is bound; when counting a transfer, `transfer_count < max_transfers`;
+    /// a released lease still reads as observed.
     fn deactivate(&self, write: &DeactivationWrite<'_>) -> impl Future<Output = Result<(), WriteError>> + Send;
 
-    /// Replace a license's stored fields with `license`; holds: its `version` is still
-    /// `license.version - 1` (the caller bumps it), so a concurrent change is never overwritten.
-    fn replace_license(&self, license: &License) -> impl Future<Output = Result<(), WriteError>> + Send;
+    /// Holds: the device's own entry and every entry taken over still read as observed; after the
+    /// write there are at most `max_activations` (as read) entries; a new device is not bound yet
+    /// and the license is active; a borrowing device is bound. The conditions touch no license
+    /// attribute but the leases, so the check function's IAM role can be limited to that attribute.
+    /// (A vendor's concurrent change of status or seats then simply orders after the lease write:
+    /// lowering the seats never evicts live leases either.)
+    fn lease(&self, write: &LeaseWrite<'_>) -> impl Future<Output = Result<(), WriteError>> + Send;
+
+    /// Replace the stored fields of `previous` with those of `license`, except the leases (lease
+    /// writes do not move `version`, and are kept); holds: the stored `version` is still
+    /// `previous.version` (the caller bumps it), so a concurrent change is never overwritten.
+    fn replace_license(
+        &self,
+        previous: &License,
+        license: &License,
+    ) -> impl Future<Output = Result<(), WriteError>> + Send;
 
     /// Record that a device was seen; holds: the device is bound and was last seen before `stale_before`.
     fn touch_device(

@@ -8,6 +8,7 @@ use keygate::store::{DynamoStore, Store};
 use keygate_tests::{device, fresh_store, join_all, TestApp};
 
 mod cli;
+mod floating;
 mod rules;
 mod ssm;
 mod vendor;
@@ -300,7 +301,7 @@ fn jwks_keys(jwks: &Value) -> HashMap<String, Vec<u8>> {
 }
 
 /// Parses the compact JWS by hand and checks the signature with ring's Ed25519.
-fn verify_by_hand(token: &str, jwks: &Value) -> Result<Value, String> {
+pub(crate) fn verify_by_hand(token: &str, jwks: &Value) -> Result<Value, String> {
     let parts: Vec<&str> = token.split('.').collect();
     if parts.len() != 3 {
         return Err("not three parts".into());

@@ -1,0 +1,121 @@
+//! Floating leases beyond activation: the heartbeat a check makes, and `POST /v1/borrow`.
+
+use super::activate::{license_not_found, no_free_seat, refusal};
+use super::views::{sign_verdict, ClientLicense};
+use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
+use crate::error::{ApiError, ErrorCode};
+use crate::input::{HardwareId, LicenseKey, Nonce, Product};
+use crate::model::{Device, License};
+use crate::rules::{self, BorrowRefusal, NoFreeSeat};
+use crate::store::{LeaseWrite, Store, WriteError};
+use crate::time::Timestamp;
+use lambda_http::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+pub(super) enum Held {
+    /// The device holds its lease until `device.lease_expires_at`; `license` shows it.
+    Yes,
+    No(NoFreeSeat),
+    /// A concurrent writer changed the leases first: read again and re-decide.
+    Raced,
+}
+
+/// Takes or renews `device`'s lease until at least `until` (recording a borrow when `borrow`),
+/// updating `license` and `device` to match what was stored.
+pub(super) async fn hold_lease<S: Store>(
+    app: &App<S>,
+    license: &mut License,
+    device: &mut Device,
+    until: Timestamp,
+    borrow: bool,
+    now: Timestamp,
+) -> Result<Held, ApiError> {
+    let hardware_id = device.hardware_id.clone();
+    let plan = match rules::plan_lease(license, &hardware_id, until, now) {
+        Ok(plan) => plan,
+        Err(no_seat) => {
+            device.lease_expires_at = license.leases.get(&hardware_id).copied();
+            return Ok(Held::No(no_seat));
+        }
+    };
+    let borrowed_until = borrow.then(|| plan.until());
+    if !plan.is_noop() || borrowed_until.is_some() {
+        let write =
+            LeaseWrite { license, hardware_id: &hardware_id, plan: &plan, new_device: None, borrowed_until, now };
+        match app.store.lease(&write).await {
+            Ok(()) => {}
+            Err(WriteError::Conflict) => return Ok(Held::Raced),
+            Err(WriteError::Store(err)) => return Err(store_error(err)),
+        }
+    }
+    plan.apply(license, &hardware_id);
+    device.lease_expires_at = Some(plan.until());
+    if borrowed_until.is_some() {
+        device.borrowed_until = borrowed_until;
+    }
+    Ok(Held::Yes)
+}
+
+/// `POST /v1/borrow`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BorrowRequest {
+    pub license_key: LicenseKey,
+    pub product: Product,
+    pub hardware_id: HardwareId,
+    pub hours: u32,
+    #[serde(default)]
+    pub nonce: Option<Nonce>,
+}
+
+#[derive(Serialize)]
+struct Borrowed<'a> {
+    license: ClientLicense<'a>,
+    device: &'a Device,
+    token: String,
+}
+
+fn borrow_refusal(refusal: BorrowRefusal) -> ApiError {
+    match refusal {
+        BorrowRefusal::NotAllowed => ApiError::new(
+            ErrorCode::BorrowingNotAllowed,
+            "this license does not allow borrowing (it must be floating with can_borrow)",
+        ),
+        BorrowRefusal::TooLong { max } => ApiError::field("hours", format!("must be between 1 and {max}")),
+    }
+}
+
+/// A floating device keeps its seat until the borrow ends, offline: the token lasts as long.
+pub(super) async fn borrow<S: Store>(app: &App<S>, request: BorrowRequest) -> Result<Reply, ApiError> {
+    for attempt in 0..MAX_WRITE_ATTEMPTS {
+        let now = Timestamp::now();
+        let (license, device) =
+            app.store.license_and_device(&request.license_key, &request.hardware_id).await.map_err(store_error)?;
+        let mut license = license.ok_or_else(|| license_not_found(&request.license_key))?;
+        rules::usable(&license, &request.product, now).map_err(refusal)?;
+        rules::plan_borrow(&license, request.hours).map_err(borrow_refusal)?;
+        let mut device = device.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::DeviceNotFound,
+                format!("device {} is not activated on this license; activate it first", request.hardware_id),
+            )
+        })?;
+        let until = now.plus_seconds(i64::from(request.hours) * 3_600);
+        match hold_lease(app, &mut license, &mut device, until, true, now).await? {
+            Held::Yes => {}
+            Held::No(no_seat) => return Err(no_free_seat(no_seat)),
+            Held::Raced => {
+                back_off(attempt).await;
+                continue;
+            }
+        }
+        let code = rules::check(&license, &request.product, Some(&device), now);
+        let token =
+            sign_verdict(app, &license, &request.hardware_id, Some(&device), code, request.nonce.as_ref(), now)?;
+        return Reply::json(
+            StatusCode::OK,
+            &Borrowed { license: ClientLicense::of(&license, now), device: &device, token },
+        );
+    }
+    Err(concurrent_update())
+}
