@@ -42,6 +42,7 @@ ROUTE_OWNERS = {
     "/v1/licenses/{license_key}/devices/{hardware_id}": "IssueFunction",
     "/v1/activate": "ActivateFunction",
     "/v1/borrow": "ActivateFunction",
+    "/v1/consume": "ActivateFunction",
     "/v1/check": "CheckFunction",
     "/.well-known/jwks.json": "CheckFunction",
     "/v1/deactivate": "DeactivateFunction",

@@ -20,7 +20,12 @@ pub enum ErrorCode {
     LicenseExpired,
     VmNotAllowed,
     BorrowingNotAllowed,
+    FeatureNotEntitled,
+    FeatureExpired,
+    TrialNotAvailable,
     ActivationLimitReached,
+    ConsumptionLimitReached,
+    TrialAlreadyUsed,
     LicenseFrozen,
     TransferLimitReached,
     ConcurrentUpdate,
@@ -31,7 +36,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::PayloadTooLarge,
@@ -46,7 +51,12 @@ impl ErrorCode {
         ErrorCode::LicenseExpired,
         ErrorCode::VmNotAllowed,
         ErrorCode::BorrowingNotAllowed,
+        ErrorCode::FeatureNotEntitled,
+        ErrorCode::FeatureExpired,
+        ErrorCode::TrialNotAvailable,
         ErrorCode::ActivationLimitReached,
+        ErrorCode::ConsumptionLimitReached,
+        ErrorCode::TrialAlreadyUsed,
         ErrorCode::LicenseFrozen,
         ErrorCode::TransferLimitReached,
         ErrorCode::ConcurrentUpdate,
@@ -62,10 +72,12 @@ impl ErrorCode {
             MalformedJson | InvalidField => 400,
             Unauthorized => 401,
             ProductMismatch | LicenseSuspended | LicenseRevoked | LicenseExpired | VmNotAllowed
-            | BorrowingNotAllowed => 403,
-            LicenseNotFound | DeviceNotFound | RouteNotFound => 404,
+            | BorrowingNotAllowed | FeatureNotEntitled | FeatureExpired => 403,
+            LicenseNotFound | DeviceNotFound | RouteNotFound | TrialNotAvailable => 404,
             MethodNotAllowed => 405,
             ActivationLimitReached
+            | ConsumptionLimitReached
+            | TrialAlreadyUsed
             | LicenseFrozen
             | TransferLimitReached
             | ConcurrentUpdate

@@ -98,14 +98,65 @@ pub struct Customer {
     pub company: Option<CustomerName>,
 }
 
-/// An entitlement to one feature of the product.
+/// How often a consumption counter starts again from zero (lazily, at the first use of a new period).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsumptionPeriod {
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+/// Consumption terms, of a license or of one feature (seed 003's metering fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Metering {
+    /// Absent: consumption is counted but never limited.
+    pub max_consumptions: Option<u64>,
+    pub allow_overages: bool,
+    /// With `allow_overages`, how far past `max_consumptions` use may go; absent means without end.
+    pub max_overages: Option<u64>,
+    /// Absent: the counter never resets.
+    pub consumption_period: Option<ConsumptionPeriod>,
+}
+
+/// An entitlement to one feature of the product, with its own expiry and consumption terms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Feature {
     pub code: FeatureCode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_date: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_consumptions: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_overages: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_overages: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumption_period: Option<ConsumptionPeriod>,
 }
+
+impl Feature {
+    pub fn metering(&self) -> Metering {
+        Metering {
+            max_consumptions: self.max_consumptions,
+            allow_overages: self.allow_overages,
+            max_overages: self.max_overages,
+            consumption_period: self.consumption_period,
+        }
+    }
+}
+
+/// Use counted in one period: `period` names it (`2026-11` for a monthly counter, `all` without one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter {
+    pub period: String,
+    pub used: u64,
+}
+
+/// The counter key of the license's own consumption (feature codes never contain `*`).
+pub const LICENSE_COUNTER: &str = "*";
 
 /// A license as stored. Absent options are left out of the item (not stored as NULL), so
 /// `attribute_not_exists` and `if_not_exists` in the store's expressions mean what they say.
@@ -156,6 +207,14 @@ pub struct License {
     pub is_trial: bool,
     #[serde(default)]
     pub is_test: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_consumptions: Option<u64>,
+    #[serde(default)]
+    pub allow_overages: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_overages: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumption_period: Option<ConsumptionPeriod>,
     #[serde(default)]
     pub features: Vec<Feature>,
     #[serde(default)]
@@ -174,6 +233,25 @@ pub struct License {
     /// at once, without any background job. Written only by the lease operations, never by a patch.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub leases: BTreeMap<HardwareId, Timestamp>,
+    /// Consumption counters: [`LICENSE_COUNTER`] for the license, a feature code for a feature.
+    /// Written only by `consume` (atomically, resetting lazily per period), never by a patch.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub consumption: BTreeMap<String, Counter>,
+}
+
+impl License {
+    pub fn metering(&self) -> Metering {
+        Metering {
+            max_consumptions: self.max_consumptions,
+            allow_overages: self.allow_overages,
+            max_overages: self.max_overages,
+            consumption_period: self.consumption_period,
+        }
+    }
+
+    pub fn feature(&self, code: &str) -> Option<&Feature> {
+        self.features.iter().find(|f| f.code.as_str() == code)
+    }
 }
 
 /// A device bound to a license.

@@ -2,7 +2,7 @@
 //! the handlers read the store, ask these functions what to do, and write the answer.
 
 use crate::input::{HardwareId, Product};
-use crate::model::{Device, Expiration, License, LicenseStatus};
+use crate::model::{ConsumptionPeriod, Counter, Device, Expiration, Feature, License, LicenseStatus, Metering};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -329,6 +329,139 @@ pub fn plan_borrow(license: &License, hours: u32) -> Result<(), BorrowRefusal> {
     Ok(())
 }
 
+/// The name of the period a consumption counter counts in at `now` (`all` when it never resets).
+pub fn period_key(period: Option<ConsumptionPeriod>, now: Timestamp) -> String {
+    let Some(date) = now.date() else { return ALL_TIME.into() };
+    match period {
+        None => ALL_TIME.into(),
+        Some(ConsumptionPeriod::Day) => format!("{}-{:02}-{:02}", date.year(), date.month() as u8, date.day()),
+        Some(ConsumptionPeriod::Week) => {
+            let (year, week, _) = date.to_iso_week_date();
+            format!("{year}-W{week:02}")
+        }
+        Some(ConsumptionPeriod::Month) => format!("{}-{:02}", date.year(), date.month() as u8),
+        Some(ConsumptionPeriod::Year) => date.year().to_string(),
+    }
+}
+
+/// The counter name of a never-resetting consumption counter.
+pub const ALL_TIME: &str = "all";
+
+/// When the period counting at `now` ends (midnight UTC; weeks start on Monday).
+pub fn period_ends_at(period: Option<ConsumptionPeriod>, now: Timestamp) -> Option<Timestamp> {
+    let date = now.date()?;
+    let next = match period? {
+        ConsumptionPeriod::Day => date.next_day()?,
+        ConsumptionPeriod::Week => {
+            date.checked_add(time::Duration::days(7 - i64::from(date.weekday().number_days_from_monday())))?
+        }
+        ConsumptionPeriod::Month => {
+            let (year, month) = if date.month() == time::Month::December {
+                (date.year() + 1, time::Month::January)
+            } else {
+                (date.year(), date.month().next())
+            };
+            time::Date::from_calendar_date(year, month, 1).ok()?
+        }
+        ConsumptionPeriod::Year => time::Date::from_calendar_date(date.year() + 1, time::Month::January, 1).ok()?,
+    };
+    Some(Timestamp::midnight(next))
+}
+
+/// The most that may be used in a period: `max_consumptions`, plus `max_overages` when overages are
+/// allowed. `None`: no limit (no maximum, or overages without end).
+pub fn consumption_limit(terms: &Metering) -> Option<u64> {
+    let max = terms.max_consumptions?;
+    match (terms.allow_overages, terms.max_overages) {
+        (false, _) => Some(max),
+        (true, Some(overages)) => Some(max.saturating_add(overages)),
+        (true, None) => None,
+    }
+}
+
+/// What has been used in the period counting at `now` (a counter of an earlier period counts 0).
+pub fn used_now(terms: &Metering, counter: Option<&Counter>, now: Timestamp) -> u64 {
+    let period = period_key(terms.consumption_period, now);
+    counter.filter(|c| c.period == period).map_or(0, |c| c.used)
+}
+
+/// A consumption to store: add `amount` to counter `key` in `period`, provided the counter still
+/// reads `observed` as to its period (and, with a limit, has room for `amount`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumptionPlan {
+    pub key: String,
+    pub period: String,
+    pub amount: u64,
+    /// The counter as read; a different period than `period` (or none) means it starts again.
+    pub observed: Option<Counter>,
+    pub limit: Option<u64>,
+    pub used_after: u64,
+    /// Whether the license had any counter when read (else the counters are written whole).
+    pub counters_exist: bool,
+}
+
+impl ConsumptionPlan {
+    /// Whether the stored counter is of this period already (then it is added to, else replaced).
+    pub fn continues(&self) -> bool {
+        self.observed.as_ref().is_some_and(|c| c.period == self.period)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumptionLimitReached {
+    pub used: u64,
+    pub limit: u64,
+}
+
+/// How to add `amount` to the counter `key` (the license's, or a feature code) of `license`.
+pub fn plan_consumption(
+    license: &License,
+    key: &str,
+    terms: &Metering,
+    amount: u64,
+    now: Timestamp,
+) -> Result<ConsumptionPlan, ConsumptionLimitReached> {
+    let counter = license.consumption.get(key);
+    let used = used_now(terms, counter, now);
+    let limit = consumption_limit(terms);
+    let used_after = used.checked_add(amount).ok_or(ConsumptionLimitReached { used, limit: u64::MAX })?;
+    if let Some(limit) = limit.filter(|limit| used_after > *limit) {
+        return Err(ConsumptionLimitReached { used, limit });
+    }
+    Ok(ConsumptionPlan {
+        key: key.to_string(),
+        period: period_key(terms.consumption_period, now),
+        amount,
+        observed: counter.cloned(),
+        limit,
+        used_after,
+        counters_exist: !license.consumption.is_empty(),
+    })
+}
+
+/// Why a feature cannot be used now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FeatureRefusal {
+    NotEntitled,
+    FeatureExpired,
+    ConsumptionLimitReached,
+}
+
+/// Whether the license's feature `code` may be used at `now` (entitled, not expired, not used up).
+pub fn feature_usable<'a>(license: &'a License, code: &str, now: Timestamp) -> Result<&'a Feature, FeatureRefusal> {
+    let feature = license.feature(code).ok_or(FeatureRefusal::NotEntitled)?;
+    if feature.expiry_date.is_some_and(|expiry| expiry <= now) {
+        return Err(FeatureRefusal::FeatureExpired);
+    }
+    let terms = feature.metering();
+    let used = used_now(&terms, license.consumption.get(code), now);
+    if consumption_limit(&terms).is_some_and(|limit| used >= limit) {
+        return Err(FeatureRefusal::ConsumptionLimitReached);
+    }
+    Ok(feature)
+}
+
 /// How long a token stays usable offline.
 ///
 /// A positive verdict lasts until the earliest of: the end of the grace period, the next required
@@ -404,6 +537,11 @@ pub(crate) mod tests {
             last_activated_at: None,
             version: 0,
             leases: Default::default(),
+            max_consumptions: None,
+            allow_overages: false,
+            max_overages: None,
+            consumption_period: None,
+            consumption: Default::default(),
         }
     }
 
@@ -728,5 +866,105 @@ pub(crate) mod tests {
         assert_eq!(plan_borrow(&not_floating, 1), Err(BorrowRefusal::NotAllowed));
         let no_borrow = License { can_borrow: false, ..borrowable };
         assert_eq!(plan_borrow(&no_borrow, 1), Err(BorrowRefusal::NotAllowed));
+    }
+
+    /// 2027-03-31T23:59:59Z, a Wednesday in ISO week 13.
+    const END_OF_MARCH: Timestamp = Timestamp::from_unix(1_806_537_599);
+
+    #[test]
+    fn periods_are_named_and_end_at_utc_midnight() {
+        let at = END_OF_MARCH;
+        assert_eq!(at.to_string(), "2027-03-31T23:59:59Z");
+        let cases = [
+            (None, "all", None),
+            (Some(ConsumptionPeriod::Day), "2027-03-31", Some("2027-04-01T00:00:00Z")),
+            (Some(ConsumptionPeriod::Week), "2027-W13", Some("2027-04-05T00:00:00Z")),
+            (Some(ConsumptionPeriod::Month), "2027-03", Some("2027-04-01T00:00:00Z")),
+            (Some(ConsumptionPeriod::Year), "2027", Some("2028-01-01T00:00:00Z")),
+        ];
+        for (period, key, end) in cases {
+            assert_eq!(period_key(period, at), key, "{period:?}");
+            assert_eq!(period_ends_at(period, at).map(|t| t.to_string()).as_deref(), end, "{period:?}");
+        }
+        // One second later every period but `all` is a new one.
+        let next = at.plus_seconds(1);
+        assert_eq!(period_key(Some(ConsumptionPeriod::Month), next), "2027-04");
+        assert_eq!(period_key(Some(ConsumptionPeriod::Day), next), "2027-04-01");
+        assert_eq!(period_key(Some(ConsumptionPeriod::Week), next), "2027-W13", "Thursday is the same ISO week");
+        let december = Timestamp::parse("2027-12-15").unwrap();
+        assert_eq!(
+            period_ends_at(Some(ConsumptionPeriod::Month), december).unwrap().to_string(),
+            "2028-01-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn the_consumption_limit_adds_allowed_overages() {
+        let terms = |max, allow, overages| Metering {
+            max_consumptions: max,
+            allow_overages: allow,
+            max_overages: overages,
+            consumption_period: None,
+        };
+        assert_eq!(consumption_limit(&terms(None, false, None)), None);
+        assert_eq!(consumption_limit(&terms(Some(10), false, None)), Some(10));
+        assert_eq!(consumption_limit(&terms(Some(10), false, Some(5))), Some(10), "overages not allowed");
+        assert_eq!(consumption_limit(&terms(Some(10), true, Some(5))), Some(15));
+        assert_eq!(consumption_limit(&terms(Some(10), true, None)), None, "overages without end");
+    }
+
+    #[test]
+    fn consumption_plans_count_within_the_period_and_start_again_in_a_new_one() {
+        let monthly = Metering {
+            max_consumptions: Some(10),
+            allow_overages: true,
+            max_overages: Some(2),
+            consumption_period: Some(ConsumptionPeriod::Month),
+        };
+        let with = |period: &str, used: u64| License {
+            consumption: [("*".to_string(), Counter { period: period.into(), used })].into_iter().collect(),
+            ..license()
+        };
+        let at = END_OF_MARCH;
+        let plan = plan_consumption(&with("2027-03", 9), "*", &monthly, 3, at).unwrap();
+        assert_eq!((plan.used_after, plan.limit, plan.continues()), (12, Some(12), true), "into the overages");
+        assert_eq!(
+            plan_consumption(&with("2027-03", 10), "*", &monthly, 3, at),
+            Err(ConsumptionLimitReached { used: 10, limit: 12 })
+        );
+        let reset = plan_consumption(&with("2027-02", 12), "*", &monthly, 3, at).unwrap();
+        assert_eq!((reset.used_after, reset.continues(), reset.period.as_str()), (3, false, "2027-03"));
+        let first = plan_consumption(&license(), "*", &monthly, 12, at).unwrap();
+        assert_eq!((first.used_after, first.counters_exist, first.observed), (12, false, None));
+        assert!(plan_consumption(&license(), "*", &monthly, 13, at).is_err());
+        let unlimited = plan_consumption(&with("all", u64::MAX - 1), "*", &Metering::default(), 1, at).unwrap();
+        assert_eq!(unlimited.limit, None);
+        assert!(plan_consumption(&with("all", u64::MAX), "*", &Metering::default(), 1, at).is_err(), "no overflow");
+    }
+
+    #[test]
+    fn features_are_usable_while_entitled_unexpired_and_not_used_up() {
+        let feature = |code: &str, expiry: Option<Timestamp>, max: Option<u64>| Feature {
+            code: crate::input::FeatureCode::parse(code).unwrap(),
+            expiry_date: expiry,
+            max_consumptions: max,
+            allow_overages: false,
+            max_overages: None,
+            consumption_period: None,
+        };
+        let l = License {
+            features: vec![
+                feature("export", None, None),
+                feature("old", Some(NOW), None),
+                feature("credits", None, Some(5)),
+            ],
+            consumption: [("credits".to_string(), Counter { period: "all".into(), used: 5 })].into_iter().collect(),
+            ..license()
+        };
+        assert!(feature_usable(&l, "export", NOW).is_ok());
+        assert_eq!(feature_usable(&l, "print", NOW).unwrap_err(), FeatureRefusal::NotEntitled);
+        assert_eq!(feature_usable(&l, "old", NOW).unwrap_err(), FeatureRefusal::FeatureExpired);
+        assert!(feature_usable(&l, "old", NOW.plus_seconds(-1)).is_ok());
+        assert_eq!(feature_usable(&l, "credits", NOW).unwrap_err(), FeatureRefusal::ConsumptionLimitReached);
     }
 }

@@ -33,6 +33,16 @@ impl Timestamp {
         Self(self.0 + seconds)
     }
 
+    /// The UTC calendar date of this moment.
+    pub fn date(self) -> Option<time::Date> {
+        OffsetDateTime::from_unix_timestamp(self.0).ok().map(|at| at.date())
+    }
+
+    /// Midnight UTC at the start of `date`.
+    pub fn midnight(date: time::Date) -> Self {
+        Self(date.midnight().assume_utc().unix_timestamp())
+    }
+
     /// Accepts RFC 3339 (`2027-01-31T00:00:00Z`, any offset) or a bare date (`2027-01-31`, midnight UTC).
     pub fn parse(text: &str) -> Result<Self, String> {
         if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {

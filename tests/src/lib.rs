@@ -170,6 +170,27 @@ impl TestApp {
             .expect("the device holds a lease entry");
     }
 
+    /// Moves a consumption counter into another period in the table itself, as the passing of
+    /// time would (`counter` is `*` for the license's own, or a feature code).
+    pub async fn set_counter_period(&self, key: &str, counter: &str, period: &str) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        self.app
+            .store
+            .client()
+            .update_item()
+            .table_name(self.app.store.table())
+            .key("PK", AttributeValue::S(format!("L#{key}")))
+            .key("SK", AttributeValue::S("L".into()))
+            .update_expression("SET consumption.#k.#p = :period")
+            .condition_expression("attribute_exists(consumption.#k)")
+            .expression_attribute_names("#k", counter)
+            .expression_attribute_names("#p", "period")
+            .expression_attribute_values(":period", AttributeValue::S(period.into()))
+            .send()
+            .await
+            .expect("the counter exists");
+    }
+
     /// The license as stored, with its devices and usage (the vendor view).
     pub async fn stored(&self, key: &str) -> Value {
         let answer = self.admin_get(&format!("/v1/licenses/{key}")).await;

@@ -2,12 +2,14 @@
 //! On a floating license the check is also the heartbeat: it renews the device's lease (one write).
 
 use super::activate::license_not_found;
+use super::consume::Consumption;
 use super::lease::{hold_lease, Held};
-use super::views::{sign_verdict, ClientLicense};
+use super::views::{verdict_claims, ClientLicense, FeatureClaim};
 use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
 use crate::error::ApiError;
-use crate::input::{HardwareId, LicenseKey, Nonce, Product};
-use crate::rules::{self, CheckCode};
+use crate::input::{FeatureCode, HardwareId, LicenseKey, Nonce, Product};
+use crate::model::License;
+use crate::rules::{self, CheckCode, FeatureRefusal};
 use crate::store::{Store, WriteError};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
@@ -19,6 +21,9 @@ pub struct CheckRequest {
     pub license_key: LicenseKey,
     pub product: Product,
     pub hardware_id: HardwareId,
+    /// Ask also whether this feature may be used now.
+    #[serde(default)]
+    pub feature: Option<FeatureCode>,
     #[serde(default)]
     pub nonce: Option<Nonce>,
 }
@@ -28,7 +33,39 @@ struct Checked<'a> {
     valid: bool,
     code: CheckCode,
     license: ClientLicense<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    feature: Option<FeatureAnswer<'a>>,
     token: String,
+}
+
+/// Whether the feature asked about may be used, and its consumption.
+#[derive(Serialize)]
+struct FeatureAnswer<'a> {
+    code: &'a FeatureCode,
+    usable: bool,
+    /// Why not, when the license itself is valid but the feature is not usable.
+    reason: Option<FeatureRefusal>,
+    expiry_date: Option<Timestamp>,
+    #[serde(flatten)]
+    usage: Option<Consumption>,
+}
+
+impl<'a> FeatureAnswer<'a> {
+    fn of(license: &License, code: &'a FeatureCode, license_valid: bool, now: Timestamp) -> Self {
+        let verdict = rules::feature_usable(license, code.as_str(), now);
+        let feature = license.feature(code.as_str());
+        let usage = feature.map(|f| {
+            let terms = f.metering();
+            Consumption::of(&terms, rules::used_now(&terms, license.consumption.get(code.as_str()), now), now)
+        });
+        Self {
+            code,
+            usable: license_valid && verdict.is_ok(),
+            reason: verdict.err(),
+            expiry_date: feature.and_then(|f| f.expiry_date),
+            usage,
+        }
+    }
 }
 
 pub(super) async fn check<S: Store>(app: &App<S>, request: CheckRequest) -> Result<Reply, ApiError> {
@@ -58,11 +95,14 @@ pub(super) async fn check<S: Store>(app: &App<S>, request: CheckRequest) -> Resu
                 tracing::warn!(error = %err, "could not record last_seen_at");
             }
         }
-        let token =
-            sign_verdict(app, &license, &request.hardware_id, device.as_ref(), code, request.nonce.as_ref(), now)?;
+        let feature = request.feature.as_ref().map(|f| FeatureAnswer::of(&license, f, code.is_valid(), now));
+        let mut claims =
+            verdict_claims(app, &license, &request.hardware_id, device.as_ref(), code, request.nonce.as_ref(), now);
+        claims.feature = feature.as_ref().map(|f| FeatureClaim { code: f.code.as_str(), usable: f.usable });
+        let token = app.signer()?.sign(&claims).map_err(ApiError::internal)?;
         return Reply::json(
             StatusCode::OK,
-            &Checked { valid: code.is_valid(), code, license: ClientLicense::of(&license, now), token },
+            &Checked { valid: code.is_valid(), code, license: ClientLicense::of(&license, now), feature, token },
         );
     }
     Err(concurrent_update())

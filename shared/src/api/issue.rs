@@ -6,7 +6,9 @@ use super::views::{FloatingLeases, Usage, VendorLicense};
 use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{random_id, Email, HardwareId, IdempotencyKey, LicenseKey, OrderId, Product};
-use crate::model::{Customer, Expiration, Feature, License, LicenseStatus, LicenseType, Metadata};
+use crate::model::{
+    ConsumptionPeriod, Customer, Expiration, Feature, License, LicenseStatus, LicenseType, Metadata, Metering,
+};
 use crate::store::{DeactivationWrite, IdempotencyRecord, Lookup, Store, WriteError};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
@@ -20,6 +22,7 @@ const MAX_SEATS: u32 = 1_000_000;
 pub const MAX_FLOATING_SEATS: u32 = 1_000;
 const MAX_DAYS: u32 = 3_650;
 const MAX_FEATURES: usize = 100;
+const MAX_CONSUMPTIONS: u64 = 1_000_000_000_000;
 /// Metadata is stored on every license of a batch and returned to the vendor; keep it small.
 const MAX_METADATA_BYTES: usize = 2_048;
 
@@ -69,6 +72,14 @@ pub struct IssueRequest {
     #[serde(default)]
     pub is_test: bool,
     #[serde(default)]
+    pub max_consumptions: Option<u64>,
+    #[serde(default)]
+    pub allow_overages: bool,
+    #[serde(default)]
+    pub max_overages: Option<u64>,
+    #[serde(default)]
+    pub consumption_period: Option<ConsumptionPeriod>,
+    #[serde(default)]
     pub features: Vec<Feature>,
     #[serde(default)]
     pub metadata: Option<Metadata>,
@@ -83,9 +94,25 @@ fn within(field: &str, value: Option<u32>, min: u32, max: u32) -> Result<(), Api
     }
 }
 
+/// Consumption terms that make sense: overages only when allowed, and bounded counts.
+fn validate_metering(prefix: &str, terms: &Metering) -> Result<(), ApiError> {
+    for (name, value) in [("max_consumptions", terms.max_consumptions), ("max_overages", terms.max_overages)] {
+        if value.is_some_and(|v| v > MAX_CONSUMPTIONS) {
+            return Err(ApiError::field(format!("{prefix}{name}"), format!("must be at most {MAX_CONSUMPTIONS}")));
+        }
+    }
+    if terms.max_overages.is_some() && !terms.allow_overages {
+        return Err(ApiError::field(format!("{prefix}max_overages"), "needs `allow_overages`"));
+    }
+    Ok(())
+}
+
 fn validate_features(features: &[Feature]) -> Result<(), ApiError> {
     if features.len() > MAX_FEATURES {
         return Err(ApiError::field("features", format!("may list at most {MAX_FEATURES} features")));
+    }
+    for (index, feature) in features.iter().enumerate() {
+        validate_metering(&format!("features[{index}]."), &feature.metering())?;
     }
     let mut codes = HashSet::new();
     if let Some(duplicate) = features.iter().find(|f| !codes.insert(&f.code)) {
@@ -145,6 +172,15 @@ impl IssueRequest {
         if self.can_borrow && self.max_borrow_hours.is_none() {
             return Err(ApiError::field("max_borrow_hours", "is required when `can_borrow` is true"));
         }
+        validate_metering(
+            "",
+            &Metering {
+                max_consumptions: self.max_consumptions,
+                allow_overages: self.allow_overages,
+                max_overages: self.max_overages,
+                consumption_period: self.consumption_period,
+            },
+        )?;
         validate_features(&self.features)?;
         if let Some(metadata) = &self.metadata {
             validate_metadata(metadata)?;
@@ -188,6 +224,11 @@ impl IssueRequest {
             last_activated_at: None,
             version: 0,
             leases: Default::default(),
+            max_consumptions: self.max_consumptions,
+            allow_overages: self.allow_overages,
+            max_overages: self.max_overages,
+            consumption_period: self.consumption_period,
+            consumption: Default::default(),
         }
     }
 
@@ -371,6 +412,14 @@ pub struct LicensePatch {
     pub customer: Option<Option<Customer>>,
     #[serde(default, deserialize_with = "nullable")]
     pub order_id: Option<Option<OrderId>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub max_consumptions: Option<Option<u64>>,
+    #[serde(default)]
+    pub allow_overages: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub max_overages: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub consumption_period: Option<Option<ConsumptionPeriod>>,
     #[serde(default)]
     pub features: Option<Vec<Feature>>,
     #[serde(default)]
@@ -397,6 +446,10 @@ macro_rules! patch_fields {
             work_if_validation_blocked,
             customer,
             order_id,
+            max_consumptions,
+            allow_overages,
+            max_overages,
+            consumption_period,
             features
         )
     };
@@ -455,6 +508,7 @@ impl LicensePatch {
         if l.is_floating {
             validate_floating(l.max_activations, l.allow_unlimited_activations)?;
         }
+        validate_metering("", &l.metering())?;
         if l.max_activations == 0 && !l.allow_unlimited_activations {
             return Err(ApiError::field(
                 "max_activations",

@@ -3,6 +3,7 @@
 
 mod activate;
 mod check;
+mod consume;
 mod deactivate;
 mod issue;
 mod lease;
@@ -80,6 +81,7 @@ enum Endpoint {
     Jwks,
     Deactivate,
     Borrow,
+    Consume,
 }
 
 #[derive(Debug)]
@@ -114,6 +116,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route { method: Method::POST, path: "/v1/activate", function: Function::Activate, endpoint: Endpoint::Activate },
     Route { method: Method::POST, path: "/v1/borrow", function: Function::Activate, endpoint: Endpoint::Borrow },
+    Route { method: Method::POST, path: "/v1/consume", function: Function::Activate, endpoint: Endpoint::Consume },
     Route { method: Method::POST, path: "/v1/check", function: Function::Check, endpoint: Endpoint::CheckJson },
     Route { method: Method::GET, path: "/v1/check", function: Function::Check, endpoint: Endpoint::CheckQuery },
     Route { method: Method::GET, path: "/.well-known/jwks.json", function: Function::Check, endpoint: Endpoint::Jwks },
@@ -209,6 +212,7 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
             Endpoint::Jwks => Ok(Reply { status: StatusCode::OK, body: app.signer()?.jwks_json().to_string() }),
             Endpoint::Deactivate => deactivate::deactivate(app, parse_json(body(request)?)?).await,
             Endpoint::Borrow => lease::borrow(app, parse_json(body(request)?)?).await,
+            Endpoint::Consume => consume::consume(app, parse_json(body(request)?)?).await,
         };
     }
     if path_known {

@@ -488,6 +488,13 @@ impl Store for AlwaysRaced {
     async fn lease(&self, _: &crate::store::LeaseWrite<'_>) -> Result<(), crate::store::WriteError> {
         Err(crate::store::WriteError::Conflict)
     }
+    async fn consume(
+        &self,
+        _: &crate::input::LicenseKey,
+        _: &crate::rules::ConsumptionPlan,
+    ) -> Result<(), crate::store::WriteError> {
+        Err(crate::store::WriteError::Conflict)
+    }
     async fn replace_license(
         &self,
         previous: &crate::model::License,

@@ -3,7 +3,7 @@
 use super::App;
 use crate::error::ApiError;
 use crate::input::{HardwareId, LicenseKey, Nonce, Product};
-use crate::model::{Device, Feature, License, LicenseStatus, LicenseType};
+use crate::model::{ConsumptionPeriod, Device, Feature, License, LicenseStatus, LicenseType, LICENSE_COUNTER};
 use crate::rules::{self, CheckCode, Standing, TokenLease, DEFAULT_VALIDATION_INTERVAL_DAYS};
 use crate::store::Store;
 use crate::time::Timestamp;
@@ -37,6 +37,12 @@ pub struct ClientLicense<'a> {
     pub max_borrow_time: Option<u32>,
     pub prevent_vm: bool,
     pub product_features: &'a [Feature],
+    /// The license's own consumption in the current period, and its terms.
+    pub max_consumptions: Option<u64>,
+    pub total_consumptions: u64,
+    pub allow_overages: bool,
+    pub max_overages: Option<u64>,
+    pub consumption_period: Option<ConsumptionPeriod>,
     pub validation_interval_days: u32,
     pub work_if_validation_blocked: bool,
 }
@@ -69,6 +75,11 @@ impl<'a> ClientLicense<'a> {
             max_borrow_time: license.max_borrow_hours,
             prevent_vm: license.prevent_vm,
             product_features: &license.features,
+            max_consumptions: license.max_consumptions,
+            total_consumptions: rules::used_now(&license.metering(), license.consumption.get(LICENSE_COUNTER), now),
+            allow_overages: license.allow_overages,
+            max_overages: license.max_overages,
+            consumption_period: license.consumption_period,
             validation_interval_days: license.validation_interval_days.unwrap_or(DEFAULT_VALIDATION_INTERVAL_DAYS),
             work_if_validation_blocked: license.work_if_validation_blocked,
         }
@@ -92,7 +103,11 @@ pub struct TokenClaims<'a> {
     pub grace_ends_at: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance_until: Option<i64>,
+    /// The features entitled and not expired at `iat`.
     pub features: Vec<&'a str>,
+    /// The feature a check asked about, and whether it may be used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature: Option<FeatureClaim<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,6 +117,12 @@ pub struct TokenClaims<'a> {
     pub exp: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonce: Option<&'a Nonce>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FeatureClaim<'a> {
+    pub code: &'a str,
+    pub usable: bool,
 }
 
 /// Signs the verdict `code` about `hardware_id` on `license`.
@@ -114,11 +135,25 @@ pub(crate) fn sign_verdict<S: Store>(
     nonce: Option<&Nonce>,
     now: Timestamp,
 ) -> Result<String, ApiError> {
+    let claims = verdict_claims(app, license, hardware_id, device, code, nonce, now);
+    app.signer()?.sign(&claims).map_err(ApiError::internal)
+}
+
+/// The claims of a verdict, to be signed (possibly with more said, as a check about a feature does).
+pub(crate) fn verdict_claims<'a, S: Store>(
+    app: &'a App<S>,
+    license: &'a License,
+    hardware_id: &'a HardwareId,
+    device: Option<&Device>,
+    code: CheckCode,
+    nonce: Option<&'a Nonce>,
+    now: Timestamp,
+) -> TokenClaims<'a> {
     let lease = device.and_then(|d| {
         let ends_at = d.lease_expires_at?;
         Some(TokenLease { ends_at, borrowed: d.borrowed_until.is_some_and(|until| until > now) })
     });
-    let claims = TokenClaims {
+    TokenClaims {
         iss: &app.issuer,
         sub: &license.id,
         aud: &license.product,
@@ -130,7 +165,13 @@ pub(crate) fn sign_verdict<S: Store>(
         license_expires_at: rules::expires_at(license).map(Timestamp::unix),
         grace_ends_at: rules::grace_ends_at(license).filter(|_| license.grace_period_days > 0).map(Timestamp::unix),
         maintenance_until: license.maintenance_until.map(Timestamp::unix),
-        features: license.features.iter().map(|f| f.code.as_str()).collect(),
+        features: license
+            .features
+            .iter()
+            .filter(|f| f.expiry_date.is_none_or(|expiry| expiry > now))
+            .map(|f| f.code.as_str())
+            .collect(),
+        feature: None,
         lease_expires_at: lease.map(|l| l.ends_at.unix()),
         borrowed_until: device
             .and_then(|d| d.borrowed_until)
@@ -140,8 +181,7 @@ pub(crate) fn sign_verdict<S: Store>(
         iat: now.unix(),
         exp: rules::token_expires_at(license, code, lease, now).unix(),
         nonce,
-    };
-    app.signer()?.sign(&claims).map_err(ApiError::internal)
+    }
 }
 
 /// How the seats in use compare with the seats bought (seed 001).

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::input::{HardwareId, LicenseKey};
 use crate::model::{Device, License};
-use crate::rules::LeasePlan;
+use crate::rules::{ConsumptionPlan, LeasePlan};
 use crate::time::Timestamp;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -42,6 +42,8 @@ const RELEASED_DEVICE_TTL_SECONDS: i64 = 30 * 86_400;
 const LEASES: &str = "leases";
 const LEASES_NAME: &str = "#leases";
 const LEASES_PATH: &str = "#leases";
+/// The license attribute holding consumption counters (counter key -> {period, used}).
+const CONSUMPTION: &str = "consumption";
 
 fn is_released(item: &Item) -> bool {
     item.contains_key("released_at")
@@ -576,7 +578,9 @@ impl Store for DynamoStore {
                 if license.leases.is_empty() {
                     // No entries were read: the map may not exist yet, so write it whole.
                     sets.push(format!("{LEASES_NAME} = :first"));
-                    conditions.push(format!("(attribute_not_exists({LEASES_NAME}) OR size({LEASES_NAME}) = :zero)"));
+                    conditions.push(format!(
+                        "attribute_exists(PK) AND (attribute_not_exists({LEASES_NAME}) OR size({LEASES_NAME}) = :zero)"
+                    ));
                     let first = HashMap::from([(write.hardware_id.to_string(), s(&write.plan.until().to_string()))]);
                     values.insert(":first".into(), AttributeValue::M(first));
                     values.insert(":zero".into(), n(0));
@@ -674,12 +678,70 @@ impl Store for DynamoStore {
         }
     }
 
+    async fn consume(&self, key: &LicenseKey, plan: &ConsumptionPlan) -> Result<(), WriteError> {
+        let mut names: HashMap<String, String> = HashMap::from([("#c".into(), CONSUMPTION.into())]);
+        let mut values: Item = HashMap::new();
+        let fresh = || {
+            AttributeValue::M(HashMap::from([
+                ("period".to_string(), s(&plan.period)),
+                ("used".to_string(), n(plan.amount)),
+            ]))
+        };
+        let (expression, condition) = match &plan.observed {
+            None if !plan.counters_exist => {
+                values.insert(":whole".into(), AttributeValue::M(HashMap::from([(plan.key.clone(), fresh())])));
+                ("SET #c = :whole".to_string(), "attribute_exists(PK) AND attribute_not_exists(#c)".to_string())
+            }
+            None => {
+                names.insert("#k".into(), plan.key.clone());
+                values.insert(":fresh".into(), fresh());
+                ("SET #c.#k = :fresh".into(), "attribute_exists(#c) AND attribute_not_exists(#c.#k)".into())
+            }
+            Some(observed) if plan.continues() => {
+                names.extend([
+                    ("#k".into(), plan.key.clone()),
+                    ("#p".into(), "period".into()),
+                    ("#u".into(), "used".into()),
+                ]);
+                values.insert(":amount".into(), n(plan.amount));
+                values.insert(":period".into(), s(&observed.period));
+                let mut condition = "#c.#k.#p = :period".to_string();
+                if let Some(limit) = plan.limit {
+                    // Room for the amount, whatever was added since the read.
+                    condition.push_str(" AND #c.#k.#u <= :ceiling");
+                    values.insert(":ceiling".into(), n(limit - plan.amount));
+                }
+                ("SET #c.#k.#u = #c.#k.#u + :amount".into(), condition)
+            }
+            Some(observed) => {
+                names.extend([("#k".into(), plan.key.clone()), ("#p".into(), "period".into())]);
+                values.insert(":fresh".into(), fresh());
+                values.insert(":old".into(), s(&observed.period));
+                ("SET #c.#k = :fresh".into(), "#c.#k.#p = :old".into())
+            }
+        };
+        self.count_round_trip();
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("PK", license_pk(key))
+            .key("SK", s(LICENSE_SK))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await
+            .map_err(conditional_error)?;
+        Ok(())
+    }
+
     async fn replace_license(&self, previous: &License, license: &License) -> Result<(), WriteError> {
         // An update of every stored field but the leases, so a lease taken or renewed since
         // `previous` was read (which does not move `version`) is kept.
         let mut item = license_item(license)?;
         let before = license_item(previous)?;
-        for kept in ["PK", "SK", LEASES] {
+        for kept in ["PK", "SK", LEASES, CONSUMPTION] {
             item.remove(kept);
         }
         let mut names = HashMap::new();
@@ -693,7 +755,7 @@ impl Store for DynamoStore {
         let mut expression = format!("SET {}", sets.join(", "));
         let gone: Vec<&String> = before
             .keys()
-            .filter(|name| !item.contains_key(*name) && !["PK", "SK", LEASES].contains(&name.as_str()))
+            .filter(|name| !item.contains_key(*name) && !["PK", "SK", LEASES, CONSUMPTION].contains(&name.as_str()))
             .collect();
         if !gone.is_empty() {
             let removes: Vec<String> = gone

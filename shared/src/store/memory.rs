@@ -5,8 +5,8 @@ use super::{
     StoreError, WriteError,
 };
 use crate::input::{HardwareId, LicenseKey};
-use crate::model::{Device, License, LicenseStatus};
-use crate::rules::LeasePlan;
+use crate::model::{Counter, Device, License, LicenseStatus};
+use crate::rules::{ConsumptionPlan, LeasePlan};
 use crate::time::Timestamp;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -211,6 +211,22 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn consume(&self, key: &LicenseKey, plan: &ConsumptionPlan) -> Result<(), WriteError> {
+        let mut partitions = self.lock();
+        let license = &mut partitions.get_mut(key).ok_or(WriteError::Conflict)?.license;
+        let counter = license.consumption.get(&plan.key);
+        let same_period = counter.map(|c| &c.period) == plan.observed.as_ref().map(|c| &c.period);
+        let used_after = match counter {
+            Some(c) if plan.continues() => c.used + plan.amount,
+            _ => plan.amount,
+        };
+        if !same_period || plan.limit.is_some_and(|limit| used_after > limit) {
+            return Err(WriteError::Conflict);
+        }
+        license.consumption.insert(plan.key.clone(), Counter { period: plan.period.clone(), used: used_after });
+        Ok(())
+    }
+
     async fn replace_license(&self, previous: &License, license: &License) -> Result<(), WriteError> {
         let mut partitions = self.lock();
         let partition = partitions.get_mut(&license.license_key).ok_or(WriteError::Conflict)?;
@@ -218,7 +234,8 @@ impl Store for MemoryStore {
             return Err(WriteError::Conflict);
         }
         let leases = std::mem::take(&mut partition.license.leases);
-        partition.license = License { leases, ..license.clone() };
+        let consumption = std::mem::take(&mut partition.license.consumption);
+        partition.license = License { leases, consumption, ..license.clone() };
         Ok(())
     }
 

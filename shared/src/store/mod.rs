@@ -9,7 +9,7 @@ pub use memory::MemoryStore;
 
 use crate::input::{Email, HardwareId, LicenseKey, OrderId};
 use crate::model::{Device, License};
-use crate::rules::LeasePlan;
+use crate::rules::{ConsumptionPlan, LeasePlan};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -157,8 +157,12 @@ pub trait Store: Send + Sync + 'static {
     /// lowering the seats never evicts live leases either.)
     fn lease(&self, write: &LeaseWrite<'_>) -> impl Future<Output = Result<(), WriteError>> + Send;
 
-    /// Replace the stored fields of `previous` with those of `license`, except the leases (lease
-    /// writes do not move `version`, and are kept); holds: the stored `version` is still
+    /// Add to a consumption counter, as `plan` says; holds: the counter is still of the period read
+    /// (or still absent), and with a limit, the sum stays within it.
+    fn consume(&self, key: &LicenseKey, plan: &ConsumptionPlan) -> impl Future<Output = Result<(), WriteError>> + Send;
+
+    /// Replace the stored fields of `previous` with those of `license`, except the leases and the
+    /// consumption counters (their writes do not move `version`, and are kept); holds: the stored `version` is still
     /// `previous.version` (the caller bumps it), so a concurrent change is never overwritten.
     fn replace_license(
         &self,

@@ -1,0 +1,132 @@
+//! `POST /v1/consume`: an activated device records use of the license or of one of its features,
+//! added atomically to a counter that resets lazily each consumption period.
+
+use super::activate::{license_not_found, refusal};
+use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
+use crate::error::{ApiError, ErrorCode};
+use crate::input::{FeatureCode, HardwareId, LicenseKey, Product};
+use crate::model::{ConsumptionPeriod, Metering, LICENSE_COUNTER};
+use crate::rules::{self, ConsumptionLimitReached, FeatureRefusal};
+use crate::store::{Store, WriteError};
+use crate::time::Timestamp;
+use lambda_http::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+/// The most one request may consume.
+pub const MAX_AMOUNT: u64 = 1_000_000_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumeRequest {
+    pub license_key: LicenseKey,
+    pub product: Product,
+    pub hardware_id: HardwareId,
+    #[serde(default)]
+    pub feature: Option<FeatureCode>,
+    pub amount: u64,
+}
+
+/// A counter as a client sees it, after a consumption or in a check.
+#[derive(Debug, Serialize)]
+pub struct Consumption {
+    pub total_consumptions: u64,
+    pub max_consumptions: Option<u64>,
+    pub allow_overages: bool,
+    pub max_overages: Option<u64>,
+    /// `max_consumptions` plus any allowed overages; absent when unlimited.
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    /// Past `max_consumptions` (into the overages).
+    pub overage: bool,
+    pub consumption_period: Option<ConsumptionPeriod>,
+    pub resets_at: Option<Timestamp>,
+}
+
+impl Consumption {
+    pub fn of(terms: &Metering, used: u64, now: Timestamp) -> Self {
+        let limit = rules::consumption_limit(terms);
+        Self {
+            total_consumptions: used,
+            max_consumptions: terms.max_consumptions,
+            allow_overages: terms.allow_overages,
+            max_overages: terms.max_overages,
+            limit,
+            remaining: limit.map(|limit| limit.saturating_sub(used)),
+            overage: terms.max_consumptions.is_some_and(|max| used > max),
+            consumption_period: terms.consumption_period,
+            resets_at: rules::period_ends_at(terms.consumption_period, now),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Consumed<'a> {
+    consumed: u64,
+    feature: Option<&'a FeatureCode>,
+    #[serde(flatten)]
+    usage: Consumption,
+}
+
+pub(crate) fn feature_refusal(refusal: FeatureRefusal, code: &str) -> ApiError {
+    match refusal {
+        FeatureRefusal::NotEntitled => {
+            ApiError::new(ErrorCode::FeatureNotEntitled, format!("the license does not include feature `{code}`"))
+        }
+        FeatureRefusal::FeatureExpired => {
+            ApiError::new(ErrorCode::FeatureExpired, format!("feature `{code}` has expired on this license"))
+        }
+        FeatureRefusal::ConsumptionLimitReached => ApiError::new(
+            ErrorCode::ConsumptionLimitReached,
+            format!("feature `{code}` has used all it may in this period"),
+        ),
+    }
+}
+
+fn limit_reached(ConsumptionLimitReached { used, limit }: ConsumptionLimitReached) -> ApiError {
+    ApiError::new(
+        ErrorCode::ConsumptionLimitReached,
+        format!("{used} of {limit} are used in this period; the amount does not fit"),
+    )
+}
+
+pub(super) async fn consume<S: Store>(app: &App<S>, request: ConsumeRequest) -> Result<Reply, ApiError> {
+    if !(1..=MAX_AMOUNT).contains(&request.amount) {
+        return Err(ApiError::field("amount", format!("must be between 1 and {MAX_AMOUNT}")));
+    }
+    for attempt in 0..MAX_WRITE_ATTEMPTS {
+        let now = Timestamp::now();
+        let (license, device) =
+            app.store.license_and_device(&request.license_key, &request.hardware_id).await.map_err(store_error)?;
+        let license = license.ok_or_else(|| license_not_found(&request.license_key))?;
+        rules::usable(&license, &request.product, now).map_err(refusal)?;
+        if device.is_none() {
+            return Err(ApiError::new(
+                ErrorCode::DeviceNotFound,
+                format!("device {} is not activated on this license", request.hardware_id),
+            ));
+        }
+        let (key, terms) = match &request.feature {
+            Some(code) => {
+                let feature = license
+                    .feature(code.as_str())
+                    .ok_or_else(|| feature_refusal(FeatureRefusal::NotEntitled, code.as_str()))?;
+                if feature.expiry_date.is_some_and(|expiry| expiry <= now) {
+                    return Err(feature_refusal(FeatureRefusal::FeatureExpired, code.as_str()));
+                }
+                (code.as_str(), feature.metering())
+            }
+            None => (LICENSE_COUNTER, license.metering()),
+        };
+        let plan = rules::plan_consumption(&license, key, &terms, request.amount, now).map_err(limit_reached)?;
+        match app.store.consume(&request.license_key, &plan).await {
+            Ok(()) => {
+                let usage = Consumption::of(&terms, plan.used_after, now);
+                let answer = Consumed { consumed: request.amount, feature: request.feature.as_ref(), usage };
+                return Reply::json(StatusCode::OK, &answer);
+            }
+            Err(WriteError::Conflict) => back_off(attempt).await,
+            Err(WriteError::Store(err)) => return Err(store_error(err)),
+        }
+    }
+    Err(concurrent_update())
+}
