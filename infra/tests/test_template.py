@@ -26,12 +26,18 @@ TABLE_ACTIONS = {
         "dynamodb:GetItem",  # idempotency record
         "dynamodb:BatchGetItem",  # license (+ device), idempotent replays
         "dynamodb:Query",  # a license with its devices
-        "dynamodb:PutItem",  # new licenses, patched licenses, idempotency record
-        "dynamodb:UpdateItem",  # seat counter on a vendor release
+        "dynamodb:PutItem",  # new licenses, idempotency record, trial terms
+        "dynamodb:UpdateItem",  # patches, seat counter or lease on a vendor release
         "dynamodb:DeleteItem",  # the released device
         "dynamodb:BatchWriteItem",  # undoing a partly written batch
     },
-    "ActivateFunction": {"dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+    "ActivateFunction": {
+        "dynamodb:GetItem",  # trial terms, trial records
+        "dynamodb:Query",
+        "dynamodb:BatchGetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    },
     "CheckFunction": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
     "DeactivateFunction": {"dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"},
 }
@@ -43,6 +49,8 @@ ROUTE_OWNERS = {
     "/v1/activate": "ActivateFunction",
     "/v1/borrow": "ActivateFunction",
     "/v1/consume": "ActivateFunction",
+    "/v1/trial": "ActivateFunction",
+    "/v1/products/{product}/trial": "IssueFunction",
     "/v1/check": "CheckFunction",
     "/.well-known/jwks.json": "CheckFunction",
     "/v1/deactivate": "DeactivateFunction",

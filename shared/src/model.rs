@@ -240,6 +240,58 @@ pub struct License {
 }
 
 impl License {
+    /// A new active license with the given essentials and every option at its default.
+    pub fn new(
+        license_key: LicenseKey,
+        id: String,
+        product: Product,
+        license_type: LicenseType,
+        max_activations: u32,
+        now: Timestamp,
+    ) -> Self {
+        License {
+            license_key,
+            id,
+            product,
+            license_type,
+            status: LicenseStatus::Active,
+            customer: None,
+            order_id: None,
+            max_activations,
+            allow_unlimited_activations: false,
+            times_activated: 0,
+            transfer_count: 0,
+            max_transfers: None,
+            expiration: Expiration::Never,
+            grace_period_days: 0,
+            maintenance_until: None,
+            is_floating: false,
+            floating_timeout_minutes: None,
+            can_borrow: false,
+            max_borrow_hours: None,
+            prevent_vm: false,
+            freeze_days: 0,
+            device_rotation: false,
+            validation_interval_days: None,
+            work_if_validation_blocked: false,
+            is_trial: license_type == LicenseType::Trial,
+            is_test: false,
+            max_consumptions: None,
+            allow_overages: false,
+            max_overages: None,
+            consumption_period: None,
+            features: Vec::new(),
+            metadata: Metadata::new(),
+            created_at: now,
+            updated_at: now,
+            first_activated_at: None,
+            last_activated_at: None,
+            version: 0,
+            leases: BTreeMap::new(),
+            consumption: BTreeMap::new(),
+        }
+    }
+
     pub fn metering(&self) -> Metering {
         Metering {
             max_consumptions: self.max_consumptions,
@@ -272,4 +324,24 @@ pub struct Device {
     /// The end of the last borrow (`POST /v1/borrow`), during which the device may work offline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub borrowed_until: Option<Timestamp>,
+}
+
+/// A product's trial terms, set by the vendor: what `POST /v1/trial` issues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrialTerms {
+    pub product: Product,
+    pub days: u32,
+    pub max_activations: u32,
+    #[serde(default)]
+    pub features: Vec<Feature>,
+    pub updated_at: Timestamp,
+}
+
+/// The record that a device has had its trial of a product (at most one per product and device).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrialMarker {
+    pub product: Product,
+    pub hardware_id: HardwareId,
+    pub license_key: LicenseKey,
+    pub created_at: Timestamp,
 }

@@ -76,7 +76,7 @@ fn after_activation(license: &License, counted: bool, now: Timestamp) -> License
 }
 
 impl ActivateRequest {
-    fn new_device(&self, now: Timestamp) -> Device {
+    pub(super) fn new_device(&self, now: Timestamp) -> Device {
         Device {
             hardware_id: self.hardware_id.clone(),
             name: self.device_name.clone(),

@@ -107,7 +107,7 @@ fn validate_metering(prefix: &str, terms: &Metering) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_features(features: &[Feature]) -> Result<(), ApiError> {
+pub(super) fn validate_features(features: &[Feature]) -> Result<(), ApiError> {
     if features.len() > MAX_FEATURES {
         return Err(ApiError::field("features", format!("may list at most {MAX_FEATURES} features")));
     }
@@ -189,18 +189,11 @@ impl IssueRequest {
     }
 
     fn license(&self, license_key: LicenseKey, id: String, now: Timestamp) -> License {
+        let base = License::new(license_key, id, self.product.clone(), self.license_type, self.max_activations, now);
         License {
-            license_key,
-            id,
-            product: self.product.clone(),
-            license_type: self.license_type,
-            status: LicenseStatus::Active,
             customer: self.customer.clone(),
             order_id: self.order_id.clone(),
-            max_activations: self.max_activations,
             allow_unlimited_activations: self.allow_unlimited_activations,
-            times_activated: 0,
-            transfer_count: 0,
             max_transfers: self.max_transfers,
             expiration: self.expiration.unwrap_or(Expiration::Never),
             grace_period_days: self.grace_period_days.unwrap_or(0),
@@ -214,21 +207,15 @@ impl IssueRequest {
             device_rotation: self.device_rotation,
             validation_interval_days: self.validation_interval_days,
             work_if_validation_blocked: self.work_if_validation_blocked,
-            is_trial: self.is_trial || self.license_type == LicenseType::Trial,
+            is_trial: self.is_trial || base.is_trial,
             is_test: self.is_test,
-            features: self.features.clone(),
-            metadata: self.metadata.clone().unwrap_or_default(),
-            created_at: now,
-            updated_at: now,
-            first_activated_at: None,
-            last_activated_at: None,
-            version: 0,
-            leases: Default::default(),
             max_consumptions: self.max_consumptions,
             allow_overages: self.allow_overages,
             max_overages: self.max_overages,
             consumption_period: self.consumption_period,
-            consumption: Default::default(),
+            features: self.features.clone(),
+            metadata: self.metadata.clone().unwrap_or_default(),
+            ..base
         }
     }
 

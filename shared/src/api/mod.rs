@@ -7,6 +7,7 @@ mod consume;
 mod deactivate;
 mod issue;
 mod lease;
+mod trial;
 mod views;
 
 pub use issue::IssueRequest;
@@ -82,6 +83,8 @@ enum Endpoint {
     Deactivate,
     Borrow,
     Consume,
+    TrialTerms,
+    Trial,
 }
 
 #[derive(Debug)]
@@ -114,7 +117,14 @@ pub const ROUTES: &[Route] = &[
         function: Function::Issue,
         endpoint: Endpoint::ReleaseDevice,
     },
+    Route {
+        method: Method::PUT,
+        path: "/v1/products/{product}/trial",
+        function: Function::Issue,
+        endpoint: Endpoint::TrialTerms,
+    },
     Route { method: Method::POST, path: "/v1/activate", function: Function::Activate, endpoint: Endpoint::Activate },
+    Route { method: Method::POST, path: "/v1/trial", function: Function::Activate, endpoint: Endpoint::Trial },
     Route { method: Method::POST, path: "/v1/borrow", function: Function::Activate, endpoint: Endpoint::Borrow },
     Route { method: Method::POST, path: "/v1/consume", function: Function::Activate, endpoint: Endpoint::Consume },
     Route { method: Method::POST, path: "/v1/check", function: Function::Check, endpoint: Endpoint::CheckJson },
@@ -213,6 +223,8 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
             Endpoint::Deactivate => deactivate::deactivate(app, parse_json(body(request)?)?).await,
             Endpoint::Borrow => lease::borrow(app, parse_json(body(request)?)?).await,
             Endpoint::Consume => consume::consume(app, parse_json(body(request)?)?).await,
+            Endpoint::TrialTerms => trial::put_terms(app, &params[0], parse_json(body(request)?)?).await,
+            Endpoint::Trial => trial::start(app, parse_json(body(request)?)?).await,
         };
     }
     if path_known {

@@ -495,6 +495,30 @@ impl Store for AlwaysRaced {
     ) -> Result<(), crate::store::WriteError> {
         Err(crate::store::WriteError::Conflict)
     }
+    async fn put_trial_terms(&self, terms: &crate::model::TrialTerms) -> Result<(), crate::store::StoreError> {
+        self.0.put_trial_terms(terms).await
+    }
+    async fn trial_terms(
+        &self,
+        product: &crate::input::Product,
+    ) -> Result<Option<crate::model::TrialTerms>, crate::store::StoreError> {
+        self.0.trial_terms(product).await
+    }
+    async fn trial_marker(
+        &self,
+        product: &crate::input::Product,
+        hardware_id: &crate::input::HardwareId,
+    ) -> Result<Option<crate::model::TrialMarker>, crate::store::StoreError> {
+        self.0.trial_marker(product, hardware_id).await
+    }
+    async fn start_trial(
+        &self,
+        _: &crate::model::TrialMarker,
+        _: &crate::model::License,
+        _: &crate::model::Device,
+    ) -> Result<(), crate::store::WriteError> {
+        Err(crate::store::WriteError::Conflict)
+    }
     async fn replace_license(
         &self,
         previous: &crate::model::License,

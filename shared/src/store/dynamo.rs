@@ -6,8 +6,8 @@ use super::{
     freeze_cutoff, ActivationWrite, DeactivationWrite, IdempotencyRecord, LeaseWrite, Lookup, Page, SeatRelease, Store,
     StoreError, WriteError,
 };
-use crate::input::{HardwareId, LicenseKey};
-use crate::model::{Device, License};
+use crate::input::{HardwareId, LicenseKey, Product};
+use crate::model::{Device, License, TrialMarker, TrialTerms};
 use crate::rules::{ConsumptionPlan, LeasePlan};
 use crate::time::Timestamp;
 use aws_config::retry::RetryConfig;
@@ -98,6 +98,18 @@ pub struct DynamoStore {
 fn license_pk(key: &LicenseKey) -> AttributeValue {
     AttributeValue::S(format!("L#{key}"))
 }
+
+/// A product's trial terms: `P#<product>` / `TRIAL`.
+fn trial_terms_pk(product: &Product) -> AttributeValue {
+    AttributeValue::S(format!("P#{product}"))
+}
+
+/// A device's trial of a product: `T#<product>#<hardware_id>` / `TRIAL` (products have no `#`).
+fn trial_marker_pk(product: &Product, hardware_id: &HardwareId) -> AttributeValue {
+    AttributeValue::S(format!("T#{product}#{hardware_id}"))
+}
+
+const TRIAL_SK: &str = "TRIAL";
 
 fn device_sk(hardware_id: &HardwareId) -> AttributeValue {
     AttributeValue::S(format!("{DEVICE_PREFIX}{hardware_id}"))
@@ -247,6 +259,31 @@ impl DynamoStore {
 
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// A single item (`SK` = the trial sort key) read with a strongly consistent GetItem.
+    async fn get_one<T: serde::de::DeserializeOwned>(
+        &self,
+        pk: AttributeValue,
+        what: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.count_round_trip();
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("PK", pk)
+            .key("SK", s(TRIAL_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        output
+            .item
+            .map(|item| {
+                serde_dynamo::from_item(item).map_err(|e| StoreError::Internal(format!("unreadable {what}: {e}")))
+            })
+            .transpose()
     }
 
     /// An update of a license item, to be given its expressions.
@@ -734,6 +771,49 @@ impl Store for DynamoStore {
             .await
             .map_err(conditional_error)?;
         Ok(())
+    }
+
+    async fn put_trial_terms(&self, terms: &TrialTerms) -> Result<(), StoreError> {
+        let mut item: Item =
+            serde_dynamo::to_item(terms).map_err(|e| StoreError::Internal(format!("trial terms not storable: {e}")))?;
+        item.insert("PK".into(), trial_terms_pk(&terms.product));
+        item.insert("SK".into(), s(TRIAL_SK));
+        self.count_round_trip();
+        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn trial_terms(&self, product: &Product) -> Result<Option<TrialTerms>, StoreError> {
+        self.get_one(trial_terms_pk(product), "trial terms").await
+    }
+
+    async fn trial_marker(
+        &self,
+        product: &Product,
+        hardware_id: &HardwareId,
+    ) -> Result<Option<TrialMarker>, StoreError> {
+        self.get_one(trial_marker_pk(product, hardware_id), "trial marker").await
+    }
+
+    async fn start_trial(&self, marker: &TrialMarker, license: &License, device: &Device) -> Result<(), WriteError> {
+        let mut marker_item: Item = serde_dynamo::to_item(marker)
+            .map_err(|e| StoreError::Internal(format!("trial marker not storable: {e}")))?;
+        marker_item.insert("PK".into(), trial_marker_pk(&marker.product, &marker.hardware_id));
+        marker_item.insert("SK".into(), s(TRIAL_SK));
+        let new_item = |item: Item| {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(PK)")
+                .build();
+            built(put).map(|put| TransactWriteItem::builder().put(put).build())
+        };
+        let items = vec![
+            new_item(marker_item)?,
+            new_item(license_item(license)?)?,
+            new_item(device_item(&license.license_key, device)?)?,
+        ];
+        self.transact(items).await
     }
 
     async fn replace_license(&self, previous: &License, license: &License) -> Result<(), WriteError> {

@@ -4,8 +4,8 @@ use super::{
     freeze_cutoff, ActivationWrite, DeactivationWrite, IdempotencyRecord, LeaseWrite, Lookup, Page, SeatRelease, Store,
     StoreError, WriteError,
 };
-use crate::input::{HardwareId, LicenseKey};
-use crate::model::{Counter, Device, License, LicenseStatus};
+use crate::input::{HardwareId, LicenseKey, Product};
+use crate::model::{Counter, Device, License, LicenseStatus, TrialMarker, TrialTerms};
 use crate::rules::{ConsumptionPlan, LeasePlan};
 use crate::time::Timestamp;
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +16,8 @@ use std::sync::Mutex;
 pub struct MemoryStore {
     partitions: Mutex<HashMap<LicenseKey, Partition>>,
     idempotency: Mutex<HashMap<String, IdempotencyRecord>>,
+    trials: Mutex<HashMap<Product, TrialTerms>>,
+    trial_markers: Mutex<HashMap<(Product, HardwareId), TrialMarker>>,
     round_trips: AtomicU64,
 }
 
@@ -224,6 +226,40 @@ impl Store for MemoryStore {
             return Err(WriteError::Conflict);
         }
         license.consumption.insert(plan.key.clone(), Counter { period: plan.period.clone(), used: used_after });
+        Ok(())
+    }
+
+    async fn put_trial_terms(&self, terms: &TrialTerms) -> Result<(), StoreError> {
+        let _partitions = self.lock();
+        self.trials.lock().unwrap_or_else(|p| p.into_inner()).insert(terms.product.clone(), terms.clone());
+        Ok(())
+    }
+
+    async fn trial_terms(&self, product: &Product) -> Result<Option<TrialTerms>, StoreError> {
+        let _partitions = self.lock();
+        Ok(self.trials.lock().unwrap_or_else(|p| p.into_inner()).get(product).cloned())
+    }
+
+    async fn trial_marker(
+        &self,
+        product: &Product,
+        hardware_id: &HardwareId,
+    ) -> Result<Option<TrialMarker>, StoreError> {
+        let _partitions = self.lock();
+        let markers = self.trial_markers.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(markers.get(&(product.clone(), hardware_id.clone())).cloned())
+    }
+
+    async fn start_trial(&self, marker: &TrialMarker, license: &License, device: &Device) -> Result<(), WriteError> {
+        let mut partitions = self.lock();
+        let mut markers = self.trial_markers.lock().unwrap_or_else(|p| p.into_inner());
+        let marker_key = (marker.product.clone(), marker.hardware_id.clone());
+        if markers.contains_key(&marker_key) || partitions.contains_key(&license.license_key) {
+            return Err(WriteError::Conflict);
+        }
+        markers.insert(marker_key, marker.clone());
+        let devices = BTreeMap::from([(device.hardware_id.clone(), device.clone())]);
+        partitions.insert(license.license_key.clone(), Partition { license: license.clone(), devices });
         Ok(())
     }
 

@@ -7,8 +7,8 @@ mod memory;
 pub use dynamo::{create_table, sdk_config, DynamoStore};
 pub use memory::MemoryStore;
 
-use crate::input::{Email, HardwareId, LicenseKey, OrderId};
-use crate::model::{Device, License};
+use crate::input::{Email, HardwareId, LicenseKey, OrderId, Product};
+use crate::model::{Device, License, TrialMarker, TrialTerms};
 use crate::rules::{ConsumptionPlan, LeasePlan};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -160,6 +160,27 @@ pub trait Store: Send + Sync + 'static {
     /// Add to a consumption counter, as `plan` says; holds: the counter is still of the period read
     /// (or still absent), and with a limit, the sum stays within it.
     fn consume(&self, key: &LicenseKey, plan: &ConsumptionPlan) -> impl Future<Output = Result<(), WriteError>> + Send;
+
+    /// Store (or replace) a product's trial terms.
+    fn put_trial_terms(&self, terms: &TrialTerms) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn trial_terms(&self, product: &Product) -> impl Future<Output = Result<Option<TrialTerms>, StoreError>> + Send;
+
+    /// The record of a device's trial of a product, if it had one.
+    fn trial_marker(
+        &self,
+        product: &Product,
+        hardware_id: &HardwareId,
+    ) -> impl Future<Output = Result<Option<TrialMarker>, StoreError>> + Send;
+
+    /// Record the trial, create its license and bind the device, all or nothing; holds: the device
+    /// had no trial of the product yet and the key is new.
+    fn start_trial(
+        &self,
+        marker: &TrialMarker,
+        license: &License,
+        device: &Device,
+    ) -> impl Future<Output = Result<(), WriteError>> + Send;
 
     /// Replace the stored fields of `previous` with those of `license`, except the leases and the
     /// consumption counters (their writes do not move `version`, and are kept); holds: the stored `version` is still

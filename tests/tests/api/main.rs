@@ -12,6 +12,7 @@ mod consumption;
 mod floating;
 mod rules;
 mod ssm;
+mod trial;
 mod vendor;
 use serde_json::{json, Value};
 use std::collections::HashMap;

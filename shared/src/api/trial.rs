@@ -1,0 +1,188 @@
+//! Trials: the vendor sets a product's trial terms; a device starts one trial per product.
+
+use super::activate::ActivateRequest;
+use super::views::{sign_verdict, ClientLicense};
+use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
+use crate::error::{ApiError, ErrorCode};
+use crate::input::{random_id, DeviceName, Email, HardwareId, LicenseKey, Nonce, Platform, Product};
+use crate::model::{Customer, Device, Expiration, Feature, License, LicenseType, TrialMarker, TrialTerms};
+use crate::rules;
+use crate::store::{Store, WriteError};
+use crate::time::Timestamp;
+use lambda_http::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+pub const MAX_TRIAL_DAYS: u32 = 365;
+pub const MAX_TRIAL_ACTIVATIONS: u32 = 100;
+
+/// `PUT /v1/products/{product}/trial`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialTermsRequest {
+    pub days: u32,
+    #[serde(default = "one")]
+    pub max_activations: u32,
+    #[serde(default)]
+    pub features: Vec<Feature>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Serialize)]
+struct TermsSet<'a> {
+    trial: &'a TrialTerms,
+}
+
+pub(super) async fn put_terms<S: Store>(
+    app: &App<S>,
+    raw_product: &str,
+    request: TrialTermsRequest,
+) -> Result<Reply, ApiError> {
+    let product = Product::parse(raw_product).map_err(|e| ApiError::field("product", e))?;
+    if !(1..=MAX_TRIAL_DAYS).contains(&request.days) {
+        return Err(ApiError::field("days", format!("must be between 1 and {MAX_TRIAL_DAYS}")));
+    }
+    if !(1..=MAX_TRIAL_ACTIVATIONS).contains(&request.max_activations) {
+        return Err(ApiError::field("max_activations", format!("must be between 1 and {MAX_TRIAL_ACTIVATIONS}")));
+    }
+    super::issue::validate_features(&request.features)?;
+    let terms = TrialTerms {
+        product,
+        days: request.days,
+        max_activations: request.max_activations,
+        features: request.features,
+        updated_at: Timestamp::now(),
+    };
+    app.store.put_trial_terms(&terms).await.map_err(store_error)?;
+    Reply::json(StatusCode::OK, &TermsSet { trial: &terms })
+}
+
+/// `POST /v1/trial`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialRequest {
+    pub product: Product,
+    pub hardware_id: HardwareId,
+    #[serde(default)]
+    pub email: Option<Email>,
+    #[serde(default)]
+    pub device_name: Option<DeviceName>,
+    #[serde(default)]
+    pub platform: Option<Platform>,
+    #[serde(default)]
+    pub is_vm: bool,
+    #[serde(default)]
+    pub nonce: Option<Nonce>,
+}
+
+#[derive(Serialize)]
+struct Started<'a> {
+    license: ClientLicense<'a>,
+    device: &'a Device,
+    token: String,
+}
+
+fn already_used(product: &Product) -> ApiError {
+    ApiError::new(ErrorCode::TrialAlreadyUsed, format!("this device has already had its trial of {product}"))
+}
+
+/// The trial license `terms` give a device, activated on it from `now`.
+fn trial_license(terms: &TrialTerms, email: Option<&Email>, now: Timestamp) -> Result<License, ApiError> {
+    let key = LicenseKey::generate().map_err(ApiError::internal)?;
+    let id = random_id("lic").map_err(ApiError::internal)?;
+    let base = License::new(key, id, terms.product.clone(), LicenseType::Trial, terms.max_activations, now);
+    Ok(License {
+        customer: email.map(|email| Customer { email: Some(email.clone()), ..Customer::default() }),
+        expiration: Expiration::DaysAfterActivation { days: terms.days },
+        features: terms.features.clone(),
+        times_activated: 1,
+        first_activated_at: Some(now),
+        last_activated_at: Some(now),
+        ..base
+    })
+}
+
+/// Issues a trial license and activates the device, once per product and device: the trial's
+/// record, the license and the device are written in one transaction that fails if the record exists.
+pub(super) async fn start<S: Store>(app: &App<S>, request: TrialRequest) -> Result<Reply, ApiError> {
+    let terms =
+        app.store.trial_terms(&request.product).await.map_err(store_error)?.ok_or_else(|| {
+            ApiError::new(ErrorCode::TrialNotAvailable, format!("{} offers no trial", request.product))
+        })?;
+    for attempt in 0..MAX_WRITE_ATTEMPTS {
+        let now = Timestamp::now();
+        let license = trial_license(&terms, request.email.as_ref(), now)?;
+        let activation = ActivateRequest {
+            license_key: license.license_key.clone(),
+            product: request.product.clone(),
+            hardware_id: request.hardware_id.clone(),
+            device_name: request.device_name.clone(),
+            platform: request.platform.clone(),
+            is_vm: request.is_vm,
+            nonce: None,
+        };
+        let device = activation.new_device(now);
+        let marker = TrialMarker {
+            product: request.product.clone(),
+            hardware_id: request.hardware_id.clone(),
+            license_key: license.license_key.clone(),
+            created_at: now,
+        };
+        match app.store.start_trial(&marker, &license, &device).await {
+            Ok(()) => {
+                let code = rules::check(&license, &request.product, Some(&device), now);
+                let token = sign_verdict(
+                    app,
+                    &license,
+                    &request.hardware_id,
+                    Some(&device),
+                    code,
+                    request.nonce.as_ref(),
+                    now,
+                )?;
+                let answer = Started { license: ClientLicense::of(&license, now), device: &device, token };
+                return Reply::json(StatusCode::CREATED, &answer);
+            }
+            Err(WriteError::Conflict) => {
+                // Another request for this device won (or, once in 2^125, the key existed).
+                if app.store.trial_marker(&request.product, &request.hardware_id).await.map_err(store_error)?.is_some()
+                {
+                    return Err(already_used(&request.product));
+                }
+                back_off(attempt).await;
+            }
+            Err(WriteError::Store(err)) => return Err(store_error(err)),
+        }
+    }
+    Err(concurrent_update())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::tests::NOW;
+    use crate::rules::{expires_at, standing, Standing};
+
+    #[test]
+    fn a_trial_license_runs_its_days_from_the_moment_it_starts() {
+        let terms = TrialTerms {
+            product: Product::parse("editor").unwrap(),
+            days: 14,
+            max_activations: 2,
+            features: vec![],
+            updated_at: NOW,
+        };
+        let email = Email::parse("eve@example.com").unwrap();
+        let license = trial_license(&terms, Some(&email), NOW).unwrap();
+        assert_eq!((license.license_type, license.is_trial, license.times_activated), (LicenseType::Trial, true, 1));
+        assert_eq!(expires_at(&license), Some(NOW.plus_days(14)));
+        assert_eq!(standing(&license, NOW.plus_days(14).plus_seconds(-1)), Standing::Active);
+        assert_eq!(standing(&license, NOW.plus_days(14)), Standing::Expired);
+        assert_eq!(license.customer.and_then(|c| c.email), Some(email));
+        assert_eq!(license.max_activations, 2);
+        let other = trial_license(&terms, None, NOW).unwrap();
+        assert_ne!(other.license_key, license.license_key, "every trial gets its own random key");
+    }
+}
