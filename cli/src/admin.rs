@@ -9,12 +9,22 @@ use serde_json::Value;
 
 pub struct AdminClient {
     base_url: String,
-    token: String,
+    /// Absent for client routes (the license key is their credential).
+    token: Option<String>,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl AdminClient {
     pub fn new(base_url: &str, token: &str) -> Result<Self, String> {
+        Self::with_token(base_url, Some(token))
+    }
+
+    /// A client for the client routes, which take no admin token.
+    pub fn anonymous(base_url: &str) -> Result<Self, String> {
+        Self::with_token(base_url, None)
+    }
+
+    fn with_token(base_url: &str, token: Option<&str>) -> Result<Self, String> {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
             .map_err(|e| format!("cannot load the system's root certificates: {e}"))?
@@ -22,15 +32,17 @@ impl AdminClient {
             .enable_http1()
             .build();
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Self { base_url: base_url.trim_end_matches('/').to_string(), token: token.to_string(), client })
+        let base_url = base_url.trim_end_matches('/').to_string();
+        Ok(Self { base_url, token: token.map(str::to_string), client })
     }
 
     /// Sends a vendor request; a non-2xx answer is an error carrying the API's error JSON.
     pub async fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base_url))
-            .header("authorization", format!("Bearer {}", self.token))
+        let mut request = hyper::Request::builder().method(method).uri(format!("{}{path}", self.base_url));
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.map(Value::to_string).unwrap_or_default())))
             .map_err(|e| e.to_string())?;

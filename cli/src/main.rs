@@ -41,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: AdminTokenCommand,
     },
+    /// Offline (air-gapped) activation and deactivation through files.
+    Offline {
+        #[command(subcommand)]
+        command: OfflineCommand,
+    },
     /// Vendor commands over the HTTP API (local or deployed).
     Licenses {
         /// The API's base URL.
@@ -51,6 +56,56 @@ enum Command {
         admin_token: Option<String>,
         #[command(subcommand)]
         command: LicensesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OfflineCommand {
+    /// On the offline machine: write an activation request file (docs/offline.md).
+    Request {
+        #[arg(long)]
+        license_key: String,
+        #[arg(long)]
+        product: String,
+        #[arg(long)]
+        hardware_id: String,
+        #[arg(long)]
+        device_name: Option<String>,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// On the offline machine: write a deactivation request file for its license file.
+    DeactivationRequest {
+        #[arg(long)]
+        license_file: std::path::PathBuf,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// On a connected machine: send a request file to the API; write the answer (for an activation,
+    /// the signed license file to carry back).
+    Submit {
+        request: std::path::PathBuf,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The API's base URL.
+        #[arg(long, env = "KEYGATE_URL", default_value = "http://127.0.0.1:3000")]
+        url: String,
+    },
+    /// On the offline machine: verify a license file with the public key alone; prints what it grants.
+    Verify {
+        license_file: std::path::PathBuf,
+        /// The JWKS document (`/.well-known/jwks.json`, saved while online).
+        #[arg(long, required_unless_present = "public_key", conflicts_with = "public_key")]
+        jwks: Option<std::path::PathBuf>,
+        /// Or the base64url public key (as `keygate keys public` prints it after the key id).
+        #[arg(long)]
+        public_key: Option<String>,
+        /// This machine's hardware id: the file must be for it.
+        #[arg(long)]
+        hardware_id: String,
+        /// The request file the license file answers (its nonce must match).
+        #[arg(long)]
+        request: Option<std::path::PathBuf>,
     },
 }
 
@@ -181,6 +236,7 @@ async fn run(command: Command) -> Result<(), String> {
             println!("{}", serde_json::to_string_pretty(&answer).map_err(|e| e.to_string())?);
             Ok(())
         }
+        Command::Offline { command } => offline(command).await,
         Command::AdminToken { command: AdminTokenCommand::Hash } => {
             let mut token = String::new();
             std::io::stdin().read_to_string(&mut token).map_err(|e| e.to_string())?;
@@ -256,6 +312,88 @@ async fn licenses(
         LicensesCommand::Suspend { license_key } => set_status(license_key, "suspended").await,
         LicensesCommand::Reinstate { license_key } => set_status(license_key, "active").await,
         LicensesCommand::Revoke { license_key } => set_status(license_key, "revoked").await,
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn offline(command: OfflineCommand) -> Result<(), String> {
+    use keygate::input::{DeviceName, HardwareId, LicenseKey, Product};
+    use keygate::offline::{self, LicenseFile, OfflineKind, OfflineRequest};
+    use keygate::time::Timestamp;
+    match command {
+        OfflineCommand::Request { license_key, product, hardware_id, device_name, out } => {
+            let mut request = OfflineRequest::new(
+                OfflineKind::Activate,
+                LicenseKey::parse(&license_key).map_err(|e| format!("--license-key {e}"))?,
+                Product::parse(product).map_err(|e| format!("--product {e}"))?,
+                HardwareId::parse(hardware_id).map_err(|e| format!("--hardware-id {e}"))?,
+                Timestamp::now(),
+            )?;
+            request.device_name =
+                device_name.map(DeviceName::parse).transpose().map_err(|e| format!("--device-name {e}"))?;
+            write_json(&out, &request)?;
+            eprintln!("wrote {}: carry it to a connected machine and run `keygate offline submit`", out.display());
+            Ok(())
+        }
+        OfflineCommand::DeactivationRequest { license_file, out } => {
+            let file: LicenseFile = read_json(&license_file)?;
+            let request = OfflineRequest::new(
+                OfflineKind::Deactivate,
+                file.license_key,
+                file.product,
+                file.hardware_id,
+                Timestamp::now(),
+            )?;
+            write_json(&out, &request)?;
+            eprintln!("wrote {}; remove {} from this machine", out.display(), license_file.display());
+            Ok(())
+        }
+        OfflineCommand::Submit { request, out, url } => {
+            let file: OfflineRequest = read_json(&request)?;
+            let path = match file.kind {
+                OfflineKind::Activate => "/v1/activate/offline",
+                OfflineKind::Deactivate => "/v1/deactivate/offline",
+            };
+            let body = serde_json::to_value(&file).map_err(|e| e.to_string())?;
+            let answer = keygate_cli::admin::AdminClient::anonymous(&url)?.send("POST", path, Some(&body)).await?;
+            write_json(&out, &answer)?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+        OfflineCommand::Verify { license_file, jwks, public_key, hardware_id, request } => {
+            let file: LicenseFile = read_json(&license_file)?;
+            let keys = match (jwks, public_key) {
+                (Some(path), _) => {
+                    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    offline::jwks_keys(&text)?.into_iter().map(|(_, key)| key).collect()
+                }
+                (None, Some(key)) => vec![offline::public_key(&key)?],
+                (None, None) => return Err("--jwks or --public-key is required".into()),
+            };
+            let nonce = request.map(|path| read_json::<OfflineRequest>(&path)).transpose()?.map(|r| r.nonce);
+            let hardware_id = HardwareId::parse(hardware_id).map_err(|e| format!("--hardware-id {e}"))?;
+            let verified = offline::verify_license_file(&file, &keys, &hardware_id, nonce.as_ref(), Timestamp::now())?;
+            let summary = serde_json::json!({
+                "valid": true,
+                "license_key": file.license_key,
+                "product": verified.claims["aud"],
+                "hardware_id": verified.claims["hwid"],
+                "license_type": verified.claims["license_type"],
+                "features": verified.claims["features"],
+                "expires_at": verified.expires_at,
+            });
+            println!("{}", serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?);
+            Ok(())
+        }
     }
 }
 

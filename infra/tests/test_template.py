@@ -50,6 +50,8 @@ ROUTE_OWNERS = {
     "/v1/borrow": "ActivateFunction",
     "/v1/consume": "ActivateFunction",
     "/v1/trial": "ActivateFunction",
+    "/v1/activate/offline": "ActivateFunction",
+    "/v1/deactivate/offline": "DeactivateFunction",
     "/v1/products/{product}/trial": "IssueFunction",
     "/v1/check": "CheckFunction",
     "/.well-known/jwks.json": "CheckFunction",

@@ -22,6 +22,7 @@ pub enum ErrorCode {
     BorrowingNotAllowed,
     FeatureNotEntitled,
     FeatureExpired,
+    OfflineNotAllowed,
     TrialNotAvailable,
     ActivationLimitReached,
     ConsumptionLimitReached,
@@ -36,7 +37,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::PayloadTooLarge,
@@ -53,6 +54,7 @@ impl ErrorCode {
         ErrorCode::BorrowingNotAllowed,
         ErrorCode::FeatureNotEntitled,
         ErrorCode::FeatureExpired,
+        ErrorCode::OfflineNotAllowed,
         ErrorCode::TrialNotAvailable,
         ErrorCode::ActivationLimitReached,
         ErrorCode::ConsumptionLimitReached,
@@ -72,7 +74,7 @@ impl ErrorCode {
             MalformedJson | InvalidField => 400,
             Unauthorized => 401,
             ProductMismatch | LicenseSuspended | LicenseRevoked | LicenseExpired | VmNotAllowed
-            | BorrowingNotAllowed | FeatureNotEntitled | FeatureExpired => 403,
+            | BorrowingNotAllowed | FeatureNotEntitled | FeatureExpired | OfflineNotAllowed => 403,
             LicenseNotFound | DeviceNotFound | RouteNotFound | TrialNotAvailable => 404,
             MethodNotAllowed => 405,
             ActivationLimitReached

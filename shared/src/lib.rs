@@ -4,6 +4,7 @@ pub mod config;
 pub mod error;
 pub mod input;
 pub mod model;
+pub mod offline;
 pub mod rules;
 pub mod signing;
 pub mod store;

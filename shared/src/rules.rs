@@ -462,6 +462,16 @@ pub fn feature_usable<'a>(license: &'a License, code: &str, now: Timestamp) -> R
     Ok(feature)
 }
 
+/// How long an offline license file lasts at most before the machine needs a new one.
+pub const OFFLINE_VALIDITY_DAYS: u32 = 365;
+
+/// An offline (air-gapped) license file lasts until the license's grace period ends, and at most
+/// [`OFFLINE_VALIDITY_DAYS`]: the validation interval does not apply (the machine cannot revalidate).
+pub fn offline_expires_at(license: &License, now: Timestamp) -> Timestamp {
+    let cap = now.plus_days(OFFLINE_VALIDITY_DAYS);
+    grace_ends_at(license).map_or(cap, |end| end.min(cap))
+}
+
 /// How long a token stays usable offline.
 ///
 /// A positive verdict lasts until the earliest of: the end of the grace period, the next required
@@ -966,5 +976,15 @@ pub(crate) mod tests {
         assert_eq!(feature_usable(&l, "old", NOW).unwrap_err(), FeatureRefusal::FeatureExpired);
         assert!(feature_usable(&l, "old", NOW.plus_seconds(-1)).is_ok());
         assert_eq!(feature_usable(&l, "credits", NOW).unwrap_err(), FeatureRefusal::ConsumptionLimitReached);
+    }
+
+    #[test]
+    fn an_offline_file_lasts_to_the_license_end_and_at_most_a_year() {
+        assert_eq!(offline_expires_at(&license(), NOW), NOW.plus_days(365));
+        let soon =
+            License { expiration: Expiration::OnDate { date: NOW.plus_days(30) }, grace_period_days: 5, ..license() };
+        assert_eq!(offline_expires_at(&soon, NOW), NOW.plus_days(35));
+        let weekly = License { validation_interval_days: Some(7), ..license() };
+        assert_eq!(offline_expires_at(&weekly, NOW), NOW.plus_days(365), "no revalidation offline");
     }
 }

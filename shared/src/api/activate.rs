@@ -91,6 +91,20 @@ impl ActivateRequest {
 }
 
 pub(super) async fn activate<S: Store>(app: &App<S>, request: ActivateRequest) -> Result<Reply, ApiError> {
+    let (license, device, now) = activate_device(app, &request, false).await?;
+    let code = rules::check(&license, &request.product, Some(&device), now);
+    let token = sign_verdict(app, &license, &request.hardware_id, Some(&device), code, request.nonce.as_ref(), now)?;
+    Reply::json(StatusCode::OK, &Activated { license: ClientLicense::of(&license, now), device: &device, token })
+}
+
+/// Binds the device (or renews its floating lease): the license and device as they stand after it,
+/// and the moment it was decided. An `offline` activation refuses floating licenses (a lease needs
+/// heartbeats an air-gapped machine cannot send).
+pub(super) async fn activate_device<S: Store>(
+    app: &App<S>,
+    request: &ActivateRequest,
+    offline: bool,
+) -> Result<(License, Device, Timestamp), ApiError> {
     let rules_request =
         ActivationRequest { product: &request.product, hardware_id: &request.hardware_id, is_vm: request.is_vm };
     for attempt in 0..MAX_WRITE_ATTEMPTS {
@@ -102,27 +116,23 @@ pub(super) async fn activate<S: Store>(app: &App<S>, request: ActivateRequest) -
             .map_err(store_error)?
             .ok_or_else(|| license_not_found(&request.license_key))?;
         let plan = rules::plan_activation(&license, &devices, &rules_request, now).map_err(refusal)?;
+        if offline && license.is_floating {
+            return Err(ApiError::new(
+                ErrorCode::OfflineNotAllowed,
+                "a floating license cannot be activated offline (its leases need heartbeats); borrow a seat instead",
+            ));
+        }
         let bound = devices.into_iter().find(|d| d.hardware_id == request.hardware_id);
         let written = if license.is_floating {
-            take_lease(app, &request, license, bound, now).await
+            take_lease(app, request, license, bound, now).await
         } else {
-            bind_device(app, &request, license, bound, &plan, now).await
+            bind_device(app, request, license, bound, &plan, now).await
         };
-        let (license, device) = match written {
-            Ok(Some(written)) => written,
-            Ok(None) => {
-                back_off(attempt).await;
-                continue;
-            }
+        match written {
+            Ok(Some((license, device))) => return Ok((license, device, now)),
+            Ok(None) => back_off(attempt).await,
             Err(err) => return Err(err),
-        };
-        let code = rules::check(&license, &request.product, Some(&device), now);
-        let token =
-            sign_verdict(app, &license, &request.hardware_id, Some(&device), code, request.nonce.as_ref(), now)?;
-        return Reply::json(
-            StatusCode::OK,
-            &Activated { license: ClientLicense::of(&license, now), device: &device, token },
-        );
+        }
     }
     Err(concurrent_update())
 }

@@ -7,6 +7,7 @@ mod consume;
 mod deactivate;
 mod issue;
 mod lease;
+mod offline;
 mod trial;
 mod views;
 
@@ -85,6 +86,8 @@ enum Endpoint {
     Consume,
     TrialTerms,
     Trial,
+    ActivateOffline,
+    DeactivateOffline,
 }
 
 #[derive(Debug)]
@@ -125,6 +128,12 @@ pub const ROUTES: &[Route] = &[
     },
     Route { method: Method::POST, path: "/v1/activate", function: Function::Activate, endpoint: Endpoint::Activate },
     Route { method: Method::POST, path: "/v1/trial", function: Function::Activate, endpoint: Endpoint::Trial },
+    Route {
+        method: Method::POST,
+        path: "/v1/activate/offline",
+        function: Function::Activate,
+        endpoint: Endpoint::ActivateOffline,
+    },
     Route { method: Method::POST, path: "/v1/borrow", function: Function::Activate, endpoint: Endpoint::Borrow },
     Route { method: Method::POST, path: "/v1/consume", function: Function::Activate, endpoint: Endpoint::Consume },
     Route { method: Method::POST, path: "/v1/check", function: Function::Check, endpoint: Endpoint::CheckJson },
@@ -135,6 +144,12 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/deactivate",
         function: Function::Deactivate,
         endpoint: Endpoint::Deactivate,
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/deactivate/offline",
+        function: Function::Deactivate,
+        endpoint: Endpoint::DeactivateOffline,
     },
 ];
 
@@ -225,6 +240,8 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
             Endpoint::Consume => consume::consume(app, parse_json(body(request)?)?).await,
             Endpoint::TrialTerms => trial::put_terms(app, &params[0], parse_json(body(request)?)?).await,
             Endpoint::Trial => trial::start(app, parse_json(body(request)?)?).await,
+            Endpoint::ActivateOffline => offline::activate(app, parse_json(body(request)?)?).await,
+            Endpoint::DeactivateOffline => offline::deactivate_file(app, parse_json(body(request)?)?).await,
         };
     }
     if path_known {

@@ -113,6 +113,9 @@ pub struct TokenClaims<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub borrowed_until: Option<i64>,
     pub work_if_validation_blocked: bool,
+    /// An offline license file's token: valid without the server until `exp`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub offline: bool,
     pub iat: i64,
     pub exp: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -178,6 +181,7 @@ pub(crate) fn verdict_claims<'a, S: Store>(
             .filter(|_| lease.is_some_and(|l| l.borrowed))
             .map(Timestamp::unix),
         work_if_validation_blocked: license.work_if_validation_blocked,
+        offline: false,
         iat: now.unix(),
         exp: rules::token_expires_at(license, code, lease, now).unix(),
         nonce,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// `target/debug/keygate`, beside this test binary's `deps/` folder (`make test` builds it first).
-fn keygate_binary() -> PathBuf {
+pub(crate) fn keygate_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let binary = exe.parent().and_then(|deps| deps.parent()).unwrap().join("keygate");
     assert!(

@@ -10,6 +10,7 @@ use keygate_tests::{device, fresh_store, join_all, TestApp};
 mod cli;
 mod consumption;
 mod floating;
+mod offline;
 mod rules;
 mod ssm;
 mod trial;

@@ -1,0 +1,63 @@
+//! `POST /v1/activate/offline` and `POST /v1/deactivate/offline`: request files from air-gapped
+//! machines, carried over by a connected one; the activation answers with a signed license file.
+
+use super::activate::{activate_device, ActivateRequest};
+use super::deactivate::{deactivate, DeactivateRequest};
+use super::views::verdict_claims;
+use super::{App, Reply};
+use crate::error::ApiError;
+use crate::offline::{LicenseFile, OfflineKind, OfflineRequest, LICENSE_FILE_FORMAT, REQUEST_FORMAT};
+use crate::rules;
+use crate::store::Store;
+use lambda_http::http::StatusCode;
+
+fn expect(file: &OfflineRequest, kind: OfflineKind) -> Result<(), ApiError> {
+    if file.format != REQUEST_FORMAT {
+        return Err(ApiError::field("format", format!("must be `{REQUEST_FORMAT}`")));
+    }
+    if file.kind != kind {
+        let route = match file.kind {
+            OfflineKind::Activate => "/v1/activate/offline",
+            OfflineKind::Deactivate => "/v1/deactivate/offline",
+        };
+        return Err(ApiError::field("kind", format!("does not match this route; send this file to {route}")));
+    }
+    Ok(())
+}
+
+pub(super) async fn activate<S: Store>(app: &App<S>, file: OfflineRequest) -> Result<Reply, ApiError> {
+    expect(&file, OfflineKind::Activate)?;
+    let request = ActivateRequest {
+        license_key: file.license_key,
+        product: file.product,
+        hardware_id: file.hardware_id,
+        device_name: file.device_name,
+        platform: file.platform,
+        is_vm: false,
+        nonce: Some(file.nonce),
+    };
+    let (license, device, now) = activate_device(app, &request, true).await?;
+    let code = rules::check(&license, &request.product, Some(&device), now);
+    let expires_at = rules::offline_expires_at(&license, now);
+    let mut claims =
+        verdict_claims(app, &license, &request.hardware_id, Some(&device), code, request.nonce.as_ref(), now);
+    claims.offline = true;
+    claims.exp = expires_at.unix();
+    let token = app.signer()?.sign(&claims).map_err(ApiError::internal)?;
+    let answer = LicenseFile {
+        format: LICENSE_FILE_FORMAT.into(),
+        license_key: license.license_key.clone(),
+        product: request.product.clone(),
+        hardware_id: request.hardware_id.clone(),
+        expires_at,
+        token,
+    };
+    Reply::json(StatusCode::OK, &answer)
+}
+
+pub(super) async fn deactivate_file<S: Store>(app: &App<S>, file: OfflineRequest) -> Result<Reply, ApiError> {
+    expect(&file, OfflineKind::Deactivate)?;
+    let request =
+        DeactivateRequest { license_key: file.license_key, product: file.product, hardware_id: file.hardware_id };
+    deactivate(app, request).await
+}

@@ -1,0 +1,226 @@
+//! Offline (air-gapped) activation files: the request an offline machine writes, the signed license
+//! file the server answers with, and the check an offline machine makes of that file with the
+//! public key alone. docs/offline.md describes the formats.
+
+use crate::input::{random_id, DeviceName, HardwareId, LicenseKey, Nonce, Platform, Product};
+use crate::time::Timestamp;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ed25519_dalek::{Signature, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const REQUEST_FORMAT: &str = "keygate-offline-request/1";
+pub const LICENSE_FILE_FORMAT: &str = "keygate-license-file/1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfflineKind {
+    Activate,
+    Deactivate,
+}
+
+/// What an offline machine asks for, carried to a connected machine as a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineRequest {
+    pub format: String,
+    pub kind: OfflineKind,
+    pub license_key: LicenseKey,
+    pub product: Product,
+    pub hardware_id: HardwareId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<DeviceName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    /// Random, echoed in the license file's token, so the machine knows the answer is to its request.
+    pub nonce: Nonce,
+    pub created_at: Timestamp,
+}
+
+impl OfflineRequest {
+    pub fn new(
+        kind: OfflineKind,
+        license_key: LicenseKey,
+        product: Product,
+        hardware_id: HardwareId,
+        now: Timestamp,
+    ) -> Result<Self, String> {
+        let nonce = Nonce::parse(random_id("off").map_err(|e| e.to_string())?)?;
+        Ok(Self {
+            format: REQUEST_FORMAT.into(),
+            kind,
+            license_key,
+            product,
+            hardware_id,
+            device_name: None,
+            platform: None,
+            nonce,
+            created_at: now,
+        })
+    }
+}
+
+/// The server's answer to an offline activation: the license, signed for one machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicenseFile {
+    pub format: String,
+    pub license_key: LicenseKey,
+    pub product: Product,
+    pub hardware_id: HardwareId,
+    /// When the file stops being valid (the token's `exp`), for people reading it.
+    pub expires_at: Timestamp,
+    /// A compact JWS (EdDSA): the verdict claims with `offline: true`. Only this is trusted.
+    pub token: String,
+}
+
+/// The Ed25519 public keys of a JWKS document (`/.well-known/jwks.json`), by key id.
+pub fn jwks_keys(jwks: &str) -> Result<Vec<(String, VerifyingKey)>, String> {
+    let document: Value = serde_json::from_str(jwks).map_err(|e| format!("the JWKS is not JSON: {e}"))?;
+    let keys = document["keys"].as_array().ok_or("the JWKS has no `keys` list")?;
+    keys.iter()
+        .filter(|k| k["kty"] == "OKP" && k["crv"] == "Ed25519")
+        .map(|k| {
+            let kid = k["kid"].as_str().ok_or("a JWKS key has no `kid`")?.to_string();
+            let x = k["x"].as_str().ok_or("a JWKS key has no `x`")?;
+            Ok((kid, public_key(x)?))
+        })
+        .collect()
+}
+
+/// An Ed25519 public key from its base64url form (what `keygate keys public` prints after the key id).
+pub fn public_key(text: &str) -> Result<VerifyingKey, String> {
+    let bytes: [u8; 32] = URL_SAFE_NO_PAD
+        .decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("`{text}` is not a 32-byte base64url public key"))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| "not an Ed25519 public key".to_string())
+}
+
+/// What the offline machine holds once a license file verified.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub claims: Value,
+    pub expires_at: Timestamp,
+}
+
+/// Verifies a license file on the offline machine: the token's EdDSA signature with one of `keys`,
+/// that it is an offline grant for `hardware_id` (and for `nonce`, the request's, when given), that
+/// its verdict is valid, and that it has not expired at `now`.
+pub fn verify_license_file(
+    file: &LicenseFile,
+    keys: &[VerifyingKey],
+    hardware_id: &HardwareId,
+    nonce: Option<&Nonce>,
+    now: Timestamp,
+) -> Result<Verified, String> {
+    if file.format != LICENSE_FILE_FORMAT {
+        return Err(format!("not a license file of format {LICENSE_FILE_FORMAT}"));
+    }
+    let mut parts = file.token.split('.');
+    let (Some(header_b64), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("the token is not a compact JWS".into());
+    };
+    let header: Value = decode_json(header_b64)?;
+    if header["alg"] != "EdDSA" {
+        return Err("the token is not signed with EdDSA".into());
+    }
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .ok()
+        .and_then(|bytes| Signature::from_slice(&bytes).ok())
+        .ok_or("the token's signature is malformed")?;
+    let signed = format!("{header_b64}.{payload}");
+    if !keys.iter().any(|key| key.verify_strict(signed.as_bytes(), &signature).is_ok()) {
+        return Err("the signature does not verify with the given public key(s)".into());
+    }
+    let claims: Value = decode_json(payload)?;
+    if claims["offline"] != true {
+        return Err("the token is not an offline license".into());
+    }
+    if claims["hwid"] != hardware_id.as_str() {
+        return Err(format!("the license file is for another machine ({})", claims["hwid"]));
+    }
+    if let Some(nonce) = nonce {
+        if claims["nonce"] != nonce.as_str() {
+            return Err("the license file does not answer this request (nonce)".into());
+        }
+    }
+    if claims["valid"] != true {
+        return Err(format!("the license is not valid: {}", claims["code"]));
+    }
+    let exp = claims["exp"].as_i64().ok_or("the token has no `exp`")?;
+    if exp <= now.unix() {
+        return Err(format!("the license file expired at {}", Timestamp::from_unix(exp)));
+    }
+    Ok(Verified { expires_at: Timestamp::from_unix(exp), claims })
+}
+
+fn decode_json(part: &str) -> Result<Value, String> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| "the token is not base64url".to_string())?;
+    serde_json::from_slice(&bytes).map_err(|_| "the token is not JSON".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::TokenSigner;
+    use serde_json::json;
+
+    const NOW: Timestamp = Timestamp::from_unix(1_800_000_000);
+
+    fn file(signer: &TokenSigner, claims: Value) -> LicenseFile {
+        LicenseFile {
+            format: LICENSE_FILE_FORMAT.into(),
+            license_key: LicenseKey::parse("AAAAA-BBBBB").unwrap(),
+            product: Product::parse("editor").unwrap(),
+            hardware_id: HardwareId::parse("air-1").unwrap(),
+            expires_at: NOW,
+            token: signer.sign(&claims).unwrap(),
+        }
+    }
+
+    fn claims(change: impl FnOnce(&mut Value)) -> Value {
+        let mut claims = json!({"hwid": "air-1", "valid": true, "code": "VALID", "offline": true,
+            "nonce": "n-1", "iat": NOW.unix(), "exp": NOW.unix() + 60});
+        change(&mut claims);
+        claims
+    }
+
+    #[test]
+    fn a_license_file_verifies_only_for_its_machine_request_key_and_time() {
+        let signer = TokenSigner::new([3; 32], &[]).unwrap();
+        let keys = [public_key(&signer.public_key_b64()).unwrap()];
+        let (air1, nonce) = (HardwareId::parse("air-1").unwrap(), Nonce::parse("n-1").unwrap());
+        let verify = |file: &LicenseFile, keys: &[VerifyingKey], now: Timestamp| {
+            verify_license_file(file, keys, &air1, Some(&nonce), now)
+        };
+        let good = file(&signer, claims(|_| {}));
+        assert_eq!(verify(&good, &keys, NOW).unwrap().expires_at, NOW.plus_seconds(60));
+        assert!(verify(&good, &keys, NOW.plus_seconds(60)).unwrap_err().contains("expired"));
+        let other_key = [public_key(&TokenSigner::new([4; 32], &[]).unwrap().public_key_b64()).unwrap()];
+        assert!(verify(&good, &other_key, NOW).unwrap_err().contains("signature"));
+        let cases: [(&str, Value); 4] = [
+            ("another machine", claims(|c| c["hwid"] = json!("air-2"))),
+            ("nonce", claims(|c| c["nonce"] = json!("n-2"))),
+            ("not valid", claims(|c| c["valid"] = json!(false))),
+            ("not an offline", claims(|c| c["offline"] = json!(null))),
+        ];
+        for (expected, claims) in cases {
+            let err = verify(&file(&signer, claims), &keys, NOW).unwrap_err();
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
+        let mut swapped = good.clone();
+        let other = file(&signer, claims(|c| c["exp"] = json!(NOW.unix() + 9_999)));
+        let ((other_head, _), (_, good_signature)) =
+            (other.token.rsplit_once('.').unwrap(), good.token.rsplit_once('.').unwrap());
+        swapped.token = format!("{other_head}.{good_signature}");
+        assert!(verify(&swapped, &keys, NOW).unwrap_err().contains("signature"), "payload swapped under a signature");
+        let jwks = signer.jwks_json();
+        assert_eq!(jwks_keys(jwks).unwrap()[0].1, keys[0]);
+    }
+}
