@@ -609,3 +609,25 @@ async fn the_memory_store_keeps_the_lease_conditions() {
     assert_eq!(after.leases.len(), 1);
     assert_eq!(after.leases[&pc1], held.plus_seconds(60));
 }
+
+#[tokio::test]
+async fn the_memory_store_keeps_the_consumption_conditions() {
+    let app = app();
+    let key = issue(&app, json!({"max_consumptions": 5, "consumption_period": "day"})).await;
+    assert_eq!(call(&app, "POST", "/v1/activate", device_body(&key, "pc-1")).await.0, 200);
+    let consume =
+        |amount: u64| json!({"license_key": key, "product": "editor", "hardware_id": "pc-1", "amount": amount});
+    let (status, answer) = call(&app, "POST", "/v1/consume", consume(4)).await;
+    assert_eq!((status, answer["remaining"].clone()), (200, json!(1)));
+    let (status, refused) = call(&app, "POST", "/v1/consume", consume(2)).await;
+    assert_eq!((status, error_code(&refused)), (409, "CONSUMPTION_LIMIT_REACHED"));
+
+    // A plan made before another consumer's write no longer fits and is refused by the store.
+    let license_key = crate::input::LicenseKey::parse(&key).unwrap();
+    let mut license = app.store.licenses(std::slice::from_ref(&license_key)).await.unwrap().pop().unwrap();
+    let now = crate::time::Timestamp::now();
+    license.consumption.clear();
+    let stale = crate::rules::plan_consumption(&license, "*", &license.metering(), 5, now).unwrap();
+    assert!(matches!(app.store.consume(&license_key, &stale).await, Err(crate::store::WriteError::Conflict)));
+    assert_eq!(stored(&app, &key).await["license"]["consumption"]["*"]["used"], 4);
+}
