@@ -5,6 +5,8 @@ use std::time::Instant;
 #[tokio::main]
 async fn main() {
     let t = Instant::now();
+    lambda_http::tracing::init_default_subscriber();
+    let logging = t.elapsed();
     let sdk = keygate::store::sdk_config().await;
     let a = t.elapsed();
     let config = keygate::config::Config::load(&sdk).await.unwrap();
@@ -12,5 +14,5 @@ async fn main() {
     let store = keygate::store::DynamoStore::from_config(&sdk, &config.table);
     let c = t.elapsed();
     drop((store, config));
-    eprintln!("sdk_config {a:?}, Config::load {:?}, DynamoStore {:?}", b - a, c - b);
+    eprintln!("logging {logging:?}, sdk_config {:?}, Config::load {:?}, DynamoStore {:?}", a - logging, b - a, c - b);
 }

@@ -4,7 +4,7 @@
 mod dynamo;
 mod memory;
 
-pub use dynamo::{create_table, sdk_config, DynamoStore};
+pub use dynamo::{create_table, sdk_config, sdk_config_with, DynamoStore};
 pub use memory::MemoryStore;
 
 use crate::input::{Email, HardwareId, LicenseKey, OrderId, Product};

@@ -450,3 +450,21 @@ async fn table_creation_is_idempotent() {
     assert!(!keygate::store::create_table(store.client(), store.table()).await.unwrap());
     assert_eq!(store.round_trips(), 0);
 }
+
+#[tokio::test]
+async fn the_lambda_fast_path_configuration_still_reaches_the_configured_endpoint() {
+    // In Lambda, sdk_config skips the default provider chains and takes the region and credentials
+    // from the environment; the endpoint override (here DynamoDB Local) must still apply.
+    let in_lambda = |name: &str| match name {
+        "AWS_LAMBDA_FUNCTION_NAME" => Some("check".to_string()),
+        _ => std::env::var(name).ok(),
+    };
+    assert!(std::env::var("AWS_ACCESS_KEY_ID").is_ok() && std::env::var("AWS_REGION").is_ok(), "as in Lambda");
+    let sdk = keygate::store::sdk_config_with(in_lambda).await;
+    assert_eq!(sdk.region().map(|r| r.to_string()), std::env::var("AWS_REGION").ok());
+    let table = keygate::input::random_id("kg").unwrap();
+    let store = DynamoStore::from_config(&sdk, &table);
+    assert!(keygate::store::create_table(store.client(), &table).await.unwrap());
+    let key = keygate::input::LicenseKey::generate().unwrap();
+    assert!(store.licenses(&[key]).await.unwrap().is_empty(), "a read through the fast-path client");
+}
