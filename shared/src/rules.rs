@@ -512,47 +512,9 @@ pub(crate) mod tests {
     const DAY: i64 = crate::time::SECONDS_PER_DAY;
 
     pub fn license() -> License {
-        License {
-            license_key: LicenseKey::parse("AAAAA-BBBBB").unwrap(),
-            id: "lic_test".into(),
-            product: Product::parse("editor").unwrap(),
-            license_type: LicenseType::Perpetual,
-            status: LicenseStatus::Active,
-            customer: None,
-            order_id: None,
-            max_activations: 2,
-            allow_unlimited_activations: false,
-            times_activated: 0,
-            transfer_count: 0,
-            max_transfers: None,
-            expiration: Expiration::Never,
-            grace_period_days: 0,
-            maintenance_until: None,
-            is_floating: false,
-            floating_timeout_minutes: None,
-            can_borrow: false,
-            max_borrow_hours: None,
-            prevent_vm: false,
-            freeze_days: 0,
-            device_rotation: false,
-            validation_interval_days: None,
-            work_if_validation_blocked: false,
-            is_trial: false,
-            is_test: false,
-            features: vec![],
-            metadata: Default::default(),
-            created_at: NOW.plus_seconds(-100 * DAY),
-            updated_at: NOW.plus_seconds(-100 * DAY),
-            first_activated_at: None,
-            last_activated_at: None,
-            version: 0,
-            leases: Default::default(),
-            max_consumptions: None,
-            allow_overages: false,
-            max_overages: None,
-            consumption_period: None,
-            consumption: Default::default(),
-        }
+        let key = LicenseKey::parse("AAAAA-BBBBB").unwrap();
+        let created = NOW.plus_seconds(-100 * DAY);
+        License::new(key, "lic_test".into(), Product::parse("editor").unwrap(), LicenseType::Perpetual, 2, created)
     }
 
     pub fn device(hwid: &str, last_seen_days_ago: i64) -> Device {
