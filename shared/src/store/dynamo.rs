@@ -196,6 +196,8 @@ fn conditional_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync +
     }
 }
 
+const IDEMPOTENCY_SK: &str = "I";
+
 fn idempotency_pk(idempotency_key: &str) -> AttributeValue {
     AttributeValue::S(format!("I#{idempotency_key}"))
 }
@@ -282,10 +284,11 @@ impl DynamoStore {
         &self.table
     }
 
-    /// A single item (`SK` = the trial sort key) read with a strongly consistent GetItem.
+    /// A single item read with a strongly consistent GetItem.
     async fn get_one<T: serde::de::DeserializeOwned>(
         &self,
         pk: AttributeValue,
+        sk: &str,
         what: &str,
     ) -> Result<Option<T>, StoreError> {
         self.count_round_trip();
@@ -294,7 +297,7 @@ impl DynamoStore {
             .get_item()
             .table_name(&self.table)
             .key("PK", pk)
-            .key("SK", s(TRIAL_SK))
+            .key("SK", s(sk))
             .consistent_read(true)
             .send()
             .await
@@ -367,7 +370,7 @@ impl Store for DynamoStore {
                 let mut item: Item = serde_dynamo::to_item(record)
                     .map_err(|e| StoreError::Internal(format!("idempotency record not storable: {e}")))?;
                 item.insert("PK".into(), idempotency_pk(&record.idempotency_key));
-                item.insert("SK".into(), s("I"));
+                item.insert("SK".into(), s(IDEMPOTENCY_SK));
                 let put = Put::builder()
                     .table_name(&self.table)
                     .set_item(Some(item))
@@ -384,24 +387,7 @@ impl Store for DynamoStore {
     }
 
     async fn idempotency_record(&self, idempotency_key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.count_round_trip();
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("PK", idempotency_pk(idempotency_key))
-            .key("SK", s("I"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        output
-            .item
-            .map(|item| {
-                serde_dynamo::from_item(item)
-                    .map_err(|e| StoreError::Internal(format!("unreadable idempotency record: {e}")))
-            })
-            .transpose()
+        self.get_one(idempotency_pk(idempotency_key), IDEMPOTENCY_SK, "idempotency record").await
     }
 
     async fn licenses(&self, keys: &[LicenseKey]) -> Result<Vec<License>, StoreError> {
@@ -805,7 +791,7 @@ impl Store for DynamoStore {
     }
 
     async fn trial_terms(&self, product: &Product) -> Result<Option<TrialTerms>, StoreError> {
-        self.get_one(trial_terms_pk(product), "trial terms").await
+        self.get_one(trial_terms_pk(product), TRIAL_SK, "trial terms").await
     }
 
     async fn trial_marker(
@@ -813,7 +799,7 @@ impl Store for DynamoStore {
         product: &Product,
         hardware_id: &HardwareId,
     ) -> Result<Option<TrialMarker>, StoreError> {
-        self.get_one(trial_marker_pk(product, hardware_id), "trial marker").await
+        self.get_one(trial_marker_pk(product, hardware_id), TRIAL_SK, "trial marker").await
     }
 
     async fn start_trial(&self, marker: &TrialMarker, license: &License, device: &Device) -> Result<(), WriteError> {
