@@ -448,12 +448,18 @@ pub enum FeatureRefusal {
     ConsumptionLimitReached,
 }
 
-/// Whether the license's feature `code` may be used at `now` (entitled, not expired, not used up).
-pub fn feature_usable<'a>(license: &'a License, code: &str, now: Timestamp) -> Result<&'a Feature, FeatureRefusal> {
+/// The license's feature `code`, if the license includes it and it has not expired at `now`.
+pub fn feature_entitled<'a>(license: &'a License, code: &str, now: Timestamp) -> Result<&'a Feature, FeatureRefusal> {
     let feature = license.feature(code).ok_or(FeatureRefusal::NotEntitled)?;
     if feature.expiry_date.is_some_and(|expiry| expiry <= now) {
         return Err(FeatureRefusal::FeatureExpired);
     }
+    Ok(feature)
+}
+
+/// Whether the license's feature `code` may be used at `now` (entitled, not expired, not used up).
+pub fn feature_usable<'a>(license: &'a License, code: &str, now: Timestamp) -> Result<&'a Feature, FeatureRefusal> {
+    let feature = feature_entitled(license, code, now)?;
     let terms = feature.metering();
     let used = used_now(&terms, license.consumption.get(code), now);
     if consumption_limit(&terms).is_some_and(|limit| used >= limit) {

@@ -107,12 +107,8 @@ pub(super) async fn consume<S: Store>(app: &App<S>, request: ConsumeRequest) -> 
         }
         let (key, terms) = match &request.feature {
             Some(code) => {
-                let feature = license
-                    .feature(code.as_str())
-                    .ok_or_else(|| feature_refusal(FeatureRefusal::NotEntitled, code.as_str()))?;
-                if feature.expiry_date.is_some_and(|expiry| expiry <= now) {
-                    return Err(feature_refusal(FeatureRefusal::FeatureExpired, code.as_str()));
-                }
+                let feature = rules::feature_entitled(&license, code.as_str(), now)
+                    .map_err(|refusal| feature_refusal(refusal, code.as_str()))?;
                 (code.as_str(), feature.metering())
             }
             None => (LICENSE_COUNTER, license.metering()),
