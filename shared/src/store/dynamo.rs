@@ -609,9 +609,16 @@ impl Store for DynamoStore {
         let mut sets = vec![];
         let mut removes = vec![];
         let mut conditions = vec![];
-        let mut names: HashMap<String, String> =
-            HashMap::from([(LEASES_NAME.into(), LEASES.into()), ("#hw".into(), write.hardware_id.to_string())]);
-        let mut values: Item = HashMap::from([(":until".into(), s(&write.plan.until().to_string()))]);
+        let until = s(&write.plan.until().to_string());
+        // With no entries read, the map may not exist yet and is written whole; otherwise the
+        // device's own entry `#hw` is set to `:until`.
+        let whole_map = matches!(write.plan, LeasePlan::Acquire { .. }) && license.leases.is_empty();
+        let mut names: HashMap<String, String> = HashMap::from([(LEASES_NAME.into(), LEASES.into())]);
+        let mut values: Item = HashMap::new();
+        if !whole_map {
+            names.insert("#hw".into(), write.hardware_id.to_string());
+            values.insert(":until".into(), until.clone());
+        }
         match write.plan {
             LeasePlan::Renew { observed, .. } => {
                 sets.push(format!("{LEASES_PATH}.#hw = :until"));
@@ -619,17 +626,14 @@ impl Store for DynamoStore {
                 values.insert(":own".into(), s(&observed.to_string()));
             }
             LeasePlan::Acquire { own, take_over, .. } => {
-                if license.leases.is_empty() {
-                    // No entries were read: the map may not exist yet, so write it whole.
+                if whole_map {
                     sets.push(format!("{LEASES_NAME} = :first"));
                     conditions.push(format!(
                         "attribute_exists(PK) AND (attribute_not_exists({LEASES_NAME}) OR size({LEASES_NAME}) = :zero)"
                     ));
-                    let first = HashMap::from([(write.hardware_id.to_string(), s(&write.plan.until().to_string()))]);
+                    let first = HashMap::from([(write.hardware_id.to_string(), until)]);
                     values.insert(":first".into(), AttributeValue::M(first));
                     values.insert(":zero".into(), n(0));
-                    values.remove(":until");
-                    names.remove("#hw");
                 } else {
                     sets.push(format!("{LEASES_PATH}.#hw = :until"));
                     match own {
