@@ -85,7 +85,7 @@ pub struct IssueRequest {
     pub metadata: Option<Metadata>,
 }
 
-fn within(field: &str, value: Option<u32>, min: u32, max: u32) -> Result<(), ApiError> {
+pub(super) fn within(field: &str, value: Option<u32>, min: u32, max: u32) -> Result<(), ApiError> {
     match value {
         Some(v) if v < min || v > max => {
             Err(ApiError::field(field, format!("must be between {min} and {max} (got {v})")))

@@ -1,6 +1,7 @@
 //! Trials: the vendor sets a product's trial terms; a device starts one trial per product.
 
 use super::activate::ActivateRequest;
+use super::issue::{validate_features, within};
 use super::views::{sign_verdict, ClientLicense};
 use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
 use crate::error::{ApiError, ErrorCode};
@@ -41,13 +42,9 @@ pub(super) async fn put_terms<S: Store>(
     request: TrialTermsRequest,
 ) -> Result<Reply, ApiError> {
     let product = Product::parse(raw_product).map_err(|e| ApiError::field("product", e))?;
-    if !(1..=MAX_TRIAL_DAYS).contains(&request.days) {
-        return Err(ApiError::field("days", format!("must be between 1 and {MAX_TRIAL_DAYS}")));
-    }
-    if !(1..=MAX_TRIAL_ACTIVATIONS).contains(&request.max_activations) {
-        return Err(ApiError::field("max_activations", format!("must be between 1 and {MAX_TRIAL_ACTIVATIONS}")));
-    }
-    super::issue::validate_features(&request.features)?;
+    within("days", Some(request.days), 1, MAX_TRIAL_DAYS)?;
+    within("max_activations", Some(request.max_activations), 1, MAX_TRIAL_ACTIVATIONS)?;
+    validate_features(&request.features)?;
     let terms = TrialTerms {
         product,
         days: request.days,
