@@ -150,45 +150,34 @@ impl TestApp {
     /// Moves a floating lease's end in the table itself, as the passing of time would: the
     /// server sees a lease that lapsed (or has time left) without the test waiting minutes.
     pub async fn set_lease_end(&self, key: &str, hardware_id: &str, unix: i64) {
-        use aws_sdk_dynamodb::types::AttributeValue;
-        self.app
-            .store
-            .client()
-            .update_item()
-            .table_name(self.app.store.table())
-            .key("PK", AttributeValue::S(format!("L#{key}")))
-            .key("SK", AttributeValue::S("L".into()))
-            .update_expression("SET leases.#hw = :end")
-            .condition_expression("attribute_exists(leases.#hw)")
-            .expression_attribute_names("#hw", hardware_id)
-            .expression_attribute_values(
-                ":end",
-                AttributeValue::S(keygate::time::Timestamp::from_unix(unix).to_string()),
-            )
-            .send()
-            .await
-            .expect("the device holds a lease entry");
+        let end = keygate::time::Timestamp::from_unix(unix).to_string();
+        self.set_in_license(key, "leases.#k", &[("#k", hardware_id)], &end).await;
     }
 
     /// Moves a consumption counter into another period in the table itself, as the passing of
     /// time would (`counter` is `*` for the license's own, or a feature code).
     pub async fn set_counter_period(&self, key: &str, counter: &str, period: &str) {
+        self.set_in_license(key, "consumption.#k.#p", &[("#k", counter), ("#p", "period")], period).await;
+    }
+
+    /// Sets the existing string at `path` (with its expression attribute `names`) in a license item.
+    async fn set_in_license(&self, key: &str, path: &str, names: &[(&str, &str)], value: &str) {
         use aws_sdk_dynamodb::types::AttributeValue;
-        self.app
+        let mut update = self
+            .app
             .store
             .client()
             .update_item()
             .table_name(self.app.store.table())
             .key("PK", AttributeValue::S(format!("L#{key}")))
             .key("SK", AttributeValue::S("L".into()))
-            .update_expression("SET consumption.#k.#p = :period")
-            .condition_expression("attribute_exists(consumption.#k)")
-            .expression_attribute_names("#k", counter)
-            .expression_attribute_names("#p", "period")
-            .expression_attribute_values(":period", AttributeValue::S(period.into()))
-            .send()
-            .await
-            .expect("the counter exists");
+            .update_expression(format!("SET {path} = :value"))
+            .condition_expression(format!("attribute_exists({path})"))
+            .expression_attribute_values(":value", AttributeValue::S(value.into()));
+        for (placeholder, name) in names {
+            update = update.expression_attribute_names(*placeholder, *name);
+        }
+        update.send().await.unwrap_or_else(|e| panic!("{path} of {key} is stored: {e:?}"));
     }
 
     /// The license as stored, with its devices and usage (the vendor view).
