@@ -260,6 +260,8 @@ fn device_item(key: &LicenseKey, device: &Device) -> Result<Item, StoreError> {
         serde_dynamo::to_item(device).map_err(|e| StoreError::Internal(format!("device not storable: {e}")))?;
     item.insert("PK".into(), license_pk(key));
     item.insert("SK".into(), device_sk(&device.hardware_id));
+    // A lease's end lives in the license's `leases` map; on a device it is only ever shown.
+    item.remove("lease_expires_at");
     Ok(item)
 }
 
@@ -680,11 +682,9 @@ impl Store for DynamoStore {
             .set_expression_attribute_values(Some(values));
         let device_write = match (write.new_device, write.borrowed_until) {
             (Some(device), _) => {
-                let mut device = device.clone();
-                device.lease_expires_at = None;
                 let put = Put::builder()
                     .table_name(&self.table)
-                    .set_item(Some(device_item(key, &device)?))
+                    .set_item(Some(device_item(key, device)?))
                     .condition_expression(format!("attribute_not_exists(SK) OR {RELEASED}"))
                     .build();
                 Some(TransactWriteItem::builder().put(built(put)?).build())
