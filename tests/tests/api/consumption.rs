@@ -159,3 +159,29 @@ async fn a_vendor_patch_keeps_the_counters() {
     assert_eq!(stored_counter(&t, &key, "*").await["used"], 4);
     assert_eq!(t.post("/v1/consume", &consume(&key, "pc-1", 2)).await.body["remaining"], 0);
 }
+
+#[tokio::test]
+async fn consumption_refusals_at_issue_patch_and_use() {
+    let t = TestApp::spawn().await;
+    let base = json!({"product": "editor", "license_type": "consumption", "max_activations": 1});
+    for (terms, field) in [
+        (json!({"features": [{"code": "x", "max_consumptions": 3, "max_overages": 1}]}), "features[0].max_overages"),
+        (json!({"max_consumptions": 1_000_000_000_001u64}), "max_consumptions"),
+    ] {
+        let mut body = base.clone();
+        body.as_object_mut().unwrap().extend(terms.as_object().cloned().unwrap());
+        let refused = t.admin_post("/v1/licenses", &body).await;
+        assert_eq!((refused.status, refused.body["error"]["field"].clone()), (400, json!(field)), "{terms}");
+    }
+    let key = activated(&t, json!({"max_consumptions": 5})).await;
+    let patch = t.admin_patch(&format!("/v1/licenses/{key}"), &json!({"max_overages": 2})).await;
+    assert_eq!((patch.status, patch.body["error"]["field"].clone()), (400, json!("max_overages")));
+    assert_eq!(t.stored(&key).await["license"].get("max_overages"), None, "the refused patch changed nothing");
+
+    let other_product = json!({"license_key": key, "product": "other", "hardware_id": "pc-1", "amount": 1});
+    assert_eq!(t.post("/v1/consume", &other_product).await.error_code(), "PRODUCT_MISMATCH");
+    assert_eq!(t.admin_patch(&format!("/v1/licenses/{key}"), &json!({"status": "suspended"})).await.status, 200);
+    let suspended = t.post("/v1/consume", &consume(&key, "pc-1", 1)).await;
+    assert_eq!((suspended.status, suspended.error_code()), (403, "LICENSE_SUSPENDED"));
+    assert_eq!(t.stored(&key).await["license"].get("consumption"), None, "nothing was counted");
+}

@@ -298,3 +298,30 @@ async fn a_vendor_patch_keeps_the_leases_and_floating_limits_hold() {
     assert_eq!(hardware_ids(&stored["floating"]["live"]), ["pc-3"]);
     assert_eq!(stored["license"]["leases"].as_object().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_borrow_after_a_lapse_needs_a_free_seat_and_bad_terms_are_refused_at_issue() {
+    let t = TestApp::spawn().await;
+    let key = floating(&t, 1, json!({"can_borrow": true, "max_borrow_hours": 24})).await;
+    let borrow =
+        |hwid: &str, hours: u32| json!({"license_key": key, "product": "editor", "hardware_id": hwid, "hours": hours});
+    assert_eq!(t.post("/v1/activate", &device(&key, "pc-1")).await.status, 200);
+    let zero = t.post("/v1/borrow", &borrow("pc-1", 0)).await;
+    assert_eq!((zero.status, zero.body["error"]["field"].clone()), (400, json!("hours")));
+    t.set_lease_end(&key, "pc-1", now() - 1).await;
+    assert_eq!(t.post("/v1/activate", &device(&key, "pc-2")).await.status, 200, "takes the lapsed seat");
+    let refused = t.post("/v1/borrow", &borrow("pc-1", 2)).await;
+    assert_eq!((refused.status, refused.error_code()), (409, "ACTIVATION_LIMIT_REACHED"));
+    assert_eq!(hardware_ids(&t.stored(&key).await["floating"]["live"]), ["pc-2"], "the refusal changed nothing");
+
+    for (terms, field) in [
+        (json!({"is_floating": true, "can_borrow": true}), "max_borrow_hours"),
+        (json!({"is_floating": true, "max_activations": 1001}), "max_activations"),
+        (json!({"is_floating": true, "allow_unlimited_activations": true}), "allow_unlimited_activations"),
+    ] {
+        let mut body = json!({"product": "editor", "license_type": "perpetual", "max_activations": 1});
+        body.as_object_mut().unwrap().extend(terms.as_object().cloned().unwrap());
+        let refused = t.admin_post("/v1/licenses", &body).await;
+        assert_eq!((refused.status, refused.body["error"]["field"].clone()), (400, json!(field)), "{terms}");
+    }
+}
