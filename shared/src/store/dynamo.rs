@@ -312,7 +312,32 @@ impl DynamoStore {
             .transpose()
     }
 
-    /// An update of a license item, to be given its expressions.
+    /// One conditional UpdateItem of a license item (one round trip); a failed condition is a conflict.
+    async fn update_license(
+        &self,
+        key: &LicenseKey,
+        expression: String,
+        condition: String,
+        names: HashMap<String, String>,
+        values: Item,
+    ) -> Result<(), WriteError> {
+        self.count_round_trip();
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("PK", license_pk(key))
+            .key("SK", s(LICENSE_SK))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await
+            .map_err(conditional_error)?;
+        Ok(())
+    }
+
+    /// An update of a license item in a transaction, to be given its expressions.
     fn license_update(&self, key: &LicenseKey) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
         Update::builder().table_name(&self.table).key("PK", license_pk(key)).key("SK", s(LICENSE_SK))
     }
@@ -674,12 +699,7 @@ impl Store for DynamoStore {
         if !removes.is_empty() {
             expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
         }
-        let license_update = self
-            .license_update(key)
-            .update_expression(expression)
-            .condition_expression(conditions.join(" AND "))
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values));
+        let condition = conditions.join(" AND ");
         let device_write = match (write.new_device, write.borrowed_until) {
             (Some(device), _) => {
                 let put = Put::builder()
@@ -704,25 +724,16 @@ impl Store for DynamoStore {
         };
         match device_write {
             Some(device_write) => {
+                let license_update = self
+                    .license_update(key)
+                    .update_expression(expression)
+                    .condition_expression(condition)
+                    .set_expression_attribute_names(Some(names))
+                    .set_expression_attribute_values(Some(values));
                 let license_write = TransactWriteItem::builder().update(built(license_update.build())?).build();
                 self.transact(vec![license_write, device_write]).await
             }
-            None => {
-                self.count_round_trip();
-                let update = license_update.build().map_err(|e| StoreError::Internal(e.to_string()))?;
-                self.client
-                    .update_item()
-                    .table_name(update.table_name)
-                    .set_key(Some(update.key))
-                    .update_expression(update.update_expression)
-                    .set_condition_expression(update.condition_expression)
-                    .set_expression_attribute_names(update.expression_attribute_names)
-                    .set_expression_attribute_values(update.expression_attribute_values)
-                    .send()
-                    .await
-                    .map_err(conditional_error)?;
-                Ok(())
-            }
+            None => self.update_license(key, expression, condition, names, values).await,
         }
     }
 
@@ -768,20 +779,7 @@ impl Store for DynamoStore {
                 ("SET #c.#k = :fresh".into(), "#c.#k.#p = :old".into())
             }
         };
-        self.count_round_trip();
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("PK", license_pk(key))
-            .key("SK", s(LICENSE_SK))
-            .update_expression(expression)
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await
-            .map_err(conditional_error)?;
-        Ok(())
+        self.update_license(key, expression, condition, names, values).await
     }
 
     async fn put_trial_terms(&self, terms: &TrialTerms) -> Result<(), StoreError> {
@@ -859,20 +857,7 @@ impl Store for DynamoStore {
                 .collect();
             expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
         }
-        self.count_round_trip();
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("PK", license_pk(&license.license_key))
-            .key("SK", s(LICENSE_SK))
-            .update_expression(expression)
-            .condition_expression("version = :expected")
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await
-            .map_err(conditional_error)?;
-        Ok(())
+        self.update_license(&license.license_key, expression, "version = :expected".into(), names, values).await
     }
 
     async fn touch_device(
