@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// `target/debug/keygate`, beside this test binary's `deps/` folder (`make test` builds it first).
-pub(crate) fn keygate_binary() -> PathBuf {
+fn keygate_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let binary = exe.parent().and_then(|deps| deps.parent()).unwrap().join("keygate");
     assert!(
@@ -17,27 +17,28 @@ pub(crate) fn keygate_binary() -> PathBuf {
     binary
 }
 
-/// Runs `keygate licenses <args>` off the runtime (the server under test shares it), with the
-/// API's URL and admin token in the environment unless `token` overrides the token.
-async fn run(t: &TestApp, args: &[&str], token: Option<&str>) -> Result<Value, String> {
-    let (url, token) = (t.base_url.clone(), token.unwrap_or(&t.admin_token).to_string());
+/// Runs the `keygate` binary with `args` and `env` off the runtime (the server under test shares
+/// it): Ok(stdout) on success, Err(stderr) otherwise.
+pub(crate) async fn keygate_command(args: &[&str], env: &[(&str, &str)]) -> Result<Vec<u8>, String> {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(keygate_binary())
-            .arg("licenses")
-            .args(&args)
-            .env("KEYGATE_URL", url)
-            .env("KEYGATE_ADMIN_TOKEN", token)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let output = tokio::task::spawn_blocking(move || Command::new(keygate_binary()).args(&args).envs(env).output())
+        .await
+        .unwrap()
+        .unwrap();
     if output.status.success() {
-        Ok(serde_json::from_slice(&output.stdout).unwrap())
+        Ok(output.stdout)
     } else {
         Err(String::from_utf8_lossy(&output.stderr).into_owned())
     }
+}
+
+/// Runs `keygate licenses <args>` with the API's URL and admin token in the environment unless
+/// `token` overrides the token.
+async fn run(t: &TestApp, args: &[&str], token: Option<&str>) -> Result<Value, String> {
+    let args: Vec<&str> = std::iter::once("licenses").chain(args.iter().copied()).collect();
+    let env = [("KEYGATE_URL", t.base_url.as_str()), ("KEYGATE_ADMIN_TOKEN", token.unwrap_or(&t.admin_token))];
+    keygate_command(&args, &env).await.map(|stdout| serde_json::from_slice(&stdout).unwrap())
 }
 
 async fn keygate(t: &TestApp, args: &[&str]) -> Result<Value, String> {

@@ -1,7 +1,7 @@
 //! Offline (air-gapped) activation through files, with the real `keygate` binary on both sides:
 //! a request file, the API's signed license file, verified with the public key alone.
 
-use crate::cli::keygate_binary;
+use crate::cli::keygate_command;
 use crate::verify_by_hand;
 use keygate_tests::TestApp;
 use serde_json::{json, Value};
@@ -35,24 +35,11 @@ impl Drop for Scratch {
     }
 }
 
-/// Runs `keygate offline <args>` off the runtime; Ok(stdout) or Err(stderr).
+/// Runs `keygate offline <args>`; Ok(stdout) or Err(stderr).
 async fn offline(url: &str, args: &[&str]) -> Result<String, String> {
-    let (url, args): (String, Vec<String>) = (url.into(), args.iter().map(|a| a.to_string()).collect());
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(keygate_binary())
-            .arg("offline")
-            .args(&args)
-            .env("KEYGATE_URL", url)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
+    let args: Vec<&str> = std::iter::once("offline").chain(args.iter().copied()).collect();
+    let stdout = keygate_command(&args, &[("KEYGATE_URL", url)]).await?;
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
 }
 
 fn tampered(file: &Value) -> Value {
