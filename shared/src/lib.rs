@@ -3,6 +3,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod input;
+pub mod lambda;
 pub mod model;
 pub mod offline;
 pub mod rules;
