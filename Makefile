@@ -24,8 +24,8 @@ test: test-unit test-integration test-readme ## unit tests, then integration tes
 test-unit: ## the shared crate's rules, store and handler tests (in-memory store)
 	$(CARGO) test --workspace --exclude keygate-tests
 
-test-integration: deps ## HTTP tests against DynamoDB Local on a free port
-	$(CARGO) build -p keygate-cli
+test-integration: deps ## HTTP tests against DynamoDB Local on a free port, and the function binaries on a Runtime API emulator
+	$(CARGO) build -p keygate-cli $(addprefix -p ,$(FUNCTIONS))
 	timeout 1200 bash scripts/with-dynamodb-local.sh $(CARGO) test -p keygate-tests -- --test-threads 4
 
 test-readme: deps ## run the README walk-through word for word against make local

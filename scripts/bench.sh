@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: build the release binaries the way they ship (cargo lambda, x86_64 here), start
 # DynamoDB Local, run the benchmark driver, and rewrite docs/benchmarks.md.
+# `scripts/bench.sh cold [rounds]` measures only the cold starts and prints them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -15,4 +16,4 @@ if [ -d target/lambda-arm64 ]; then
     export BENCH_ARM64_DIR=target/lambda-arm64
 fi
 BENCH_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
-bash scripts/with-dynamodb-local.sh target/lambda/keygate-bench/bootstrap
+bash scripts/with-dynamodb-local.sh target/lambda/keygate-bench/bootstrap "$@"

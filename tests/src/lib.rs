@@ -2,6 +2,8 @@
 //! (`AWS_ENDPOINT_URL_DYNAMODB`), a fresh signing key and admin token, and `keygate serve`'s
 //! server on a free loopback port, talked to over real HTTP.
 
+pub mod emulator;
+
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};

@@ -10,6 +10,7 @@ use keygate_tests::{device, fresh_store, join_all, TestApp};
 mod cli;
 mod consumption;
 mod floating;
+mod lambda;
 mod offline;
 mod rules;
 mod ssm;
@@ -412,15 +413,19 @@ async fn tokens_verify_with_the_jose_library_and_tampered_ones_do_not() {
 // ---- the Lambda path: real API Gateway v2 events through lambda_http's own conversion ----
 
 fn apigw_event(method: &str, path: &str, query: &str, body: &str, base64: bool) -> lambda_http::Request {
+    lambda_http::request::from_str(&apigw_event_json(method, path, query, body, base64)).unwrap()
+}
+
+/// An API Gateway v2 (HTTP API) event, as the Lambda service hands it to a function.
+pub(crate) fn apigw_event_json(method: &str, path: &str, query: &str, body: &str, base64: bool) -> String {
     let template = include_str!("../../fixtures/apigw_v2_request.json");
     let body = if base64 { STANDARD.encode(body) } else { body.to_string() };
-    let event = template
+    template
         .replace("__METHOD__", method)
         .replace("__PATH__", path)
         .replace("__QUERY__", query)
         .replace("\"__BODY__\"", &serde_json::to_string(&body).unwrap())
-        .replace("__BASE64__", if base64 { "true" } else { "false" });
-    lambda_http::request::from_str(&event).unwrap()
+        .replace("__BASE64__", if base64 { "true" } else { "false" })
 }
 
 #[tokio::test]

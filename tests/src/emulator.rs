@@ -1,5 +1,6 @@
 //! A Lambda Runtime API emulator: just enough of `/2018-06-01/runtime/...` to start a real
-//! `bootstrap` binary, hand it events one at a time, and time what it does.
+//! `bootstrap` binary, hand it events one at a time, and time what it does. Used by the
+//! integration tests (the function binaries end to end) and by `make bench`.
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -14,7 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 /// What the driver sees.
 pub enum Outcome {
     Response(Bytes),
-    Error,
+    /// What the function posted to `/error`: an error type and message, as JSON.
+    Error(Bytes),
 }
 
 #[derive(Default)]
@@ -105,7 +107,7 @@ async fn serve(
     let outcome = if path.ends_with("/response") {
         Some(Outcome::Response(body))
     } else if path.ends_with("/error") {
-        Some(Outcome::Error)
+        Some(Outcome::Error(body))
     } else {
         None
     };

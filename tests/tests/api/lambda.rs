@@ -1,0 +1,163 @@
+//! The four function binaries end to end: each started the way Lambda starts it, on the Runtime API
+//! emulator, serving API Gateway v2 events against DynamoDB Local. What the handler tests cannot
+//! show: each binary's init (configuration, SDK clients, the runtime), its routes, and the event and
+//! response conversion of the real lambda_http loop.
+
+use crate::{apigw_event_json, verify_by_hand};
+use keygate::auth::hash_token;
+use keygate::signing::generate_seed;
+use keygate_tests::emulator::{Emulator, Outcome};
+use keygate_tests::{device, TestApp};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const ADMIN_TOKEN: &str = "lambda-test-admin-token";
+
+fn function_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe.parent().and_then(|deps| deps.parent()).unwrap().join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p issue -p activate -p check -p deactivate` (make test does)",
+        binary.display()
+    );
+    binary
+}
+
+/// The environment Lambda gives a function, plus Keygate's configuration; `signing_key` None
+/// leaves the key out.
+fn lambda_command(name: &str, emulator: &Emulator, table: &str, signing_key: Option<&str>) -> Command {
+    let mut command = Command::new(function_binary(name));
+    command
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", &emulator.address)
+        .env("AWS_LAMBDA_FUNCTION_NAME", name)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_LEVEL", "ERROR")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default())
+        .env("AWS_SECRET_ACCESS_KEY", std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default())
+        .env("AWS_ENDPOINT_URL_DYNAMODB", std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap())
+        .env("KEYGATE_TABLE", table)
+        .env("KEYGATE_ADMIN_TOKEN_SHA256", hash_token(ADMIN_TOKEN))
+        .stdout(Stdio::null());
+    if let Some(key) = signing_key {
+        command.env("KEYGATE_SIGNING_KEY", key);
+    }
+    command
+}
+
+/// A running function binary with its own emulator; killed when dropped, whatever the test did.
+struct Function {
+    child: Child,
+    events: mpsc::Sender<String>,
+    outcomes: mpsc::UnboundedReceiver<Outcome>,
+    _emulator: Emulator,
+}
+
+impl Function {
+    async fn start(name: &str, table: &str, signing_key: &str) -> Self {
+        let emulator = Emulator::start().await;
+        let (events, outcomes) = emulator.session().await;
+        let child = lambda_command(name, &emulator, table, Some(signing_key)).stderr(Stdio::null()).spawn().unwrap();
+        Self { child, events, outcomes, _emulator: emulator }
+    }
+
+    /// One invocation: the API Gateway response's status and JSON body.
+    async fn invoke(&mut self, event: String) -> (u64, Value) {
+        self.events.send(event).await.unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(30), self.outcomes.recv())
+            .await
+            .expect("the function answers within 30 s")
+            .expect("the emulator is running");
+        let response: Value = match outcome {
+            Outcome::Response(body) => serde_json::from_slice(&body).unwrap(),
+            Outcome::Error(body) => panic!("the function reported an error: {}", String::from_utf8_lossy(&body)),
+        };
+        let body = serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap();
+        (response["statusCode"].as_u64().unwrap(), body)
+    }
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn post(path: &str, body: &Value) -> String {
+    apigw_event_json("POST", path, "", &body.to_string(), false)
+}
+
+fn get(path: &str) -> String {
+    apigw_event_json("GET", path, "", "", false)
+}
+
+fn with_admin_token(event: String) -> String {
+    let mut event: Value = serde_json::from_str(&event).unwrap();
+    event["headers"]["authorization"] = json!(format!("Bearer {ADMIN_TOKEN}"));
+    event.to_string()
+}
+
+#[tokio::test]
+async fn the_function_binaries_serve_api_gateway_events_over_the_runtime_api() {
+    let t = TestApp::spawn().await;
+    let table = t.app.store.table().to_string();
+    let key = t.issue(json!({"max_activations": 1})).await;
+    let seed = generate_seed().unwrap();
+    let (mut activate, mut check, mut deactivate, mut issue) = tokio::join!(
+        Function::start("activate", &table, &seed),
+        Function::start("check", &table, &seed),
+        Function::start("deactivate", &table, &seed),
+        Function::start("issue", &table, &seed),
+    );
+
+    let (status, activated) = activate.invoke(post("/v1/activate", &device(&key, "pc-1"))).await;
+    assert_eq!(status, 200, "{activated}");
+    let (status, refused) = activate.invoke(post("/v1/activate", &device(&key, "pc-2"))).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("ACTIVATION_LIMIT_REACHED")), "{refused}");
+
+    // The token the activate binary signed verifies against the keys the check binary publishes.
+    let (status, jwks) = check.invoke(get("/.well-known/jwks.json")).await;
+    assert_eq!(status, 200);
+    let claims = verify_by_hand(activated["token"].as_str().unwrap(), &jwks).unwrap();
+    assert_eq!((claims["hwid"].as_str(), claims["code"].as_str()), (Some("pc-1"), Some("VALID")), "{claims}");
+
+    let (status, checked) = check.invoke(post("/v1/check", &device(&key, "pc-1"))).await;
+    assert_eq!((status, checked["code"].as_str()), (200, Some("VALID")), "{checked}");
+    let (status, bad) = check.invoke(apigw_event_json("POST", "/v1/check", "", "{not json", false)).await;
+    assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("MALFORMED_JSON")), "{bad}");
+    let (status, elsewhere) = check.invoke(post("/v1/activate", &device(&key, "pc-1"))).await;
+    assert_eq!(status, 404, "the check function does not serve activate: {elsewhere}");
+
+    let (status, shown) = issue.invoke(with_admin_token(get(&format!("/v1/licenses/{key}")))).await;
+    assert_eq!((status, shown["devices"].as_array().map(Vec::len)), (200, Some(1)), "{shown}");
+    let (status, _) = issue.invoke(get(&format!("/v1/licenses/{key}"))).await;
+    assert_eq!(status, 401, "vendor routes need the admin token");
+
+    let (status, released) = deactivate.invoke(post("/v1/deactivate", &device(&key, "pc-1"))).await;
+    assert_eq!(status, 200, "{released}");
+    let (status, activated) = activate.invoke(post("/v1/activate", &device(&key, "pc-2"))).await;
+    assert_eq!(status, 200, "the released seat is free again: {activated}");
+    let stored = t.stored(&key).await;
+    let devices: Vec<&str> =
+        stored["devices"].as_array().unwrap().iter().filter_map(|d| d["hardware_id"].as_str()).collect();
+    assert_eq!((stored["license"]["times_activated"].as_u64(), devices), (Some(1), vec!["pc-2"]), "{stored}");
+}
+
+#[tokio::test]
+async fn a_client_function_without_a_signing_key_refuses_to_start() {
+    let emulator = Emulator::start().await;
+    let mut first_next = emulator.watch_first_next();
+    let mut command = lambda_command("check", &emulator, "unused", None);
+    let output = tokio::task::spawn_blocking(move || command.stderr(Stdio::piped()).output().unwrap()).await.unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("KEYGATE_SIGNING_KEY is not set"), "{stderr}");
+    assert!(first_next.try_recv().is_err(), "it never asked for an event");
+}
