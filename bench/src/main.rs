@@ -394,7 +394,7 @@ fn cold_start_binaries() -> Vec<&'static str> {
 fn cold_start_report(report: &mut Report, cold: &[ColdStarts]) {
     report.section("Cold start: exec to the first `GET /2018-06-01/runtime/invocation/next`");
     report.line(format!(
-        "Each release `bootstrap` is started {} times against the Runtime API emulator (bench/src/emulator.rs), \
+        "Each release `bootstrap` is started {} times against the Runtime API emulator (tests/src/emulator.rs), \
          in interleaved rounds (the baselines, then each function, then again). Page faults: median minor faults from \
          exec to the first `next`.\n",
         cold[0].time.n
