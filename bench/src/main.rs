@@ -242,26 +242,15 @@ async fn against_dynamodb(report: &mut Report, table: &str) -> (Summary, Summary
     (get, check)
 }
 
-fn lambda_env(command: &mut Command, emulator: &Emulator, name: &str, table: &str) {
+/// A release function binary started as Lambda starts it, with the bench's Keygate configuration.
+fn lambda_command(emulator: &Emulator, binary: &Path, name: &str, table: &str) -> Command {
+    let mut command = emulator.lambda_command(binary, name);
     command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_LAMBDA_RUNTIME_API", &emulator.address)
-        .env("AWS_LAMBDA_FUNCTION_NAME", name)
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
-        .env("AWS_LAMBDA_LOG_LEVEL", "ERROR")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "local")
-        .env("AWS_SECRET_ACCESS_KEY", "local")
-        .env("AWS_ENDPOINT_URL_DYNAMODB", std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_default())
         .env("KEYGATE_TABLE", table)
         .env("KEYGATE_SIGNING_KEY", SEED)
         .env("KEYGATE_ADMIN_TOKEN_SHA256", hash_token(ADMIN))
-        .stdout(Stdio::null())
         .stderr(Stdio::null());
+    command
 }
 
 fn stop(mut child: Child) {
@@ -273,8 +262,7 @@ fn stop(mut child: Child) {
 /// page faults it took to get there (read from /proc while it waits for its first event).
 async fn cold_start(emulator: &Emulator, binary: &Path, name: &str, table: &str) -> (Duration, Option<u64>) {
     let first_next = emulator.watch_first_next();
-    let mut command = Command::new(binary);
-    lambda_env(&mut command, emulator, name, table);
+    let mut command = lambda_command(emulator, binary, name, table);
     let start = Instant::now();
     let child = command.spawn().expect("start the bootstrap binary");
     let at = tokio::time::timeout(Duration::from_secs(10), first_next).await.expect("init within 10 s").unwrap();
@@ -351,8 +339,7 @@ async fn invocations(
     events: Vec<String>,
 ) -> (Summary, Option<u64>, usize) {
     let (events_tx, mut outcomes) = emulator.session().await;
-    let mut command = Command::new(binary);
-    lambda_env(&mut command, emulator, name, table);
+    let mut command = lambda_command(emulator, binary, name, table);
     let child = command.spawn().expect("start the bootstrap binary");
     let mut samples = Vec::with_capacity(events.len());
     let mut failures = 0;

@@ -7,6 +7,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -53,6 +55,30 @@ impl Emulator {
             }
         });
         Self { address, state }
+    }
+
+    /// A command that starts `binary` as Lambda starts a function on this emulator: nothing of this
+    /// process's environment but `PATH`, the AWS credentials and the DynamoDB endpoint (DynamoDB
+    /// Local, from scripts/with-dynamodb-local.sh), plus what Lambda sets. Stdout (the logs) is dropped.
+    pub fn lambda_command(&self, binary: &Path, name: &str) -> Command {
+        let from_env = |name: &str| std::env::var(name).unwrap_or_default();
+        let mut command = Command::new(binary);
+        command
+            .env_clear()
+            .env("PATH", from_env("PATH"))
+            .env("AWS_LAMBDA_RUNTIME_API", &self.address)
+            .env("AWS_LAMBDA_FUNCTION_NAME", name)
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "emulator")
+            .env("AWS_LAMBDA_LOG_LEVEL", "ERROR")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", from_env("AWS_ACCESS_KEY_ID"))
+            .env("AWS_SECRET_ACCESS_KEY", from_env("AWS_SECRET_ACCESS_KEY"))
+            .env("AWS_ENDPOINT_URL_DYNAMODB", from_env("AWS_ENDPOINT_URL_DYNAMODB"))
+            .stdout(std::process::Stdio::null());
+        command
     }
 
     /// The next process to ask for an invocation reports the moment it did.

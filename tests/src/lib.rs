@@ -37,6 +37,19 @@ impl Answer {
     }
 }
 
+/// `target/debug/<name>`, a binary of the workspace beside the test binary's `deps/` folder, which
+/// `make test` builds first; `package` names what to build when it is missing.
+pub fn built_binary(name: &str, package: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe.parent().and_then(|deps| deps.parent()).unwrap().join(name);
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p {package}` (make test does)",
+        binary.display()
+    );
+    binary
+}
+
 fn require_dynamodb_local() {
     assert!(
         std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_ok(),

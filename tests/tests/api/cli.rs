@@ -1,31 +1,20 @@
 //! The `keygate licenses ...` vendor commands, run as the real binary against the API.
 
-use keygate_tests::{device, TestApp};
+use keygate_tests::{built_binary, device, TestApp};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Command;
-
-/// `target/debug/keygate`, beside this test binary's `deps/` folder (`make test` builds it first).
-fn keygate_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let binary = exe.parent().and_then(|deps| deps.parent()).unwrap().join("keygate");
-    assert!(
-        binary.exists(),
-        "{} is missing: build it with `cargo build -p keygate-cli` (make test does)",
-        binary.display()
-    );
-    binary
-}
 
 /// Runs the `keygate` binary with `args` and `env` off the runtime (the server under test shares
 /// it): Ok(stdout) on success, Err(stderr) otherwise.
 pub(crate) async fn keygate_command(args: &[&str], env: &[(&str, &str)]) -> Result<Vec<u8>, String> {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let output = tokio::task::spawn_blocking(move || Command::new(keygate_binary()).args(&args).envs(env).output())
-        .await
-        .unwrap()
-        .unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(built_binary("keygate", "keygate-cli")).args(&args).envs(env).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
     if output.status.success() {
         Ok(output.stdout)
     } else {

@@ -7,44 +7,20 @@ use crate::{apigw_event_json, verify_by_hand};
 use keygate::auth::hash_token;
 use keygate::signing::generate_seed;
 use keygate_tests::emulator::{Emulator, Outcome};
-use keygate_tests::{device, TestApp};
+use keygate_tests::{built_binary, device, TestApp};
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 const ADMIN_TOKEN: &str = "lambda-test-admin-token";
 
-fn function_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let binary = exe.parent().and_then(|deps| deps.parent()).unwrap().join(name);
-    assert!(
-        binary.exists(),
-        "{} is missing: build it with `cargo build -p issue -p activate -p check -p deactivate` (make test does)",
-        binary.display()
-    );
-    binary
-}
-
-/// The environment Lambda gives a function, plus Keygate's configuration; `signing_key` None
+/// A function binary started as Lambda starts it, with Keygate's configuration; `signing_key` None
 /// leaves the key out.
 fn lambda_command(name: &str, emulator: &Emulator, table: &str, signing_key: Option<&str>) -> Command {
-    let mut command = Command::new(function_binary(name));
-    command
-        .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", &emulator.address)
-        .env("AWS_LAMBDA_FUNCTION_NAME", name)
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_LEVEL", "ERROR")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default())
-        .env("AWS_SECRET_ACCESS_KEY", std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default())
-        .env("AWS_ENDPOINT_URL_DYNAMODB", std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap())
-        .env("KEYGATE_TABLE", table)
-        .env("KEYGATE_ADMIN_TOKEN_SHA256", hash_token(ADMIN_TOKEN))
-        .stdout(Stdio::null());
+    let binary = built_binary(name, name);
+    let mut command = emulator.lambda_command(&binary, name);
+    command.env("KEYGATE_TABLE", table).env("KEYGATE_ADMIN_TOKEN_SHA256", hash_token(ADMIN_TOKEN));
     if let Some(key) = signing_key {
         command.env("KEYGATE_SIGNING_KEY", key);
     }
