@@ -29,6 +29,8 @@ pub enum ErrorCode {
     TrialAlreadyUsed,
     LicenseFrozen,
     TransferLimitReached,
+    ReleaseLimitReached,
+    LeaseExpired,
     ConcurrentUpdate,
     VersionConflict,
     IdempotencyKeyReused,
@@ -37,7 +39,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::PayloadTooLarge,
@@ -61,6 +63,8 @@ impl ErrorCode {
         ErrorCode::TrialAlreadyUsed,
         ErrorCode::LicenseFrozen,
         ErrorCode::TransferLimitReached,
+        ErrorCode::ReleaseLimitReached,
+        ErrorCode::LeaseExpired,
         ErrorCode::ConcurrentUpdate,
         ErrorCode::VersionConflict,
         ErrorCode::IdempotencyKeyReused,
@@ -82,6 +86,8 @@ impl ErrorCode {
             | TrialAlreadyUsed
             | LicenseFrozen
             | TransferLimitReached
+            | ReleaseLimitReached
+            | LeaseExpired
             | ConcurrentUpdate
             | VersionConflict
             | IdempotencyKeyReused => 409,
@@ -101,17 +107,24 @@ pub struct ApiError {
     pub field: Option<String>,
     /// The inner cause of a 5xx, logged with the request id and never sent.
     pub cause: Option<String>,
+    /// Seconds after which the same request may succeed (sent as `Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), field: None, cause: None }
+        Self { code, message: message.into(), field: None, cause: None, retry_after: None }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         let field = field.into();
         let message = format!("`{field}` {}", message.into());
-        Self { code: ErrorCode::InvalidField, message, field: Some(field), cause: None }
+        Self { code: ErrorCode::InvalidField, message, field: Some(field), cause: None, retry_after: None }
     }
 
     pub fn internal(cause: impl fmt::Display) -> Self {
@@ -120,6 +133,7 @@ impl ApiError {
             message: "internal error; the request id identifies it in the logs".into(),
             field: None,
             cause: Some(cause.to_string()),
+            retry_after: None,
         }
     }
 

@@ -217,6 +217,189 @@ impl fmt::Display for LicenseKey {
     }
 }
 
+/// How deep vendor metadata may nest (DynamoDB allows 32 levels in an item; the license item
+/// holds the metadata one level down).
+pub const MAX_METADATA_DEPTH: usize = 16;
+
+/// Vendor metadata as sent: kept as its JSON text until checked, because parsing it straight into
+/// numbers would round some silently (JSON numbers become 64-bit floats), and DynamoDB refuses
+/// others (outside 1e-130..1e126, empty map keys, deeper nesting than it allows).
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct MetadataInput(Box<serde_json::value::RawValue>);
+
+impl MetadataInput {
+    /// The metadata object, if DynamoDB stores every value in it exactly; otherwise where inside
+    /// it (`.key`, `[index]`, empty for the object itself) and why not.
+    pub fn parse(&self) -> Result<serde_json::Map<String, serde_json::Value>, (String, String)> {
+        let raw = self.0.get();
+        if !raw.trim_start().starts_with('{') {
+            return Err((String::new(), "must be a JSON object".into()));
+        }
+        let mut walker = StorableJson { text: raw.as_bytes(), at: 0 };
+        walker.value(&mut String::new(), 1)?;
+        serde_json::from_str(raw).map_err(|e| (String::new(), e.to_string()))
+    }
+}
+
+/// A walk over JSON text (already known to be valid) that checks what DynamoDB stores exactly.
+struct StorableJson<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+type Refusal = (String, String);
+
+impl StorableJson<'_> {
+    fn skip_space(&mut self) {
+        while self.text.get(self.at).is_some_and(|b| b.is_ascii_whitespace()) {
+            self.at += 1;
+        }
+    }
+
+    fn value(&mut self, path: &mut String, depth: usize) -> Result<(), Refusal> {
+        self.skip_space();
+        match self.text.get(self.at) {
+            Some(b'{') | Some(b'[') if depth > MAX_METADATA_DEPTH => {
+                // Named by the member of the metadata that holds it, not the whole way down.
+                let outer =
+                    path.find(['.', '[']).and_then(|first| path[first + 1..].find(['.', '[']).map(|n| first + 1 + n));
+                let at = outer.map_or(path.as_str(), |end| &path[..end]).to_string();
+                Err((at, format!("nests deeper than {MAX_METADATA_DEPTH} levels")))
+            }
+            Some(b'{') => self.object(path, depth),
+            Some(b'[') => self.array(path, depth),
+            Some(b'"') => self.string().map(|_| ()),
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.at;
+                while self
+                    .text
+                    .get(self.at)
+                    .is_some_and(|b| matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                {
+                    self.at += 1;
+                }
+                let literal = std::str::from_utf8(&self.text[start..self.at]).unwrap_or_default();
+                exact_number(literal).map_err(|reason| (path.clone(), reason))
+            }
+            _ => {
+                while self.text.get(self.at).is_some_and(|b| b.is_ascii_alphabetic()) {
+                    self.at += 1;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn object(&mut self, path: &mut String, depth: usize) -> Result<(), Refusal> {
+        self.at += 1;
+        loop {
+            self.skip_space();
+            match self.text.get(self.at) {
+                Some(b'}') | None => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                Some(b',') => self.at += 1,
+                _ => {
+                    let key = self.string()?;
+                    if key.is_empty() {
+                        return Err((path.clone(), "has an empty key, which cannot be stored".into()));
+                    }
+                    self.skip_space();
+                    self.at += 1; // the colon
+                    let length = path.len();
+                    path.push('.');
+                    path.push_str(&key);
+                    self.value(path, depth + 1)?;
+                    path.truncate(length);
+                }
+            }
+        }
+    }
+
+    fn array(&mut self, path: &mut String, depth: usize) -> Result<(), Refusal> {
+        self.at += 1;
+        let mut index = 0;
+        loop {
+            self.skip_space();
+            match self.text.get(self.at) {
+                Some(b']') | None => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                Some(b',') => {
+                    self.at += 1;
+                    index += 1;
+                }
+                _ => {
+                    let length = path.len();
+                    path.push_str(&format!("[{index}]"));
+                    self.value(path, depth + 1)?;
+                    path.truncate(length);
+                }
+            }
+        }
+    }
+
+    /// A string literal, unescaped.
+    fn string(&mut self) -> Result<String, Refusal> {
+        let start = self.at;
+        self.at += 1;
+        while let Some(byte) = self.text.get(self.at) {
+            self.at += 1;
+            match byte {
+                b'\\' => self.at += 1,
+                b'"' => break,
+                _ => {}
+            }
+        }
+        let literal = std::str::from_utf8(&self.text[start..self.at]).unwrap_or_default();
+        serde_json::from_str(literal).map_err(|e| (String::new(), e.to_string()))
+    }
+}
+
+/// Whether a JSON number literal is stored exactly: a 64-bit integer, or a float whose value is the
+/// literal's (no digit lost) within DynamoDB's range.
+fn exact_number(literal: &str) -> Result<(), String> {
+    let integral = !literal.contains(['.', 'e', 'E']);
+    if integral && (literal.parse::<i64>().is_ok() || literal.parse::<u64>().is_ok()) {
+        return Ok(());
+    }
+    let value: f64 = literal.parse().map_err(|_| format!("`{literal}` is not a number"))?;
+    if !value.is_finite() || (value != 0.0 && !(1e-130..1e126).contains(&value.abs())) {
+        return Err(format!("is {literal}, outside what can be stored (magnitudes from 1e-130 to below 1e126)"));
+    }
+    if decimal(literal) != decimal(&format!("{value:e}")) {
+        return Err(format!(
+            "is {literal}, which would be rounded: numbers are stored exactly as 64-bit integers or with \
+             up to 15 significant digits"
+        ));
+    }
+    Ok(())
+}
+
+/// A decimal literal as (negative, significant digits, power of ten), so equal values compare equal.
+fn decimal(literal: &str) -> (bool, String, i64) {
+    let (negative, rest) = match literal.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, literal),
+    };
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(at) => (&rest[..at], rest[at + 1..].parse::<i64>().unwrap_or(0)),
+        None => (rest, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{whole}{fraction}");
+    let digits = digits.trim_start_matches('0');
+    let trimmed = digits.trim_end_matches('0');
+    if trimmed.is_empty() {
+        return (false, String::new(), 0);
+    }
+    let power = exponent - fraction.len() as i64 + (digits.len() - trimmed.len()) as i64;
+    (negative, trimmed.to_string(), power)
+}
+
 /// Random identifier with a readable prefix (`lic_…`), 128 bits from the OS CSPRNG.
 pub fn random_id(prefix: &str) -> Result<String, getrandom::Error> {
     let mut random = [0u8; 16];
@@ -269,6 +452,36 @@ mod tests {
         assert!(DeviceName::parse("Büro-PC").is_ok());
         assert!(DeviceName::parse("").is_ok());
         assert!(DeviceName::parse("line\nbreak").is_err());
+    }
+
+    #[test]
+    fn metadata_numbers_pass_only_when_stored_exactly() {
+        for exact in ["0", "-0.0", "0.1", "1e40", "-9223372036854775808", "18446744073709551615", "1.5e-7", "123.450"] {
+            assert_eq!(exact_number(exact), Ok(()), "{exact}");
+        }
+        for rounded in [
+            "1e126",
+            "-3e-300",
+            "100000000000000000001",
+            "12345678901234567890123456789012345678901",
+            "0.12345678901234567890",
+        ] {
+            assert!(exact_number(rounded).is_err(), "{rounded}");
+        }
+        assert_eq!(decimal("1200"), decimal("1.2e3"));
+        assert_eq!(decimal("-0.00120"), (true, "12".into(), -4));
+    }
+
+    #[test]
+    fn metadata_refusals_name_where_inside_it() {
+        let parse =
+            |text: &str| serde_json::from_str::<MetadataInput>(text).unwrap().parse().map(|_| ()).map_err(|e| e.0);
+        assert_eq!(parse(r#"{"a": [1, {"b": 1e200}]}"#), Err(".a[1].b".into()));
+        assert_eq!(parse(r#"{"a": {"": 1}}"#), Err(".a".into()));
+        assert_eq!(parse(r#"{"k\"ey": "v", "s": ""}"#), Ok(()));
+        assert_eq!(parse("[1]"), Err(String::new()));
+        let deep = format!("{}1{}", r#"{"x":"#.repeat(20), "}".repeat(20));
+        assert_eq!(parse(&format!(r#"{{"d": {deep}}}"#)), Err(".d".into()));
     }
 
     #[test]

@@ -25,16 +25,6 @@ pub enum LicenseStatus {
     Revoked,
 }
 
-impl LicenseStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LicenseStatus::Active => "active",
-            LicenseStatus::Suspended => "suspended",
-            LicenseStatus::Revoked => "revoked",
-        }
-    }
-}
-
 /// When a license stops being valid (seed 002's expiration types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", try_from = "ExpirationFields")]
@@ -158,6 +148,16 @@ pub struct Counter {
 /// The counter key of the license's own consumption (feature codes never contain `*`).
 pub const LICENSE_COUNTER: &str = "*";
 
+/// How many devices released by a client may still hold a valid credential at once, unless the
+/// license says otherwise (README, "Seat integrity").
+pub const DEFAULT_RELEASE_ALLOWANCE: u32 = 1;
+/// The most a license may allow (its outstanding releases live in the license item).
+pub const MAX_RELEASE_ALLOWANCE: u32 = 100;
+
+fn default_release_allowance() -> u32 {
+    DEFAULT_RELEASE_ALLOWANCE
+}
+
 /// A license as stored. Absent options are left out of the item (not stored as NULL), so
 /// `attribute_not_exists` and `if_not_exists` in the store's expressions mean what they say.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,6 +180,10 @@ pub struct License {
     pub transfer_count: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_transfers: Option<u32>,
+    /// How many devices a client released while their credentials were still valid may hold them
+    /// at once (see `releases`).
+    #[serde(default = "default_release_allowance")]
+    pub release_allowance: u32,
     pub expiration: Expiration,
     #[serde(default)]
     pub grace_period_days: u32,
@@ -207,6 +211,9 @@ pub struct License {
     pub is_trial: bool,
     #[serde(default)]
     pub is_test: bool,
+    /// The e-mail given when a trial started: nobody verified it, so it is never the customer's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_email: Option<Email>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_consumptions: Option<u64>,
     #[serde(default)]
@@ -233,6 +240,12 @@ pub struct License {
     /// at once, without any background job. Written only by the lease operations, never by a patch.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub leases: BTreeMap<HardwareId, Timestamp>,
+    /// Devices a client released (deactivated, or rotated out) while a credential of theirs was
+    /// still valid, and until when it is: at most `release_allowance` entries still ahead. An entry
+    /// that has passed is removed by the next release that needs its room, in the same conditional
+    /// write. Written only by releases and re-activations, never by a patch.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub releases: BTreeMap<HardwareId, Timestamp>,
     /// Consumption counters: [`LICENSE_COUNTER`] for the license, a feature code for a feature.
     /// Written only by `consume` (atomically, resetting lazily per period), never by a patch.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -262,6 +275,7 @@ impl License {
             times_activated: 0,
             transfer_count: 0,
             max_transfers: None,
+            release_allowance: DEFAULT_RELEASE_ALLOWANCE,
             expiration: Expiration::Never,
             grace_period_days: 0,
             maintenance_until: None,
@@ -276,6 +290,7 @@ impl License {
             work_if_validation_blocked: false,
             is_trial: license_type == LicenseType::Trial,
             is_test: false,
+            trial_email: None,
             max_consumptions: None,
             allow_overages: false,
             max_overages: None,
@@ -288,6 +303,7 @@ impl License {
             last_activated_at: None,
             version: 0,
             leases: BTreeMap::new(),
+            releases: BTreeMap::new(),
             consumption: BTreeMap::new(),
         }
     }
@@ -324,6 +340,24 @@ pub struct Device {
     /// The end of the last borrow (`POST /v1/borrow`), during which the device may work offline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub borrowed_until: Option<Timestamp>,
+    /// Until when the latest credential signed for this device (verdict token or license file)
+    /// may be valid: no token for it is signed to expire later. Kept when the device is released,
+    /// so a release knows whether the device can still run. (A floating device's tokens are bounded
+    /// by its lease instead.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_until: Option<Timestamp>,
+}
+
+/// Who released a device: the tombstone a release leaves says so until its credentials lapse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleasedBy {
+    /// The client deactivated it (online or with an offline request file).
+    Client,
+    /// The vendor released it (`DELETE /v1/licenses/{key}/devices/{hardware_id}`).
+    Vendor,
+    /// A new device replaced it (`device_rotation`).
+    Rotation,
 }
 
 /// A product's trial terms, set by the vendor: what `POST /v1/trial` issues.

@@ -5,9 +5,12 @@ use crate::input::{HardwareId, Product};
 use crate::model::{ConsumptionPeriod, Counter, Device, Expiration, Feature, License, LicenseStatus, Metering};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// How long a positive token stays usable offline when the license sets no validation interval.
-pub const DEFAULT_VALIDATION_INTERVAL_DAYS: u32 = 30;
+/// It is also how long a released device may keep running on its last token, so it is kept short
+/// (README, "Seat integrity").
+pub const DEFAULT_VALIDATION_INTERVAL_DAYS: u32 = 7;
 
 /// How fresh a device's `last_seen_at` is kept: a check writes it only when it is older than this,
 /// so a steady stream of checks stays one read each.
@@ -120,7 +123,17 @@ pub enum ActivationPlan {
     /// Take a free seat.
     NewSeat,
     /// All seats are taken and rotation is on: release this device and take its seat.
-    Replace { evict: HardwareId },
+    Replace(Eviction),
+}
+
+/// The device a rotation releases, as read: its credential horizon is a condition of the write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eviction {
+    pub hardware_id: HardwareId,
+    pub credential_until: Option<Timestamp>,
+    /// Set when the evicted device may still run on a valid credential: the release takes a place
+    /// in the allowance and counts a transfer.
+    pub allowance: Option<AllowanceEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,11 +186,40 @@ pub fn plan_activation(
         return Ok(ActivationPlan::NewSeat);
     }
     if license.device_rotation {
-        if let Some(least_recent) = devices.iter().min_by_key(|d| (d.last_seen_at, d.activated_at)) {
-            return Ok(ActivationPlan::Replace { evict: least_recent.hardware_id.clone() });
+        // A device coming back gives back its own place in the allowance in the same write.
+        let mut after = license.clone();
+        after.releases.retain(|holder, until| holder != request.hardware_id || *until <= now);
+        if let Some(eviction) = plan_eviction(&after, devices, now) {
+            return Ok(ActivationPlan::Replace(eviction));
         }
     }
     Err(ActivationRefusal::LimitReached { max: license.max_activations })
+}
+
+/// Which device a rotation replaces. A device whose credentials have all lapsed goes first (the
+/// least recently seen of them): releasing it lets nothing more run. Otherwise the least recently
+/// seen device, if the release allowance has room and a transfer is left, since it can run on
+/// until its last credential lapses: rotation is a client's release too.
+fn plan_eviction(license: &License, devices: &[Device], now: Timestamp) -> Option<Eviction> {
+    let by_age = |d: &&Device| (d.last_seen_at, d.activated_at);
+    let lapsed = devices.iter().filter(|d| !credential_is_live(credential_until(license, d), now)).min_by_key(by_age);
+    if let Some(device) = lapsed {
+        return Some(Eviction {
+            hardware_id: device.hardware_id.clone(),
+            credential_until: device.credential_until,
+            allowance: None,
+        });
+    }
+    if !transfer_left(license) {
+        return None;
+    }
+    let device = devices.iter().min_by_key(by_age)?;
+    let allowance = plan_release(license, &device.hardware_id, credential_until(license, device), now).ok()?;
+    Some(Eviction { hardware_id: device.hardware_id.clone(), credential_until: device.credential_until, allowance })
+}
+
+fn transfer_left(license: &License) -> bool {
+    license.max_transfers.is_none_or(|max| license.transfer_count < max)
 }
 
 /// After each new activation, further new activations wait `freeze_days` (seed 002).
@@ -193,28 +235,154 @@ pub enum DeactivationRefusal {
     ProductMismatch,
     DeviceNotFound,
     TransferLimitReached { max: u32 },
+    ReleaseLimitReached(AllowanceUsed),
 }
 
 /// A client's own deactivation frees the seat and counts as a transfer, except on a floating
-/// license, whose seats are leases that come and go (returning one is never a transfer).
+/// license, whose seats are leases that come and go (returning one is never a transfer). Either
+/// way, a device that may still run on a valid credential takes a place in the release allowance
+/// until that credential lapses (`None`: it cannot run on, so nothing is owed).
 pub fn plan_deactivation(
     license: &License,
     product: &Product,
     device: Option<&Device>,
-) -> Result<(), DeactivationRefusal> {
+    now: Timestamp,
+) -> Result<Option<AllowanceEntry>, DeactivationRefusal> {
     if &license.product != product {
         return Err(DeactivationRefusal::ProductMismatch);
     }
-    if device.is_none() {
-        return Err(DeactivationRefusal::DeviceNotFound);
+    let device = device.ok_or(DeactivationRefusal::DeviceNotFound)?;
+    if !license.is_floating && !transfer_left(license) {
+        return Err(DeactivationRefusal::TransferLimitReached { max: license.max_transfers.unwrap_or(0) });
     }
+    plan_release(license, &device.hardware_id, credential_until(license, device), now)
+        .map_err(DeactivationRefusal::ReleaseLimitReached)
+}
+
+/// How long a credential horizon is recorded beyond the token being signed, so that a device
+/// checking steadily writes a new horizon at most once an hour (with its `last_seen_at`).
+pub const CREDENTIAL_SLACK_SECONDS: i64 = LAST_SEEN_RESOLUTION_SECONDS;
+
+/// Until when `device` may hold a valid credential: its recorded horizon, and on a floating
+/// license its lease (tokens never outlast it). A device recorded before horizons were kept is
+/// assumed to hold a token from its last sighting.
+pub fn credential_until(license: &License, device: &Device) -> Option<Timestamp> {
+    let legacy = || {
+        let interval = license.validation_interval_days.unwrap_or(DEFAULT_VALIDATION_INTERVAL_DAYS);
+        device.last_seen_at.plus_seconds(CREDENTIAL_SLACK_SECONDS).plus_days(interval)
+    };
     if license.is_floating {
-        return Ok(());
+        let lease = license.leases.get(&device.hardware_id).copied();
+        return lease.max(device.credential_until);
     }
-    match license.max_transfers {
-        Some(max) if license.transfer_count >= max => Err(DeactivationRefusal::TransferLimitReached { max }),
-        _ => Ok(()),
+    Some(device.credential_until.unwrap_or_else(legacy))
+}
+
+pub fn credential_is_live(until: Option<Timestamp>, now: Timestamp) -> bool {
+    until.is_some_and(|until| until > now)
+}
+
+/// Until when a valid credential signed at `now` for a node-locked device lasts: a verdict token,
+/// or an `offline` license file. `None` when the verdict is negative (no credential) or the license
+/// is floating (its lease bounds its tokens).
+pub fn credential_exp(license: &License, code: CheckCode, offline: bool, now: Timestamp) -> Option<Timestamp> {
+    if !code.is_valid() || license.is_floating {
+        return None;
     }
+    Some(if offline { offline_expires_at(license, now) } else { token_expires_at(license, code, None, now) })
+}
+
+/// The horizon to record before signing a credential that expires at `exp`, when the recorded
+/// one (`recorded`) falls short of it; `None` when nothing needs writing.
+pub fn horizon_to_record(recorded: Option<Timestamp>, exp: Timestamp) -> Option<Timestamp> {
+    recorded.is_none_or(|recorded| recorded < exp).then(|| exp.plus_seconds(CREDENTIAL_SLACK_SECONDS))
+}
+
+/// A place in the release allowance: the released device's entry until its credential lapses,
+/// with the lapsed entries it removes to make room (each provided it still reads as observed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowanceEntry {
+    pub slot: Slot,
+    pub until: Timestamp,
+}
+
+/// Every place in the release allowance is held by a device still able to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowanceUsed {
+    pub max: u32,
+    /// When the first place frees up (absent when the allowance is 0).
+    pub frees_at: Option<Timestamp>,
+}
+
+/// Whether releasing `hardware_id`, whose credentials may be valid until `credential_until`, is
+/// owed to the allowance (an unlimited license has no seats to multiply, so owes nothing).
+pub fn plan_release(
+    license: &License,
+    hardware_id: &HardwareId,
+    credential_until: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<Option<AllowanceEntry>, AllowanceUsed> {
+    let Some(until) = credential_until.filter(|until| *until > now) else { return Ok(None) };
+    if license.allow_unlimited_activations {
+        return Ok(None);
+    }
+    let max = license.release_allowance;
+    match plan_slot(&license.releases, hardware_id, max, now) {
+        Some(slot) => {
+            let until = slot.own.map_or(until, |own| own.max(until));
+            Ok(Some(AllowanceEntry { slot, until }))
+        }
+        None => {
+            Err(AllowanceUsed { max, frees_at: license.releases.values().filter(|end| **end > now).min().copied() })
+        }
+    }
+}
+
+/// The live releases: devices a client released that may still run.
+pub fn releases_in_use(license: &License, now: Timestamp) -> u32 {
+    license.releases.values().filter(|end| **end > now).count() as u32
+}
+
+/// How an entry for `holder` fits in a map of expiring entries (leases, releases) that may hold at
+/// most `max` entries: `holder`'s own entry (as read) is replaced, and entries that have ended are
+/// removed, the oldest first, as many as needed. `None`: the live entries leave no room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub own: Option<Timestamp>,
+    pub take_over: Vec<(HardwareId, Timestamp)>,
+}
+
+pub fn plan_slot(
+    entries: &BTreeMap<HardwareId, Timestamp>,
+    holder: &HardwareId,
+    max: u32,
+    now: Timestamp,
+) -> Option<Slot> {
+    let own = entries.get(holder).copied();
+    let entries_after = entries.len() + usize::from(own.is_none());
+    let excess = entries_after.saturating_sub(max as usize);
+    let mut lapsed: Vec<(HardwareId, Timestamp)> = entries
+        .iter()
+        .filter(|(other, end)| *other != holder && !lease_is_live(**end, now))
+        .map(|(other, end)| (other.clone(), *end))
+        .collect();
+    if lapsed.len() < excess {
+        return None;
+    }
+    lapsed.sort_by_key(|(other, end)| (*end, other.clone()));
+    lapsed.truncate(excess);
+    Some(Slot { own, take_over: lapsed })
+}
+
+/// How old an offline request file may be when it is submitted, and how far ahead of the
+/// server's clock its `created_at` may lie (an air-gapped machine's clock drifts).
+pub const OFFLINE_REQUEST_MAX_AGE_DAYS: u32 = 7;
+pub const OFFLINE_REQUEST_MAX_SKEW_SECONDS: i64 = 86_400;
+
+/// Whether an offline request written at `created_at` may still be submitted at `now`.
+pub fn offline_request_is_fresh(created_at: Timestamp, now: Timestamp) -> bool {
+    created_at.plus_days(OFFLINE_REQUEST_MAX_AGE_DAYS) >= now
+        && created_at <= now.plus_seconds(OFFLINE_REQUEST_MAX_SKEW_SECONDS)
 }
 
 /// How long a floating lease lasts when the license sets no `floating_timeout_minutes`.
@@ -242,10 +410,10 @@ pub enum LeasePlan {
     /// The device's lease is live: move its end to `until` (never earlier), provided the entry
     /// still reads `observed`. The number of leases does not change.
     Renew { observed: Timestamp, until: Timestamp },
-    /// Take a seat until `until`: the device's own lapsed entry (`own`, provided it still reads so),
-    /// or a new entry, removing the lapsed leases in `take_over` (each provided it still reads as
-    /// observed) so that the leases never outnumber the seats.
-    Acquire { own: Option<Timestamp>, take_over: Vec<(HardwareId, Timestamp)>, until: Timestamp },
+    /// Take a seat until `until`: the device's own lapsed entry (`slot.own`, provided it still
+    /// reads so), or a new entry, removing the lapsed leases in `slot.take_over` (each provided it
+    /// still reads as observed) so that the leases never outnumber the seats.
+    Acquire { slot: Slot, until: Timestamp },
 }
 
 impl LeasePlan {
@@ -262,8 +430,8 @@ impl LeasePlan {
 
     /// The leases once the plan is written.
     pub fn apply(&self, license: &mut License, hardware_id: &HardwareId) {
-        if let LeasePlan::Acquire { take_over, .. } = self {
-            for (taken, _) in take_over {
+        if let LeasePlan::Acquire { slot, .. } = self {
+            for (taken, _) in &slot.take_over {
                 license.leases.remove(taken);
             }
         }
@@ -290,25 +458,12 @@ pub fn plan_lease(
     until: Timestamp,
     now: Timestamp,
 ) -> Result<LeasePlan, NoFreeSeat> {
-    let own = license.leases.get(hardware_id).copied();
-    if let Some(observed) = own.filter(|end| lease_is_live(*end, now)) {
+    if let Some(observed) = license.leases.get(hardware_id).copied().filter(|end| lease_is_live(*end, now)) {
         return Ok(LeasePlan::Renew { observed, until: observed.max(until) });
     }
     let max = license.max_activations;
-    let entries_after = license.leases.len() + usize::from(own.is_none());
-    let excess = entries_after.saturating_sub(max as usize);
-    let mut lapsed: Vec<(HardwareId, Timestamp)> = license
-        .leases
-        .iter()
-        .filter(|(holder, end)| *holder != hardware_id && !lease_is_live(**end, now))
-        .map(|(holder, end)| (holder.clone(), *end))
-        .collect();
-    if lapsed.len() < excess {
-        return Err(NoFreeSeat { max });
-    }
-    lapsed.sort_by_key(|(holder, end)| (*end, holder.clone()));
-    lapsed.truncate(excess);
-    Ok(LeasePlan::Acquire { own, take_over: lapsed, until })
+    let slot = plan_slot(&license.leases, hardware_id, max, now).ok_or(NoFreeSeat { max })?;
+    Ok(LeasePlan::Acquire { slot, until })
 }
 
 /// Whether a borrow of `hours` is allowed: only on floating licenses that allow it, up to their limit.
@@ -533,6 +688,7 @@ pub(crate) mod tests {
             last_seen_at: NOW.plus_seconds(-last_seen_days_ago * DAY),
             lease_expires_at: None,
             borrowed_until: None,
+            credential_until: None,
         }
     }
 
@@ -628,7 +784,11 @@ pub(crate) mod tests {
                 License { device_rotation: true, ..full.clone() },
                 two.clone(),
                 &request,
-                Ok(ActivationPlan::Replace { evict: HardwareId::parse("old-pc").unwrap() }),
+                Ok(ActivationPlan::Replace(Eviction {
+                    hardware_id: HardwareId::parse("old-pc").unwrap(),
+                    credential_until: None,
+                    allowance: None,
+                })),
             ),
             (
                 "wrong product",
@@ -689,19 +849,104 @@ pub(crate) mod tests {
     #[test]
     fn deactivation_rules() {
         let editor = product("editor");
-        let d = device("pc", 0);
-        assert_eq!(plan_deactivation(&license(), &editor, Some(&d)), Ok(()));
-        assert_eq!(plan_deactivation(&license(), &editor, None), Err(DeactivationRefusal::DeviceNotFound));
-        assert_eq!(plan_deactivation(&license(), &product("x"), Some(&d)), Err(DeactivationRefusal::ProductMismatch));
+        let lapsed = device("pc", 30);
+        assert_eq!(plan_deactivation(&license(), &editor, Some(&lapsed), NOW), Ok(None), "nothing left to run on");
+        assert_eq!(plan_deactivation(&license(), &editor, None, NOW), Err(DeactivationRefusal::DeviceNotFound));
+        assert_eq!(
+            plan_deactivation(&license(), &product("x"), Some(&lapsed), NOW),
+            Err(DeactivationRefusal::ProductMismatch)
+        );
         let capped = License { max_transfers: Some(2), transfer_count: 2, ..license() };
         assert_eq!(
-            plan_deactivation(&capped, &editor, Some(&d)),
+            plan_deactivation(&capped, &editor, Some(&lapsed), NOW),
             Err(DeactivationRefusal::TransferLimitReached { max: 2 })
         );
         let room = License { transfer_count: 1, ..capped.clone() };
-        assert_eq!(plan_deactivation(&room, &editor, Some(&d)), Ok(()));
+        assert_eq!(plan_deactivation(&room, &editor, Some(&lapsed), NOW), Ok(None));
         let floating = License { is_floating: true, ..capped };
-        assert_eq!(plan_deactivation(&floating, &editor, Some(&d)), Ok(()), "returning a lease is not a transfer");
+        assert_eq!(
+            plan_deactivation(&floating, &editor, Some(&lapsed), NOW),
+            Ok(None),
+            "returning a lease is not a transfer"
+        );
+    }
+
+    #[test]
+    fn releasing_a_device_that_can_still_run_takes_a_place_in_the_allowance() {
+        let editor = product("editor");
+        let live = Device { credential_until: Some(NOW.plus_days(5)), ..device("pc", 0) };
+        let planned = plan_deactivation(&license(), &editor, Some(&live), NOW).unwrap().unwrap();
+        assert_eq!(planned, AllowanceEntry { slot: Slot { own: None, take_over: vec![] }, until: NOW.plus_days(5) });
+        let full = License { releases: [(hw("other"), NOW.plus_days(2))].into_iter().collect(), ..license() };
+        assert_eq!(
+            plan_deactivation(&full, &editor, Some(&live), NOW),
+            Err(DeactivationRefusal::ReleaseLimitReached(AllowanceUsed { max: 1, frees_at: Some(NOW.plus_days(2)) }))
+        );
+        let lapsed_entry =
+            License { releases: [(hw("other"), NOW.plus_seconds(-1))].into_iter().collect(), ..license() };
+        let planned = plan_deactivation(&lapsed_entry, &editor, Some(&live), NOW).unwrap().unwrap();
+        assert_eq!(planned.slot.take_over, vec![(hw("other"), NOW.plus_seconds(-1))], "a lapsed place is reused");
+        let none = License { release_allowance: 0, ..license() };
+        assert!(matches!(
+            plan_deactivation(&none, &editor, Some(&live), NOW),
+            Err(DeactivationRefusal::ReleaseLimitReached(_))
+        ));
+        let unlimited = License { allow_unlimited_activations: true, ..none };
+        assert_eq!(plan_deactivation(&unlimited, &editor, Some(&live), NOW), Ok(None), "no seats to multiply");
+        let legacy = device("pc", 1);
+        assert_eq!(credential_until(&license(), &legacy), Some(legacy.last_seen_at.plus_seconds(3_600).plus_days(7)));
+        let leased = floating(1, &[("pc", 60)]);
+        assert_eq!(
+            credential_until(&leased, &device("pc", 0)),
+            Some(NOW.plus_seconds(60)),
+            "a lease bounds its tokens"
+        );
+    }
+
+    #[test]
+    fn rotation_evicts_a_lapsed_device_first_and_a_running_one_only_within_the_allowance() {
+        let editor = product("editor");
+        let request = ActivationRequest { product: &editor, hardware_id: &hw("new"), is_vm: false };
+        let running = |name: &str, seen: i64| Device { credential_until: Some(NOW.plus_days(3)), ..device(name, seen) };
+        let rotating = License { device_rotation: true, times_activated: 2, ..license() };
+        let lapsed_second = vec![running("old", 5), device("quiet", 9)];
+        let plan = plan_activation(&rotating, &lapsed_second, &request, NOW).unwrap();
+        assert!(
+            matches!(plan, ActivationPlan::Replace(Eviction { ref hardware_id, allowance: None, .. }) if hardware_id.as_str() == "quiet")
+        );
+        let both_running = vec![running("old", 5), running("recent", 1)];
+        let plan = plan_activation(&rotating, &both_running, &request, NOW).unwrap();
+        assert!(
+            matches!(plan, ActivationPlan::Replace(Eviction { ref hardware_id, allowance: Some(_), .. }) if hardware_id.as_str() == "old")
+        );
+        for tight in
+            [License { release_allowance: 0, ..rotating.clone() }, License { max_transfers: Some(0), ..rotating }]
+        {
+            assert_eq!(
+                plan_activation(&tight, &both_running, &request, NOW),
+                Err(ActivationRefusal::LimitReached { max: 2 })
+            );
+        }
+    }
+
+    #[test]
+    fn a_recorded_horizon_is_extended_only_when_the_token_would_outlast_it() {
+        assert_eq!(horizon_to_record(None, NOW), Some(NOW.plus_seconds(3_600)));
+        assert_eq!(horizon_to_record(Some(NOW.plus_seconds(10)), NOW), None);
+        assert_eq!(horizon_to_record(Some(NOW.plus_seconds(-1)), NOW), Some(NOW.plus_seconds(3_600)));
+        let l = license();
+        assert_eq!(credential_exp(&l, CheckCode::Valid, false, NOW), Some(NOW.plus_days(7)));
+        assert_eq!(credential_exp(&l, CheckCode::Valid, true, NOW), Some(NOW.plus_days(365)));
+        assert_eq!(credential_exp(&l, CheckCode::Expired, false, NOW), None);
+        assert_eq!(credential_exp(&floating(1, &[]), CheckCode::Valid, false, NOW), None);
+    }
+
+    #[test]
+    fn offline_requests_are_fresh_for_a_week() {
+        assert!(offline_request_is_fresh(NOW.plus_days(0), NOW.plus_days(7)));
+        assert!(!offline_request_is_fresh(NOW, NOW.plus_days(7).plus_seconds(1)));
+        assert!(offline_request_is_fresh(NOW.plus_seconds(86_400), NOW), "a day of clock skew");
+        assert!(!offline_request_is_fresh(NOW.plus_seconds(86_401), NOW));
     }
 
     #[test]
@@ -715,7 +960,7 @@ pub(crate) mod tests {
     #[test]
     fn token_expiry_is_the_earliest_bound() {
         let l = license();
-        assert_eq!(token_expires_at(&l, CheckCode::Valid, None, NOW), NOW.plus_days(30));
+        assert_eq!(token_expires_at(&l, CheckCode::Valid, None, NOW), NOW.plus_days(7));
         let weekly = License { validation_interval_days: Some(7), ..license() };
         assert_eq!(token_expires_at(&weekly, CheckCode::Valid, None, NOW), NOW.plus_days(7));
         let soon =
@@ -729,7 +974,7 @@ pub(crate) mod tests {
         let unborrowed = TokenLease { borrowed: false, ..borrow };
         assert_eq!(token_expires_at(&weekly, CheckCode::Valid, Some(unborrowed), NOW), NOW.plus_days(7));
         let expired = License { expiration: Expiration::OnDate { date: NOW.plus_seconds(-DAY) }, ..license() };
-        assert_eq!(token_expires_at(&expired, CheckCode::Expired, None, NOW), NOW.plus_days(30));
+        assert_eq!(token_expires_at(&expired, CheckCode::Expired, None, NOW), NOW.plus_days(7));
     }
 
     fn hw(name: &str) -> HardwareId {
@@ -764,23 +1009,20 @@ pub(crate) mod tests {
     fn lease_plans() {
         let until = NOW.plus_seconds(900);
         let ts = |s: i64| NOW.plus_seconds(s);
+        let acquire = |own, take_over| LeasePlan::Acquire { slot: Slot { own, take_over }, until };
         let cases: Vec<(&str, License, Result<LeasePlan, NoFreeSeat>)> = vec![
-            ("first lease", floating(2, &[]), Ok(LeasePlan::Acquire { own: None, take_over: vec![], until })),
-            (
-                "a free seat beside a live lease",
-                floating(2, &[("b", 60)]),
-                Ok(LeasePlan::Acquire { own: None, take_over: vec![], until }),
-            ),
+            ("first lease", floating(2, &[]), Ok(acquire(None, vec![]))),
+            ("a free seat beside a live lease", floating(2, &[("b", 60)]), Ok(acquire(None, vec![]))),
             ("all seats live", floating(2, &[("b", 60), ("c", 60)]), Err(NoFreeSeat { max: 2 })),
             (
                 "a lapsed lease is taken over at once",
                 floating(2, &[("b", 60), ("c", -1)]),
-                Ok(LeasePlan::Acquire { own: None, take_over: vec![(hw("c"), ts(-1))], until }),
+                Ok(acquire(None, vec![(hw("c"), ts(-1))])),
             ),
             (
                 "the oldest lapsed lease goes first, only as many as needed",
                 floating(2, &[("b", -5), ("c", -50)]),
-                Ok(LeasePlan::Acquire { own: None, take_over: vec![(hw("c"), ts(-50))], until }),
+                Ok(acquire(None, vec![(hw("c"), ts(-50))])),
             ),
             ("a live lease is renewed", floating(1, &[("a", 10)]), Ok(LeasePlan::Renew { observed: ts(10), until })),
             (
@@ -791,7 +1033,7 @@ pub(crate) mod tests {
             (
                 "a lapsed lease nobody took is re-acquired",
                 floating(2, &[("a", -10), ("b", 60)]),
-                Ok(LeasePlan::Acquire { own: Some(ts(-10)), take_over: vec![], until }),
+                Ok(acquire(Some(ts(-10)), vec![])),
             ),
             (
                 "a lapsed lease whose seat went to another device is refused",
@@ -801,11 +1043,7 @@ pub(crate) mod tests {
             (
                 "after the vendor lowered the seats, lapsed entries make room",
                 floating(1, &[("a", -10), ("b", -20), ("c", -30)]),
-                Ok(LeasePlan::Acquire {
-                    own: Some(ts(-10)),
-                    take_over: vec![(hw("c"), ts(-30)), (hw("b"), ts(-20))],
-                    until,
-                }),
+                Ok(acquire(Some(ts(-10)), vec![(hw("c"), ts(-30)), (hw("b"), ts(-20))])),
             ),
             ("lowered seats, all live", floating(1, &[("a", -10), ("b", 20)]), Err(NoFreeSeat { max: 1 })),
         ];

@@ -175,6 +175,24 @@ impl TestApp {
         self.set_in_license(key, "consumption.#k.#p", &[("#k", counter), ("#p", "period")], period).await;
     }
 
+    /// Removes a device's floating lease entry, as a take-over of its lapsed seat would.
+    pub async fn remove_lease(&self, key: &str, hardware_id: &str) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        self.app
+            .store
+            .client()
+            .update_item()
+            .table_name(self.app.store.table())
+            .key("PK", AttributeValue::S(format!("L#{key}")))
+            .key("SK", AttributeValue::S("L".into()))
+            .update_expression("REMOVE leases.#k")
+            .condition_expression("attribute_exists(leases.#k)")
+            .expression_attribute_names("#k", hardware_id)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("the lease of {hardware_id} on {key} is stored: {e:?}"));
+    }
+
     /// Sets the existing string at `path` (with its expression attribute `names`) in a license item.
     async fn set_in_license(&self, key: &str, path: &str, names: &[(&str, &str)], value: &str) {
         use aws_sdk_dynamodb::types::AttributeValue;
@@ -201,6 +219,64 @@ impl TestApp {
         assert_eq!(answer.status, 200, "{}", answer.body);
         answer.body
     }
+}
+
+/// Every item of a license's partition as stored, read with a consistent query past the API.
+pub struct Partition {
+    pub license: Value,
+    /// Device items, bound and released (tombstones carry `released_at`), by hardware id.
+    pub devices: Vec<Value>,
+}
+
+impl Partition {
+    pub fn bound_devices(&self) -> Vec<String> {
+        self.devices
+            .iter()
+            .filter(|d| d.get("released_at").is_none())
+            .map(|d| d["hardware_id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn released_devices(&self) -> Vec<&Value> {
+        self.devices.iter().filter(|d| d.get("released_at").is_some()).collect()
+    }
+}
+
+pub async fn stored_partition(t: &TestApp, key: &str) -> Partition {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let mut license = Value::Null;
+    let mut devices = Vec::new();
+    let mut start = None;
+    loop {
+        let output = t
+            .app
+            .store
+            .client()
+            .query()
+            .table_name(t.app.store.table())
+            .key_condition_expression("PK = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(format!("L#{key}")))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("the partition is readable");
+        for item in output.items.unwrap_or_default() {
+            let sk = item["SK"].as_s().unwrap().clone();
+            let value: Value = serde_dynamo::from_item(item).unwrap();
+            if sk == "L" {
+                license = value;
+            } else if sk.starts_with("D#") {
+                devices.push(value);
+            }
+        }
+        start = output.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    assert!(!license.is_null(), "license {key} is stored");
+    Partition { license, devices }
 }
 
 pub fn device(key: &str, hardware_id: &str) -> Value {

@@ -5,8 +5,8 @@ use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTE
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{DeviceName, HardwareId, LicenseKey, Nonce, Platform, Product};
 use crate::model::{Device, License};
-use crate::rules::{self, ActivationPlan, ActivationRefusal, ActivationRequest, NoFreeSeat};
-use crate::store::{ActivationWrite, LeaseWrite, Store, WriteError};
+use crate::rules::{self, ActivationPlan, ActivationRefusal, ActivationRequest, Eviction, NoFreeSeat};
+use crate::store::{reclaimed, ActivationWrite, LeaseWrite, Sighting, Store, WriteError};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,7 @@ impl ActivateRequest {
             last_seen_at: now,
             lease_expires_at: None,
             borrowed_until: None,
+            credential_until: None,
         }
     }
 }
@@ -126,7 +127,7 @@ pub(super) async fn activate_device<S: Store>(
         let written = if license.is_floating {
             take_lease(app, request, license, bound, now).await
         } else {
-            bind_device(app, request, license, bound, &plan, now).await
+            bind_device(app, request, license, bound, &plan, offline, now).await
         };
         match written {
             Ok(Some((license, device))) => return Ok((license, device, now)),
@@ -138,30 +139,64 @@ pub(super) async fn activate_device<S: Store>(
 }
 
 /// A node-locked activation: the license and device as they stand after it, or `None` when a
-/// concurrent writer won and the activation must be re-decided.
+/// concurrent writer won and the activation must be re-decided. The device's credential horizon
+/// covers the credential about to be signed (a token, or an `offline` license file) before it is.
 async fn bind_device<S: Store>(
     app: &App<S>,
     request: &ActivateRequest,
     license: License,
     bound: Option<Device>,
     plan: &ActivationPlan,
+    offline: bool,
     now: Timestamp,
 ) -> Result<Option<(License, Device)>, ApiError> {
     let evict = match plan {
         ActivationPlan::AlreadyActive => {
-            let device = bound.ok_or_else(|| ApiError::internal("planned device vanished"))?;
+            let mut device = bound.ok_or_else(|| ApiError::internal("planned device vanished"))?;
+            let code = rules::check(&license, &request.product, Some(&device), now);
+            let exp = rules::credential_exp(&license, code, offline, now);
+            if let Some(horizon) = exp.and_then(|exp| rules::horizon_to_record(device.credential_until, exp)) {
+                let sighting = Sighting { now, stale_before: now, credential_until: Some(horizon) };
+                match app.store.touch_device(&license.license_key, &device.hardware_id, &sighting).await {
+                    Ok(()) => (device.credential_until, device.last_seen_at) = (Some(horizon), now),
+                    Err(WriteError::Conflict) => return Ok(None),
+                    Err(WriteError::Store(err)) => return Err(store_error(err)),
+                }
+            }
             return Ok(Some((license, device)));
         }
         ActivationPlan::NewSeat => None,
-        ActivationPlan::Replace { evict } => Some(evict),
+        ActivationPlan::Replace(eviction) => Some(eviction),
     };
-    let device = request.new_device(now);
+    let after = after_activation(&license, evict.is_none(), now);
+    let mut device = request.new_device(now);
+    let code = rules::check(&after, &request.product, Some(&device), now);
+    let exp = rules::credential_exp(&after, code, offline, now);
+    // Coming back while an earlier binding's release is owed: that credential is still this device's.
+    device.credential_until =
+        exp.and_then(|exp| rules::horizon_to_record(None, exp)).max(reclaimed(&license, &device.hardware_id, now));
     let write = ActivationWrite { license: &license, device: &device, evict, now };
     match app.store.activate(&write).await {
-        Ok(()) => Ok(Some((after_activation(&license, evict.is_none(), now), device))),
+        Ok(()) => Ok(Some((after_release(after, evict, &device.hardware_id, now), device))),
         Err(WriteError::Conflict) => Ok(None),
         Err(WriteError::Store(err)) => Err(store_error(err)),
     }
+}
+
+/// The license once the activation's release entries are written: the eviction's place taken, and
+/// the device's own earlier one given back.
+fn after_release(mut license: License, evict: Option<&Eviction>, hardware_id: &HardwareId, now: Timestamp) -> License {
+    if reclaimed(&license, hardware_id, now).is_some() {
+        license.releases.remove(hardware_id);
+    }
+    if let Some(entry) = evict.and_then(|e| e.allowance.as_ref().map(|entry| (&e.hardware_id, entry))) {
+        for (taken, _) in &entry.1.slot.take_over {
+            license.releases.remove(taken);
+        }
+        license.releases.insert(entry.0.clone(), entry.1.until);
+        license.transfer_count += 1;
+    }
+    license
 }
 
 /// A floating activation: the device (bound now, if it was not) takes or renews a lease.
@@ -174,7 +209,11 @@ async fn take_lease<S: Store>(
 ) -> Result<Option<(License, Device)>, ApiError> {
     let plan = rules::plan_lease(&license, &request.hardware_id, rules::lease_end(&license, now), now)
         .map_err(no_free_seat)?;
-    let new_device = bound.is_none().then(|| request.new_device(now));
+    let new_device = bound.is_none().then(|| Device {
+        // Coming back while an earlier binding's release is owed: that credential is still this device's.
+        credential_until: reclaimed(&license, &request.hardware_id, now),
+        ..request.new_device(now)
+    });
     if !plan.is_noop() || new_device.is_some() {
         let write = LeaseWrite {
             license: &license,
@@ -190,8 +229,8 @@ async fn take_lease<S: Store>(
             Err(WriteError::Store(err)) => return Err(store_error(err)),
         }
     }
-    let mut license = match new_device {
-        Some(_) => after_activation(&license, false, now),
+    let mut license = match &new_device {
+        Some(device) => after_release(after_activation(&license, false, now), None, &device.hardware_id, now),
         None => license,
     };
     plan.apply(&mut license, &request.hardware_id);

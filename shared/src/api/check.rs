@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::input::{FeatureCode, HardwareId, LicenseKey, Nonce, Product};
 use crate::model::License;
 use crate::rules::{self, CheckCode, FeatureRefusal};
-use crate::store::{Store, WriteError};
+use crate::store::{Sighting, Store, WriteError};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -86,13 +86,33 @@ pub(super) async fn check<S: Store>(app: &App<S>, request: CheckRequest) -> Resu
                 }
             }
         }
-        if let Some(device) = device.as_ref().filter(|d| rules::last_seen_is_stale(d, now)) {
-            // Best effort: the verdict stands without it, and a concurrent check may have written it first.
+        if let Some(device) = device.as_mut().filter(|_| !license.is_floating) {
+            let exp = rules::credential_exp(&license, code, false, now);
+            let horizon = exp.and_then(|exp| rules::horizon_to_record(device.credential_until, exp));
             let stale_before = rules::last_seen_stale_before(now);
-            if let Err(WriteError::Store(err)) =
-                app.store.touch_device(&license.license_key, &device.hardware_id, now, stale_before).await
-            {
-                tracing::warn!(error = %err, "could not record last_seen_at");
+            let sighting = Sighting { now, stale_before, credential_until: horizon };
+            if horizon.is_some() || rules::last_seen_is_stale(device, now) {
+                match app.store.touch_device(&license.license_key, &device.hardware_id, &sighting).await {
+                    Ok(()) => {
+                        device.last_seen_at = now;
+                        device.credential_until = horizon.or(device.credential_until);
+                    }
+                    // The token about to be signed depends on the new horizon: re-read and decide again
+                    // (a concurrent check extended it, or a release made the device a tombstone).
+                    Err(WriteError::Conflict) if horizon.is_some() => {
+                        back_off(attempt).await;
+                        continue;
+                    }
+                    // A sighting alone is best effort: a concurrent check may have written it first.
+                    Err(WriteError::Conflict) => {}
+                    // The token is cut to the recorded horizon while that is ahead; else nothing valid can be signed.
+                    Err(WriteError::Store(err))
+                        if horizon.is_none() || rules::credential_is_live(device.credential_until, now) =>
+                    {
+                        tracing::warn!(error = %err, "could not record a sighting");
+                    }
+                    Err(WriteError::Store(err)) => return Err(store_error(err)),
+                }
             }
         }
         let feature = request.feature.as_ref().map(|f| FeatureAnswer::of(&license, f, code.is_valid(), now));

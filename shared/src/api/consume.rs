@@ -82,6 +82,13 @@ pub(crate) fn feature_refusal(refusal: FeatureRefusal, code: &str) -> ApiError {
     }
 }
 
+pub(crate) fn lease_expired(hardware_id: &HardwareId) -> ApiError {
+    ApiError::new(
+        ErrorCode::LeaseExpired,
+        format!("device {hardware_id} holds no floating seat (its lease lapsed); check the license to take one again"),
+    )
+}
+
 fn limit_reached(ConsumptionLimitReached { used, limit }: ConsumptionLimitReached) -> ApiError {
     ApiError::new(
         ErrorCode::ConsumptionLimitReached,
@@ -114,7 +121,14 @@ pub(super) async fn consume<S: Store>(app: &App<S>, request: ConsumeRequest) -> 
             None => (LICENSE_COUNTER, license.metering()),
         };
         let plan = rules::plan_consumption(&license, key, &terms, request.amount, now).map_err(limit_reached)?;
-        match app.store.consume(&request.license_key, &plan).await {
+        // A floating device counts use only while it holds a seat (its live lease).
+        let lease_holder = license.is_floating.then_some((&request.hardware_id, now));
+        if license.is_floating
+            && !license.leases.get(&request.hardware_id).is_some_and(|end| rules::lease_is_live(*end, now))
+        {
+            return Err(lease_expired(&request.hardware_id));
+        }
+        match app.store.consume(&request.license_key, &plan, lease_holder).await {
             Ok(()) => {
                 let usage = Consumption::of(&terms, plan.used_after, now);
                 let answer = Consumed { consumed: request.amount, feature: request.feature.as_ref(), usage };

@@ -1,13 +1,15 @@
-//! `POST /v1/deactivate`: a client releases its device's seat, counting a transfer (returning a
-//! floating lease, borrowed or not, is not a transfer).
+//! `POST /v1/deactivate`, and the release every path shares: a client releasing its device (a
+//! transfer on a node-locked license; returning a floating lease is not one), or the vendor
+//! releasing any device. A client's release of a device that may still run on a valid credential
+//! takes a place in the license's release allowance until that credential lapses.
 
 use super::activate::license_not_found;
 use super::views::ClientLicense;
 use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{HardwareId, LicenseKey, Product};
-use crate::model::License;
-use crate::rules::{self, DeactivationRefusal};
+use crate::model::{License, ReleasedBy};
+use crate::rules::{self, AllowanceUsed, DeactivationRefusal};
 use crate::store::{DeactivationWrite, SeatRelease, Store, WriteError};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
@@ -24,41 +26,112 @@ pub struct DeactivateRequest {
 #[derive(Serialize)]
 struct Deactivated<'a> {
     deactivated: &'a HardwareId,
+    /// Until when the device's last credential may still be valid (absent: none is).
+    credential_valid_until: Option<Timestamp>,
     license: ClientLicense<'a>,
 }
 
-fn refusal(refusal: DeactivationRefusal, hardware_id: &HardwareId) -> ApiError {
+fn device_not_found(hardware_id: &HardwareId) -> ApiError {
+    ApiError::new(ErrorCode::DeviceNotFound, format!("device {hardware_id} is not activated on this license"))
+}
+
+pub(super) fn release_limit_reached(used: AllowanceUsed, now: Timestamp) -> ApiError {
+    let message = match used.frees_at {
+        Some(at) => format!(
+            "the license allows {} released device(s) to keep a valid credential at once, and that many still \
+             do until {at}; retry then, or ask the vendor to release the device",
+            used.max
+        ),
+        None => "the license allows no release of a device whose credential is still valid; ask the vendor".into(),
+    };
+    let error = ApiError::new(ErrorCode::ReleaseLimitReached, message);
+    match used.frees_at {
+        Some(at) => error.retry_after(u64::try_from(at.unix() - now.unix()).unwrap_or(0).max(1)),
+        None => error,
+    }
+}
+
+fn refusal(refusal: DeactivationRefusal, hardware_id: &HardwareId, now: Timestamp) -> ApiError {
     match refusal {
         DeactivationRefusal::ProductMismatch => {
             ApiError::new(ErrorCode::ProductMismatch, "the license is for another product")
         }
-        DeactivationRefusal::DeviceNotFound => {
-            ApiError::new(ErrorCode::DeviceNotFound, format!("device {hardware_id} is not activated on this license"))
-        }
+        DeactivationRefusal::DeviceNotFound => device_not_found(hardware_id),
         DeactivationRefusal::TransferLimitReached { max } => ApiError::new(
             ErrorCode::TransferLimitReached,
             format!("all {max} transfers of this license are used; ask the vendor to release the device"),
         ),
+        DeactivationRefusal::ReleaseLimitReached(used) => release_limit_reached(used, now),
     }
 }
 
-pub(super) async fn deactivate<S: Store>(app: &App<S>, request: DeactivateRequest) -> Result<Reply, ApiError> {
+/// Who asks for a release: a client (for its product) or the vendor.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Releaser<'a> {
+    Client { product: &'a Product },
+    Vendor,
+}
+
+/// A device released: the license as it stands after it, and until when the device's last
+/// credential may still be valid.
+pub(super) struct Release {
+    pub license: License,
+    pub credential_valid_until: Option<Timestamp>,
+}
+
+pub(super) async fn release<S: Store>(
+    app: &App<S>,
+    key: &LicenseKey,
+    hardware_id: &HardwareId,
+    releaser: Releaser<'_>,
+) -> Result<Release, ApiError> {
     for attempt in 0..MAX_WRITE_ATTEMPTS {
-        let (license, device) =
-            app.store.license_and_device(&request.license_key, &request.hardware_id).await.map_err(store_error)?;
-        let mut license = license.ok_or_else(|| license_not_found(&request.license_key))?;
-        rules::plan_deactivation(&license, &request.product, device.as_ref())
-            .map_err(|r| refusal(r, &request.hardware_id))?;
-        let seat = seat_release(&license, &request.hardware_id, true);
-        let write = DeactivationWrite { license_key: &request.license_key, hardware_id: &request.hardware_id, seat };
+        let now = Timestamp::now();
+        let (license, device) = app.store.license_and_device(key, hardware_id).await.map_err(store_error)?;
+        let mut license = license.ok_or_else(|| license_not_found(key))?;
+        let (allowance, released_by) = match releaser {
+            Releaser::Client { product } => {
+                let allowance = rules::plan_deactivation(&license, product, device.as_ref(), now)
+                    .map_err(|r| refusal(r, hardware_id, now))?;
+                (allowance, ReleasedBy::Client)
+            }
+            // The vendor's release is the vendor's decision: it owes nothing to the allowance.
+            Releaser::Vendor => (None, ReleasedBy::Vendor),
+        };
+        let device = device.ok_or_else(|| device_not_found(hardware_id))?;
+        let credential_until = rules::credential_until(&license, &device).filter(|until| *until > now);
+        let seat = if license.is_floating {
+            SeatRelease::Lease { observed: license.leases.get(hardware_id).copied() }
+        } else {
+            SeatRelease::Counted { count_transfer: matches!(releaser, Releaser::Client { .. }) }
+        };
+        let write = DeactivationWrite {
+            license: &license,
+            device: &device,
+            seat,
+            allowance: allowance.as_ref(),
+            released_by,
+            now,
+        };
         match app.store.deactivate(&write).await {
             Ok(()) => {
-                released(&mut license, &request.hardware_id, seat);
-                let now = Timestamp::now();
-                return Reply::json(
-                    StatusCode::OK,
-                    &Deactivated { deactivated: &request.hardware_id, license: ClientLicense::of(&license, now) },
-                );
+                match seat {
+                    SeatRelease::Lease { .. } => {
+                        license.leases.remove(hardware_id);
+                    }
+                    SeatRelease::Counted { count_transfer } => {
+                        license.times_activated = license.times_activated.saturating_sub(1);
+                        license.transfer_count += u32::from(count_transfer);
+                        license.version += 1;
+                    }
+                }
+                if let Some(entry) = &allowance {
+                    for (taken, _) in &entry.slot.take_over {
+                        license.releases.remove(taken);
+                    }
+                    license.releases.insert(hardware_id.clone(), entry.until);
+                }
+                return Ok(Release { license, credential_valid_until: credential_until });
             }
             Err(WriteError::Conflict) => back_off(attempt).await,
             Err(WriteError::Store(err)) => return Err(store_error(err)),
@@ -67,25 +140,15 @@ pub(super) async fn deactivate<S: Store>(app: &App<S>, request: DeactivateReques
     Err(concurrent_update())
 }
 
-/// How a device's seat is released: a floating lease (as read), or a counted seat.
-pub(super) fn seat_release(license: &License, hardware_id: &HardwareId, count_transfer: bool) -> SeatRelease {
-    if license.is_floating {
-        SeatRelease::Lease { observed: license.leases.get(hardware_id).copied() }
-    } else {
-        SeatRelease::Counted { count_transfer }
-    }
-}
-
-/// The license as it stands once `seat` was released.
-pub(super) fn released(license: &mut License, hardware_id: &HardwareId, seat: SeatRelease) {
-    match seat {
-        SeatRelease::Lease { .. } => {
-            license.leases.remove(hardware_id);
-        }
-        SeatRelease::Counted { count_transfer } => {
-            license.times_activated = license.times_activated.saturating_sub(1);
-            license.transfer_count += u32::from(count_transfer);
-            license.version += 1;
-        }
-    }
+pub(super) async fn deactivate<S: Store>(app: &App<S>, request: DeactivateRequest) -> Result<Reply, ApiError> {
+    let releaser = Releaser::Client { product: &request.product };
+    let released = release(app, &request.license_key, &request.hardware_id, releaser).await?;
+    Reply::json(
+        StatusCode::OK,
+        &Deactivated {
+            deactivated: &request.hardware_id,
+            credential_valid_until: released.credential_valid_until,
+            license: ClientLicense::of(&released.license, Timestamp::now()),
+        },
+    )
 }

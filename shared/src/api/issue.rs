@@ -1,15 +1,16 @@
 //! The vendor API: issue licenses, read one with its devices.
 
 use super::activate::license_not_found;
-use super::deactivate::{released, seat_release};
+use super::deactivate::{release, Releaser};
 use super::views::{FloatingLeases, Usage, VendorLicense};
 use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
 use crate::error::{ApiError, ErrorCode};
-use crate::input::{random_id, Email, HardwareId, IdempotencyKey, LicenseKey, OrderId, Product};
+use crate::input::{random_id, Email, HardwareId, IdempotencyKey, LicenseKey, MetadataInput, OrderId, Product};
 use crate::model::{
     ConsumptionPeriod, Customer, Expiration, Feature, License, LicenseStatus, LicenseType, Metadata, Metering,
+    DEFAULT_RELEASE_ALLOWANCE, MAX_RELEASE_ALLOWANCE,
 };
-use crate::store::{DeactivationWrite, IdempotencyRecord, Lookup, Store, WriteError};
+use crate::store::{IdempotencyRecord, Lookup, Store, WriteError};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,8 @@ pub struct IssueRequest {
     #[serde(default)]
     pub max_transfers: Option<u32>,
     #[serde(default)]
+    pub release_allowance: Option<u32>,
+    #[serde(default)]
     pub freeze_days: Option<u32>,
     #[serde(default)]
     pub device_rotation: bool,
@@ -82,7 +85,7 @@ pub struct IssueRequest {
     #[serde(default)]
     pub features: Vec<Feature>,
     #[serde(default)]
-    pub metadata: Option<Metadata>,
+    pub metadata: Option<MetadataInput>,
 }
 
 pub(super) fn within(field: &str, value: Option<u32>, min: u32, max: u32) -> Result<(), ApiError> {
@@ -131,6 +134,63 @@ fn validate_floating(max_activations: u32, unlimited: bool) -> Result<(), ApiErr
     within("max_activations", Some(max_activations), 1, MAX_FLOATING_SEATS)
 }
 
+/// The metadata sent, if every value in it is stored exactly (the refusal names where it is not).
+fn parse_metadata(metadata: &MetadataInput) -> Result<Metadata, ApiError> {
+    let parsed = metadata.parse().map_err(|(path, reason)| ApiError::field(format!("metadata{path}"), reason))?;
+    validate_metadata(&parsed)?;
+    Ok(parsed)
+}
+
+/// The options set on `license` that mean nothing for its kind (floating, node-locked,
+/// unlimited), each with why; `allowance_given`: `release_allowance` was named.
+fn meaningless_options(license: &License, allowance_given: bool) -> Vec<(&'static str, &'static str)> {
+    let mut found = Vec::new();
+    if license.is_floating {
+        if license.max_transfers.is_some() {
+            found.push((
+                "max_transfers",
+                "has no meaning on a floating license: returning a lease is never a transfer (returning one \
+                 early counts against `release_allowance` instead)",
+            ));
+        }
+        if license.freeze_days > 0 {
+            found.push(("freeze_days", "has no meaning on a floating license (freezes apply to node-locked seats)"));
+        }
+        if license.device_rotation {
+            found.push((
+                "device_rotation",
+                "has no meaning on a floating license (a lapsed lease frees its seat by itself)",
+            ));
+        }
+    } else if license.floating_timeout_minutes.is_some() {
+        found.push(("floating_timeout_minutes", "needs `is_floating`"));
+    }
+    if license.max_borrow_hours.is_some() && !license.can_borrow {
+        found.push(("max_borrow_hours", "needs `can_borrow`"));
+    }
+    if license.allow_unlimited_activations {
+        if license.device_rotation {
+            found.push(("device_rotation", "has no meaning with `allow_unlimited_activations` (no seat is ever full)"));
+        }
+        if allowance_given {
+            found.push((
+                "release_allowance",
+                "has no meaning with `allow_unlimited_activations` (there are no seats to multiply)",
+            ));
+        }
+    }
+    found
+}
+
+/// Refuses the first option of `after` that means nothing for its kind and was not so already.
+fn refuse_meaningless(after: &License, before: Option<&License>, allowance_given: bool) -> Result<(), ApiError> {
+    let known = before.map(|l| meaningless_options(l, false)).unwrap_or_default();
+    match meaningless_options(after, allowance_given).into_iter().find(|option| !known.contains(option)) {
+        Some((field, why)) => Err(ApiError::field(field, why)),
+        None => Ok(()),
+    }
+}
+
 fn validate_metadata(metadata: &Metadata) -> Result<(), ApiError> {
     let size = serde_json::to_string(metadata).map(|s| s.len()).unwrap_or(usize::MAX);
     if size > MAX_METADATA_BYTES {
@@ -143,8 +203,8 @@ fn validate_metadata(metadata: &Metadata) -> Result<(), ApiError> {
 }
 
 impl IssueRequest {
-    /// The bounds serde cannot express, each refusal naming its field.
-    pub fn validate(&self) -> Result<(), ApiError> {
+    /// The bounds serde cannot express, each refusal naming its field; the metadata once checked.
+    pub fn validate(&self) -> Result<Metadata, ApiError> {
         within("quantity", self.quantity, 1, MAX_QUANTITY)?;
         within("max_activations", Some(self.max_activations), 0, MAX_SEATS)?;
         if self.max_activations == 0 && !self.allow_unlimited_activations {
@@ -163,6 +223,7 @@ impl IssueRequest {
         within("floating_timeout_minutes", self.floating_timeout_minutes, 1, 7 * 24 * 60)?;
         within("max_borrow_hours", self.max_borrow_hours, 1, 24 * 365)?;
         within("max_transfers", self.max_transfers, 0, MAX_SEATS)?;
+        within("release_allowance", self.release_allowance, 0, MAX_RELEASE_ALLOWANCE)?;
         if self.is_floating {
             validate_floating(self.max_activations, self.allow_unlimited_activations)?;
         }
@@ -182,10 +243,14 @@ impl IssueRequest {
             },
         )?;
         validate_features(&self.features)?;
-        if let Some(metadata) = &self.metadata {
-            validate_metadata(metadata)?;
-        }
-        Ok(())
+        let metadata = self.metadata.as_ref().map(parse_metadata).transpose()?.unwrap_or_default();
+        let placeholder = LicenseKey::parse("PLACEHOLDER").map_err(ApiError::internal)?;
+        refuse_meaningless(
+            &self.license(placeholder, String::new(), Timestamp::from_unix(0)),
+            None,
+            self.release_allowance.is_some(),
+        )?;
+        Ok(metadata)
     }
 
     fn license(&self, license_key: LicenseKey, id: String, now: Timestamp) -> License {
@@ -195,6 +260,7 @@ impl IssueRequest {
             order_id: self.order_id.clone(),
             allow_unlimited_activations: self.allow_unlimited_activations,
             max_transfers: self.max_transfers,
+            release_allowance: self.release_allowance.unwrap_or(DEFAULT_RELEASE_ALLOWANCE),
             expiration: self.expiration.unwrap_or(Expiration::Never),
             grace_period_days: self.grace_period_days.unwrap_or(0),
             maintenance_until: self.maintenance_until,
@@ -214,17 +280,16 @@ impl IssueRequest {
             max_overages: self.max_overages,
             consumption_period: self.consumption_period,
             features: self.features.clone(),
-            metadata: self.metadata.clone().unwrap_or_default(),
             ..base
         }
     }
 
-    fn new_licenses(&self, now: Timestamp) -> Result<Vec<License>, ApiError> {
+    fn new_licenses(&self, metadata: &Metadata, now: Timestamp) -> Result<Vec<License>, ApiError> {
         (0..self.quantity.unwrap_or(1))
             .map(|_| {
                 let key = LicenseKey::generate().map_err(ApiError::internal)?;
                 let id = random_id("lic").map_err(ApiError::internal)?;
-                Ok(self.license(key, id, now))
+                Ok(License { metadata: metadata.clone(), ..self.license(key, id, now) })
             })
             .collect()
     }
@@ -251,7 +316,7 @@ pub(super) async fn create<S: Store>(
     idempotency_key: Option<IdempotencyKey>,
     body: &[u8],
 ) -> Result<Reply, ApiError> {
-    request.validate()?;
+    let metadata = request.validate()?;
     // The request's fingerprint is only needed (and the body only parsed again) with a key.
     let idempotency = idempotency_key.map(|key| (key, fingerprint(body)));
     if let Some((key, fingerprint)) = &idempotency {
@@ -262,7 +327,7 @@ pub(super) async fn create<S: Store>(
     let now = Timestamp::now();
     for attempt in 0..MAX_WRITE_ATTEMPTS {
         // Keys are random; a clash with an existing key (2^-125 per pair) only means drawing again.
-        let licenses = request.new_licenses(now)?;
+        let licenses = request.new_licenses(&metadata, now)?;
         let record = idempotency.as_ref().map(|(key, fingerprint)| IdempotencyRecord {
             idempotency_key: key.to_string(),
             fingerprint: fingerprint.clone(),
@@ -316,6 +381,8 @@ pub struct ListQuery {
     #[serde(default)]
     order_id: Option<OrderId>,
     #[serde(default)]
+    trial_email: Option<Email>,
+    #[serde(default)]
     limit: Option<String>,
     #[serde(default)]
     cursor: Option<String>,
@@ -331,10 +398,16 @@ struct Listed<'a> {
 }
 
 pub(super) async fn list<S: Store>(app: &App<S>, query: ListQuery) -> Result<Reply, ApiError> {
-    let lookup = match (query.customer_email, query.order_id) {
-        (Some(email), None) => Lookup::CustomerEmail(email),
-        (None, Some(order)) => Lookup::OrderId(order),
-        _ => return Err(ApiError::field("customer_email", "or `order_id` is required, and only one of them")),
+    let lookup = match (query.customer_email, query.order_id, query.trial_email) {
+        (Some(email), None, None) => Lookup::CustomerEmail(email),
+        (None, Some(order), None) => Lookup::OrderId(order),
+        (None, None, Some(email)) => Lookup::TrialEmail(email),
+        _ => {
+            return Err(ApiError::field(
+                "customer_email",
+                "or `order_id` or `trial_email` is required, and only one of them",
+            ))
+        }
     };
     let limit = match query.limit.as_deref() {
         None => DEFAULT_PAGE,
@@ -386,6 +459,8 @@ pub struct LicensePatch {
     #[serde(default, deserialize_with = "nullable")]
     pub max_transfers: Option<Option<u32>>,
     #[serde(default)]
+    pub release_allowance: Option<u32>,
+    #[serde(default)]
     pub freeze_days: Option<u32>,
     #[serde(default)]
     pub device_rotation: Option<bool>,
@@ -409,8 +484,8 @@ pub struct LicensePatch {
     pub consumption_period: Option<Option<ConsumptionPeriod>>,
     #[serde(default)]
     pub features: Option<Vec<Feature>>,
-    #[serde(default)]
-    pub metadata: Option<Metadata>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub metadata: Option<Option<MetadataInput>>,
     #[serde(default)]
     pub version: Option<u64>,
 }
@@ -426,6 +501,7 @@ macro_rules! patch_fields {
             grace_period_days,
             maintenance_until,
             max_transfers,
+            release_allowance,
             freeze_days,
             device_rotation,
             prevent_vm,
@@ -467,23 +543,34 @@ impl LicensePatch {
         within("freeze_days", self.freeze_days, 0, MAX_DAYS)?;
         within("validation_interval_days", self.validation_interval_days.flatten(), 1, MAX_DAYS)?;
         within("max_transfers", self.max_transfers.flatten(), 0, MAX_SEATS)?;
+        within("release_allowance", self.release_allowance, 0, MAX_RELEASE_ALLOWANCE)?;
         if let Some(features) = &self.features {
             validate_features(features)?;
-        }
-        if let Some(metadata) = &self.metadata {
-            validate_metadata(metadata)?;
         }
         Ok(())
     }
 
+    /// The metadata changes, checked: `null` alone is refused (a `null` value inside removes a key).
+    fn metadata_changes(&self) -> Result<Option<Metadata>, ApiError> {
+        match &self.metadata {
+            None => Ok(None),
+            Some(None) => Err(ApiError::field(
+                "metadata",
+                "must be an object of changes (a `null` value inside it removes that key)",
+            )),
+            Some(Some(metadata)) => parse_metadata(metadata).map(Some),
+        }
+    }
+
     /// The license with this patch applied, one version on.
-    fn apply(&self, license: &License, now: Timestamp) -> Result<License, ApiError> {
+    fn apply(&self, license: &License, metadata: Option<&Metadata>, now: Timestamp) -> Result<License, ApiError> {
         let mut l = license.clone();
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(value) = &self.$field { l.$field = value.clone(); } )* };
         }
         patch_fields!(set);
-        if let Some(changes) = &self.metadata {
+        refuse_meaningless(&l, Some(license), self.release_allowance.is_some())?;
+        if let Some(changes) = metadata {
             for (name, value) in changes {
                 match value {
                     serde_json::Value::Null => l.metadata.remove(name),
@@ -516,6 +603,7 @@ struct Updated<'a> {
 pub(super) async fn update<S: Store>(app: &App<S>, raw_key: &str, patch: LicensePatch) -> Result<Reply, ApiError> {
     let key = parse_key(raw_key)?;
     patch.validate()?;
+    let metadata = patch.metadata_changes()?;
     for attempt in 0..MAX_WRITE_ATTEMPTS {
         let license = app.store.licenses(std::slice::from_ref(&key)).await.map_err(store_error)?.pop();
         let license = license.ok_or_else(|| license_not_found(&key))?;
@@ -525,7 +613,7 @@ pub(super) async fn update<S: Store>(app: &App<S>, raw_key: &str, patch: License
                 format!("the license is at version {}, not {expected}; read it again and retry", license.version),
             ));
         }
-        let updated = patch.apply(&license, Timestamp::now())?;
+        let updated = patch.apply(&license, metadata.as_ref(), Timestamp::now())?;
         match app.store.replace_license(&license, &updated).await {
             Ok(()) => return Reply::json(StatusCode::OK, &Updated { license: VendorLicense::of(&updated) }),
             Err(WriteError::Conflict) => back_off(attempt).await,
@@ -538,10 +626,13 @@ pub(super) async fn update<S: Store>(app: &App<S>, raw_key: &str, patch: License
 #[derive(Serialize)]
 struct Released<'a> {
     released: &'a HardwareId,
+    /// Until when the device's last credential may still be valid: it may run offline until then.
+    credential_valid_until: Option<Timestamp>,
     license: VendorLicense<'a>,
 }
 
-/// `DELETE /v1/licenses/{license_key}/devices/{hardware_id}`: the vendor frees a seat; not a transfer.
+/// `DELETE /v1/licenses/{license_key}/devices/{hardware_id}`: the vendor frees a seat; not a
+/// transfer, and owed nothing by the release allowance (the vendor decides).
 pub(super) async fn release_device<S: Store>(
     app: &App<S>,
     raw_key: &str,
@@ -549,30 +640,15 @@ pub(super) async fn release_device<S: Store>(
 ) -> Result<Reply, ApiError> {
     let key = parse_key(raw_key)?;
     let hardware_id = HardwareId::parse(raw_hardware_id).map_err(|e| ApiError::field("hardware_id", e))?;
-    for attempt in 0..MAX_WRITE_ATTEMPTS {
-        let (license, device) = app.store.license_and_device(&key, &hardware_id).await.map_err(store_error)?;
-        let mut license = license.ok_or_else(|| license_not_found(&key))?;
-        if device.is_none() {
-            return Err(ApiError::new(
-                ErrorCode::DeviceNotFound,
-                format!("device {hardware_id} is not activated on this license"),
-            ));
-        }
-        let seat = seat_release(&license, &hardware_id, false);
-        let write = DeactivationWrite { license_key: &key, hardware_id: &hardware_id, seat };
-        match app.store.deactivate(&write).await {
-            Ok(()) => {
-                released(&mut license, &hardware_id, seat);
-                return Reply::json(
-                    StatusCode::OK,
-                    &Released { released: &hardware_id, license: VendorLicense::of(&license) },
-                );
-            }
-            Err(WriteError::Conflict) => back_off(attempt).await,
-            Err(WriteError::Store(err)) => return Err(store_error(err)),
-        }
-    }
-    Err(concurrent_update())
+    let released = release(app, &key, &hardware_id, Releaser::Vendor).await?;
+    Reply::json(
+        StatusCode::OK,
+        &Released {
+            released: &hardware_id,
+            credential_valid_until: released.credential_valid_until,
+            license: VendorLicense::of(&released.license),
+        },
+    )
 }
 
 #[derive(Serialize)]

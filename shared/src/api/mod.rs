@@ -183,7 +183,11 @@ pub async fn handle<S: Store>(app: &App<S>, functions: &[Function], request: Req
                 tracing::error!(%request_id, code = ?err.code, cause = err.cause.as_deref().unwrap_or(""), "request failed");
             }
             let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            json_response(status, err.body(&request_id))
+            let mut response = json_response(status, err.body(&request_id));
+            if let Some(seconds) = err.retry_after {
+                response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+            }
+            response
         }
     }
 }
@@ -378,6 +382,7 @@ pub(crate) fn store_error(err: crate::store::StoreError) -> ApiError {
             message: "the license store is unavailable; retry later (nothing was changed)".into(),
             field: None,
             cause: Some(cause),
+            retry_after: Some(1),
         },
         crate::store::StoreError::Internal(cause) => ApiError::internal(cause),
         crate::store::StoreError::InvalidCursor => ApiError::field("cursor", "is not a cursor this listing handed out"),

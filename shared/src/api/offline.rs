@@ -3,17 +3,30 @@
 
 use super::activate::{activate_device, ActivateRequest};
 use super::deactivate::{deactivate, DeactivateRequest};
-use super::views::verdict_claims;
+use super::views::{capped_exp, verdict_claims};
 use super::{App, Reply};
 use crate::error::ApiError;
 use crate::offline::{LicenseFile, OfflineKind, OfflineRequest, LICENSE_FILE_FORMAT, REQUEST_FORMAT};
 use crate::rules;
 use crate::store::Store;
+use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
 
 fn expect(file: &OfflineRequest, kind: OfflineKind) -> Result<(), ApiError> {
     if file.format != REQUEST_FORMAT {
         return Err(ApiError::field("format", format!("must be `{REQUEST_FORMAT}`")));
+    }
+    // A request file is a one-off: replayed later it would mint fresh license files.
+    if !rules::offline_request_is_fresh(file.created_at, Timestamp::now()) {
+        return Err(ApiError::field(
+            "created_at",
+            format!(
+                "is {}: a request file may be submitted for {} days after it is written (and the offline \
+                 machine's clock must be right); write a new one",
+                file.created_at,
+                rules::OFFLINE_REQUEST_MAX_AGE_DAYS
+            ),
+        ));
     }
     if file.kind != kind {
         let route = match file.kind {
@@ -42,6 +55,7 @@ pub(super) async fn activate<S: Store>(app: &App<S>, file: OfflineRequest) -> Re
     let mut claims =
         verdict_claims(app, &license, &request.hardware_id, Some(&device), code, request.nonce.as_ref(), now);
     claims.offline = true;
+    let expires_at = capped_exp(expires_at, &license, Some(&device), code);
     claims.exp = expires_at.unix();
     let token = app.signer()?.sign(&claims).map_err(ApiError::internal)?;
     let answer = LicenseFile {

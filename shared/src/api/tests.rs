@@ -492,6 +492,7 @@ impl Store for AlwaysRaced {
         &self,
         _: &crate::input::LicenseKey,
         _: &crate::rules::ConsumptionPlan,
+        _: Option<(&crate::input::HardwareId, crate::time::Timestamp)>,
     ) -> Result<(), crate::store::WriteError> {
         Err(crate::store::WriteError::Conflict)
     }
@@ -530,10 +531,9 @@ impl Store for AlwaysRaced {
         &self,
         key: &crate::input::LicenseKey,
         hardware_id: &crate::input::HardwareId,
-        now: crate::time::Timestamp,
-        stale_before: crate::time::Timestamp,
+        sighting: &crate::store::Sighting,
     ) -> Result<(), crate::store::WriteError> {
-        self.0.touch_device(key, hardware_id, now, stale_before).await
+        self.0.touch_device(key, hardware_id, sighting).await
     }
     fn round_trips(&self) -> u64 {
         self.0.round_trips()
@@ -596,10 +596,10 @@ async fn the_memory_store_keeps_the_lease_conditions() {
         now,
     };
     // A second entry on one seat, a renewal of a changed entry, a take-over of a changed entry.
-    let extra = LeasePlan::Acquire { own: None, take_over: vec![], until: now.plus_seconds(60) };
+    let slot = |take_over| crate::rules::Slot { own: None, take_over };
+    let extra = LeasePlan::Acquire { slot: slot(vec![]), until: now.plus_seconds(60) };
     let stale_renewal = LeasePlan::Renew { observed: held.plus_seconds(-1), until: now.plus_seconds(60) };
-    let stale_take_over =
-        LeasePlan::Acquire { own: None, take_over: vec![(pc1.clone(), held.plus_seconds(-1))], until: now };
+    let stale_take_over = LeasePlan::Acquire { slot: slot(vec![(pc1.clone(), held.plus_seconds(-1))]), until: now };
     for (hardware_id, plan) in [(&pc2, &extra), (&pc1, &stale_renewal), (&pc2, &stale_take_over)] {
         assert!(matches!(app.store.lease(&write(hardware_id, plan)).await, Err(WriteError::Conflict)), "{plan:?}");
     }
@@ -628,6 +628,6 @@ async fn the_memory_store_keeps_the_consumption_conditions() {
     let now = crate::time::Timestamp::now();
     license.consumption.clear();
     let stale = crate::rules::plan_consumption(&license, "*", &license.metering(), 5, now).unwrap();
-    assert!(matches!(app.store.consume(&license_key, &stale).await, Err(crate::store::WriteError::Conflict)));
+    assert!(matches!(app.store.consume(&license_key, &stale, None).await, Err(crate::store::WriteError::Conflict)));
     assert_eq!(stored(&app, &key).await["license"]["consumption"]["*"]["used"], 4);
 }

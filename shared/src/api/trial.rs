@@ -6,7 +6,7 @@ use super::views::{sign_verdict, ClientLicense};
 use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{random_id, DeviceName, Email, HardwareId, LicenseKey, Nonce, Platform, Product};
-use crate::model::{Customer, Device, Expiration, Feature, License, LicenseType, TrialMarker, TrialTerms};
+use crate::model::{Device, Expiration, Feature, License, LicenseType, TrialMarker, TrialTerms};
 use crate::rules;
 use crate::store::{Store, WriteError};
 use crate::time::Timestamp;
@@ -91,7 +91,8 @@ fn trial_license(terms: &TrialTerms, email: Option<&Email>, now: Timestamp) -> R
     let id = random_id("lic").map_err(ApiError::internal)?;
     let base = License::new(key, id, terms.product.clone(), LicenseType::Trial, terms.max_activations, now);
     Ok(License {
-        customer: email.map(|email| Customer { email: Some(email.clone()), ..Customer::default() }),
+        // Anyone may start a trial with any address: it is kept apart from the customer's.
+        trial_email: email.cloned(),
         expiration: Expiration::DaysAfterActivation { days: terms.days },
         features: terms.features.clone(),
         times_activated: 1,
@@ -120,7 +121,10 @@ pub(super) async fn start<S: Store>(app: &App<S>, request: TrialRequest) -> Resu
             is_vm: request.is_vm,
             nonce: None,
         };
-        let device = activation.new_device(now);
+        let mut device = activation.new_device(now);
+        let code = rules::check(&license, &request.product, Some(&device), now);
+        device.credential_until =
+            rules::credential_exp(&license, code, false, now).and_then(|exp| rules::horizon_to_record(None, exp));
         let marker = TrialMarker {
             product: request.product.clone(),
             hardware_id: request.hardware_id.clone(),
@@ -129,7 +133,6 @@ pub(super) async fn start<S: Store>(app: &App<S>, request: TrialRequest) -> Resu
         };
         match app.store.start_trial(&marker, &license, &device).await {
             Ok(()) => {
-                let code = rules::check(&license, &request.product, Some(&device), now);
                 let token = sign_verdict(
                     app,
                     &license,
@@ -177,7 +180,8 @@ mod tests {
         assert_eq!(expires_at(&license), Some(NOW.plus_days(14)));
         assert_eq!(standing(&license, NOW.plus_days(14).plus_seconds(-1)), Standing::Active);
         assert_eq!(standing(&license, NOW.plus_days(14)), Standing::Expired);
-        assert_eq!(license.customer.and_then(|c| c.email), Some(email));
+        assert_eq!(license.trial_email, Some(email), "kept apart from a customer's verified e-mail");
+        assert_eq!(license.customer, None);
         assert_eq!(license.max_activations, 2);
         let other = trial_license(&terms, None, NOW).unwrap();
         assert_ne!(other.license_key, license.license_key, "every trial gets its own random key");

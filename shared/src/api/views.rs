@@ -29,6 +29,9 @@ pub struct ClientLicense<'a> {
     pub allow_unlimited_activations: bool,
     pub transfer_count: u32,
     pub max_transfers: Option<u32>,
+    /// How many released devices may keep a valid credential at once, and how many do now.
+    pub release_allowance: u32,
+    pub releases_in_use: u32,
     pub is_floating: bool,
     pub floating_timeout: Option<u32>,
     /// Floating seats held by live leases (0 for a node-locked license).
@@ -68,6 +71,8 @@ impl<'a> ClientLicense<'a> {
             allow_unlimited_activations: license.allow_unlimited_activations,
             transfer_count: license.transfer_count,
             max_transfers: license.max_transfers,
+            release_allowance: license.release_allowance,
+            releases_in_use: rules::releases_in_use(license, now),
             is_floating: license.is_floating,
             floating_timeout: license.floating_timeout_minutes,
             floating_in_use_devices: rules::seats_in_use(license, now),
@@ -183,8 +188,17 @@ pub(crate) fn verdict_claims<'a, S: Store>(
         work_if_validation_blocked: license.work_if_validation_blocked,
         offline: false,
         iat: now.unix(),
-        exp: rules::token_expires_at(license, code, lease, now).unix(),
+        exp: capped_exp(rules::token_expires_at(license, code, lease, now), license, device, code).unix(),
         nonce,
+    }
+}
+
+/// A valid verdict's `exp`, never past the credential horizon recorded for a node-locked device:
+/// what the store knows of the credentials out there is never less than what was signed.
+pub(crate) fn capped_exp(exp: Timestamp, license: &License, device: Option<&Device>, code: CheckCode) -> Timestamp {
+    match device.and_then(|d| d.credential_until) {
+        Some(horizon) if code.is_valid() && !license.is_floating => exp.min(horizon),
+        _ => exp,
     }
 }
 

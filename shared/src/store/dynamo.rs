@@ -3,12 +3,12 @@
 //! seat change is one TransactWriteItems guarded by condition expressions.
 
 use super::{
-    freeze_cutoff, ActivationWrite, DeactivationWrite, IdempotencyRecord, LeaseWrite, Lookup, Page, SeatRelease, Store,
-    StoreError, WriteError,
+    freeze_cutoff, reclaimed, tombstone_expires, ActivationWrite, DeactivationWrite, IdempotencyRecord, LeaseWrite,
+    Lookup, Page, SeatRelease, Sighting, Store, StoreError, WriteError,
 };
 use crate::input::{HardwareId, LicenseKey, Product};
-use crate::model::{Device, License, TrialMarker, TrialTerms};
-use crate::rules::{ConsumptionPlan, LeasePlan};
+use crate::model::{Device, License, ReleasedBy, TrialMarker, TrialTerms};
+use crate::rules::{ConsumptionPlan, LeasePlan, Slot};
 use crate::time::Timestamp;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -17,8 +17,9 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, Delete, GlobalSecondaryIndex, KeySchemaElement, KeyType, KeysAndAttributes,
-    Projection, ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
+    AttributeDefinition, BillingMode, ConditionCheck, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification,
+    TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
@@ -34,16 +35,17 @@ const LICENSE_SK: &str = "L";
 const DEVICE_PREFIX: &str = "D#";
 pub const CUSTOMER_INDEX: &str = "GSI1";
 pub const ORDER_INDEX: &str = "GSI2";
-/// A device item rotation released: kept until TTL deletes it, read as absent everywhere.
+/// A released device: kept as a tombstone until TTL deletes it, read as absent everywhere.
 const RELEASED: &str = "attribute_exists(released_at)";
 const BOUND: &str = "attribute_not_exists(released_at)";
-const RELEASED_DEVICE_TTL_SECONDS: i64 = 30 * 86_400;
 /// The license attribute holding a floating license's leases (hardware id -> lease end).
 const LEASES: &str = "leases";
-const LEASES_NAME: &str = "#leases";
-const LEASES_PATH: &str = "#leases";
+/// The license attribute holding the release allowance in use (hardware id -> credential end).
+const RELEASES: &str = "releases";
 /// The license attribute holding consumption counters (counter key -> {period, used}).
 const CONSUMPTION: &str = "consumption";
+/// Attributes only their own operations write; a patch keeps them as they are.
+const OPERATION_OWNED: [&str; 3] = [LEASES, RELEASES, CONSUMPTION];
 
 fn is_released(item: &Item) -> bool {
     item.contains_key("released_at")
@@ -207,8 +209,13 @@ fn lookup_index(lookup: &Lookup) -> (&'static str, &'static str, String) {
     match lookup {
         Lookup::CustomerEmail(email) => (CUSTOMER_INDEX, "GSI1PK", format!("C#{}", email.as_str())),
         Lookup::OrderId(order) => (ORDER_INDEX, "GSI2PK", format!("O#{order}")),
+        Lookup::TrialEmail(email) => (CUSTOMER_INDEX, "GSI1PK", format!("{TRIAL_EMAIL_PREFIX}{}", email.as_str())),
     }
 }
+
+/// Trial e-mails share the customer index under their own prefix, so a customer lookup never
+/// finds an address nobody verified.
+const TRIAL_EMAIL_PREFIX: &str = "TE#";
 
 /// A cursor is DynamoDB's LastEvaluatedKey (all strings) as base64url JSON.
 fn encode_cursor(key: &Item) -> Option<String> {
@@ -249,6 +256,9 @@ fn license_item(license: &License) -> Result<Item, StoreError> {
     if let Some(email) = license.customer.as_ref().and_then(|c| c.email.as_ref()) {
         item.insert("GSI1PK".into(), AttributeValue::S(format!("C#{}", email.as_str())));
     }
+    if let Some(email) = &license.trial_email {
+        item.insert("GSI1PK".into(), AttributeValue::S(format!("{TRIAL_EMAIL_PREFIX}{}", email.as_str())));
+    }
     if let Some(order) = &license.order_id {
         item.insert("GSI2PK".into(), AttributeValue::S(format!("O#{order}")));
     }
@@ -267,6 +277,118 @@ fn device_item(key: &LicenseKey, device: &Device) -> Result<Item, StoreError> {
 
 fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError> {
     result.map_err(|e| StoreError::Internal(format!("request not buildable: {e}")))
+}
+
+/// A map attribute of the license item as read, and the prefix of its placeholders.
+struct MapAttribute<'a> {
+    prefix: &'static str,
+    name: &'static str,
+    read: &'a std::collections::BTreeMap<HardwareId, Timestamp>,
+}
+
+/// The parts of one update or condition expression, built up by the operations below.
+#[derive(Default)]
+struct Expression {
+    sets: Vec<String>,
+    removes: Vec<String>,
+    conditions: Vec<String>,
+    names: HashMap<String, String>,
+    values: Item,
+}
+
+impl Expression {
+    fn name(&mut self, placeholder: &str, name: &str) -> &mut Self {
+        self.names.insert(placeholder.into(), name.into());
+        self
+    }
+
+    fn value(&mut self, placeholder: &str, value: AttributeValue) -> &mut Self {
+        self.values.insert(placeholder.into(), value);
+        self
+    }
+
+    fn set(&mut self, clause: impl Into<String>) -> &mut Self {
+        self.sets.push(clause.into());
+        self
+    }
+
+    fn condition(&mut self, condition: impl Into<String>) -> &mut Self {
+        self.conditions.push(condition.into());
+        self
+    }
+
+    fn update_expression(&self) -> String {
+        let mut expression = String::new();
+        if !self.sets.is_empty() {
+            expression = format!("SET {}", self.sets.join(", "));
+        }
+        if !self.removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", self.removes.join(", ")));
+        }
+        expression.trim_start().to_string()
+    }
+
+    fn condition_expression(&self) -> Option<String> {
+        (!self.conditions.is_empty()).then(|| self.conditions.join(" AND "))
+    }
+
+    /// Puts `holder`'s entry `until` into `map`, as `slot` says: its own entry replaced if it
+    /// still reads as observed (or added if still absent), the lapsed entries of `take_over`
+    /// removed if they still read as observed, and at most `room` entries afterwards (counting
+    /// before any entry another part of the same write removes).
+    fn put_slot(&mut self, map: MapAttribute<'_>, holder: &HardwareId, slot: &Slot, until: Timestamp, room: u32) {
+        let MapAttribute { prefix: p, name: map, read } = map;
+        let map_name = format!("#{p}");
+        self.name(&map_name, map);
+        if read.is_empty() {
+            // The map may not exist yet (a document path into it would be invalid): write it whole.
+            let whole = HashMap::from([(holder.to_string(), s(&until.to_string()))]);
+            self.set(format!("{map_name} = :{p}_whole")).value(&format!(":{p}_whole"), AttributeValue::M(whole));
+            self.condition(format!("(attribute_not_exists({map_name}) OR size({map_name}) = :zero)"));
+            self.value(":zero", n(0));
+            return;
+        }
+        let own = format!("{map_name}.#{p}_h");
+        self.name(&format!("#{p}_h"), holder.as_str());
+        self.set(format!("{own} = :{p}_until")).value(&format!(":{p}_until"), s(&until.to_string()));
+        match slot.own {
+            Some(observed) => {
+                self.condition(format!("{own} = :{p}_own")).value(&format!(":{p}_own"), s(&observed.to_string()));
+            }
+            None => {
+                self.condition(format!("attribute_not_exists({own})"));
+            }
+        }
+        for (index, (other, end)) in slot.take_over.iter().enumerate() {
+            let path = format!("{map_name}.#{p}_t{index}");
+            self.name(&format!("#{p}_t{index}"), other.as_str());
+            self.value(&format!(":{p}_t{index}"), s(&end.to_string()));
+            self.condition(format!("{path} = :{p}_t{index}"));
+            self.removes.push(path);
+        }
+        let bound = i64::from(room) + slot.take_over.len() as i64 - i64::from(slot.own.is_none());
+        self.condition(format!("size({map_name}) <= :{p}_bound")).value(&format!(":{p}_bound"), n(bound));
+    }
+
+    /// Removes `holder`'s entry from the map attribute `map` if it still reads `observed`, or
+    /// requires it to be still absent.
+    fn remove_entry(&mut self, p: &str, map: &str, holder: &HardwareId, observed: Option<Timestamp>) {
+        let path = format!("#{p}.#{p}_h");
+        self.name(&format!("#{p}"), map).name(&format!("#{p}_h"), holder.as_str());
+        match observed {
+            Some(observed) => {
+                self.condition(format!("{path} = :{p}_own")).value(&format!(":{p}_own"), s(&observed.to_string()));
+                self.removes.push(path);
+            }
+            None => {
+                self.condition(format!("attribute_not_exists({path})"));
+            }
+        }
+    }
+}
+
+fn releases(license: &License) -> MapAttribute<'_> {
+    MapAttribute { prefix: "r", name: RELEASES, read: &license.releases }
 }
 
 impl DynamoStore {
@@ -313,33 +435,88 @@ impl DynamoStore {
     }
 
     /// One conditional UpdateItem of a license item (one round trip); a failed condition is a conflict.
-    async fn update_license(
-        &self,
-        key: &LicenseKey,
-        expression: String,
-        condition: String,
-        names: HashMap<String, String>,
-        values: Item,
-    ) -> Result<(), WriteError> {
+    async fn update_license(&self, key: &LicenseKey, expression: Expression) -> Result<(), WriteError> {
         self.count_round_trip();
         self.client
             .update_item()
             .table_name(&self.table)
             .key("PK", license_pk(key))
             .key("SK", s(LICENSE_SK))
-            .update_expression(expression)
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
+            .update_expression(expression.update_expression())
+            .set_condition_expression(expression.condition_expression())
+            .set_expression_attribute_names((!expression.names.is_empty()).then_some(expression.names))
+            .set_expression_attribute_values((!expression.values.is_empty()).then_some(expression.values))
             .send()
             .await
             .map_err(conditional_error)?;
         Ok(())
     }
 
-    /// An update of a license item in a transaction, to be given its expressions.
-    fn license_update(&self, key: &LicenseKey) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
-        Update::builder().table_name(&self.table).key("PK", license_pk(key)).key("SK", s(LICENSE_SK))
+    /// The same update of a license item, as one item of a transaction.
+    fn license_write(&self, key: &LicenseKey, expression: Expression) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("PK", license_pk(key))
+            .key("SK", s(LICENSE_SK))
+            .update_expression(expression.update_expression())
+            .set_condition_expression(expression.condition_expression())
+            .set_expression_attribute_names((!expression.names.is_empty()).then_some(expression.names))
+            .set_expression_attribute_values((!expression.values.is_empty()).then_some(expression.values))
+            .build();
+        Ok(TransactWriteItem::builder().update(built(update)?).build())
+    }
+
+    /// A condition that `hardware_id` is bound to the license, as one item of a transaction.
+    fn device_bound(&self, key: &LicenseKey, hardware_id: &HardwareId) -> Result<TransactWriteItem, StoreError> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("PK", license_pk(key))
+            .key("SK", device_sk(hardware_id))
+            .condition_expression(format!("attribute_exists(SK) AND {BOUND}"))
+            .build();
+        Ok(TransactWriteItem::builder().condition_check(built(check)?).build())
+    }
+
+    /// Turns a bound device into a tombstone: who released it and until when its credentials may
+    /// run, kept until TTL deletes it after that. Holds: still bound, with the horizon read.
+    fn release_write(
+        &self,
+        key: &LicenseKey,
+        device: &Device,
+        credential_until: Option<Timestamp>,
+        released_by: ReleasedBy,
+        now: Timestamp,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let released_by = match released_by {
+            ReleasedBy::Client => "client",
+            ReleasedBy::Vendor => "vendor",
+            ReleasedBy::Rotation => "rotation",
+        };
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("PK", license_pk(key))
+            .key("SK", device_sk(&device.hardware_id))
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":now", s(&now.to_string()))
+            .expression_attribute_values(":by", s(released_by))
+            .expression_attribute_values(":ttl", n(tombstone_expires(credential_until, now).unix()));
+        let mut sets = "SET released_at = :now, released_by = :by, #ttl = :ttl".to_string();
+        if let Some(until) = credential_until {
+            sets.push_str(", credential_until = :until");
+            update = update.expression_attribute_values(":until", s(&until.to_string()));
+        }
+        let horizon = match device.credential_until {
+            Some(observed) => {
+                update = update.expression_attribute_values(":observed", s(&observed.to_string()));
+                "credential_until = :observed"
+            }
+            None => "attribute_not_exists(credential_until)",
+        };
+        let update = update
+            .update_expression(sets)
+            .condition_expression(format!("attribute_exists(SK) AND {BOUND} AND {horizon}"))
+            .build();
+        Ok(TransactWriteItem::builder().update(built(update)?).build())
     }
 
     fn count_round_trip(&self) {
@@ -529,177 +706,124 @@ impl Store for DynamoStore {
     }
 
     async fn activate(&self, write: &ActivationWrite<'_>) -> Result<(), WriteError> {
-        let key = &write.license.license_key;
-        let mut conditions = vec!["attribute_exists(PK)", "#status = :active"];
-        let mut values: Item = HashMap::from([
-            (":active".into(), s("active")),
-            (":now".into(), s(&write.now.to_string())),
-            (":one".into(), n(1)),
-        ]);
-        let update_expression = if write.evict.is_some() {
-            "SET last_activated_at = :now, first_activated_at = if_not_exists(first_activated_at, :now), version = version + :one"
-        } else {
-            conditions.push("(times_activated < max_activations OR allow_unlimited_activations = :true)");
-            values.insert(":true".into(), AttributeValue::Bool(true));
-            "SET times_activated = times_activated + :one, last_activated_at = :now, \
-             first_activated_at = if_not_exists(first_activated_at, :now), version = version + :one"
-        };
-        if let Some(cutoff) = freeze_cutoff(write.license, write.now) {
-            conditions.push("(attribute_not_exists(last_activated_at) OR last_activated_at <= :freeze_cutoff)");
-            values.insert(":freeze_cutoff".into(), s(&cutoff.to_string()));
+        let license = write.license;
+        let key = &license.license_key;
+        let mut e = Expression::default();
+        e.name("#status", "status")
+            .value(":active", s("active"))
+            .value(":now", s(&write.now.to_string()))
+            .value(":one", n(1))
+            .condition("attribute_exists(PK)")
+            .condition("#status = :active")
+            .set("last_activated_at = :now, first_activated_at = if_not_exists(first_activated_at, :now)")
+            .set("version = version + :one");
+        let mut items = Vec::new();
+        let reclaim = reclaimed(license, &write.device.hardware_id, write.now);
+        match write.evict {
+            None => {
+                e.set("times_activated = times_activated + :one")
+                    .condition("(times_activated < max_activations OR allow_unlimited_activations = :true)")
+                    .value(":true", AttributeValue::Bool(true));
+            }
+            Some(eviction) => {
+                if let Some(entry) = &eviction.allowance {
+                    // A device coming back frees its own place in the same write.
+                    let room = license.release_allowance + u32::from(reclaim.is_some());
+                    e.put_slot(releases(license), &eviction.hardware_id, &entry.slot, entry.until, room);
+                    e.set("transfer_count = transfer_count + :one")
+                        .condition("(attribute_not_exists(max_transfers) OR transfer_count < max_transfers)");
+                }
+                let evicted = Device {
+                    hardware_id: eviction.hardware_id.clone(),
+                    credential_until: eviction.credential_until,
+                    ..write.device.clone()
+                };
+                let until = eviction.allowance.as_ref().map(|entry| entry.until).or(eviction.credential_until);
+                items.push(self.release_write(key, &evicted, until, ReleasedBy::Rotation, write.now)?);
+            }
         }
-        let license_update = Update::builder()
-            .table_name(&self.table)
-            .key("PK", license_pk(key))
-            .key("SK", s(LICENSE_SK))
-            .update_expression(update_expression)
-            .condition_expression(conditions.join(" AND "))
-            .expression_attribute_names("#status", "status")
-            .set_expression_attribute_values(Some(values))
-            .build();
+        if let Some(cutoff) = freeze_cutoff(license, write.now) {
+            e.condition("(attribute_not_exists(last_activated_at) OR last_activated_at <= :freeze_cutoff)")
+                .value(":freeze_cutoff", s(&cutoff.to_string()));
+        }
+        // A device coming back while its earlier binding's release is still owed takes that place back.
+        if let Some(observed) = reclaim {
+            e.remove_entry("m", RELEASES, &write.device.hardware_id, Some(observed));
+        }
         let device_put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(device_item(key, write.device)?))
             .condition_expression(format!("attribute_not_exists(SK) OR {RELEASED}"))
             .build();
-        let mut items = vec![
-            TransactWriteItem::builder().update(built(license_update)?).build(),
-            TransactWriteItem::builder().put(built(device_put)?).build(),
-        ];
-        if let Some(evicted) = write.evict {
-            // Rotation marks the evicted device released instead of deleting it, so the activate
-            // function's role needs no DeleteItem (it can never delete a license); TTL removes it later.
-            let release = Update::builder()
-                .table_name(&self.table)
-                .key("PK", license_pk(key))
-                .key("SK", device_sk(evicted))
-                .update_expression("SET released_at = :now, #ttl = :ttl")
-                .condition_expression(format!("attribute_exists(SK) AND {BOUND}"))
-                .expression_attribute_names("#ttl", "ttl")
-                .expression_attribute_values(":now", s(&write.now.to_string()))
-                .expression_attribute_values(":ttl", n(write.now.unix() + RELEASED_DEVICE_TTL_SECONDS))
-                .build();
-            items.push(TransactWriteItem::builder().update(built(release)?).build());
-        }
+        items.insert(0, self.license_write(key, e)?);
+        items.insert(1, TransactWriteItem::builder().put(built(device_put)?).build());
         self.transact(items).await
     }
 
     async fn deactivate(&self, write: &DeactivationWrite<'_>) -> Result<(), WriteError> {
-        let key = write.license_key;
-        let device_delete = Delete::builder()
-            .table_name(&self.table)
-            .key("PK", license_pk(key))
-            .key("SK", device_sk(write.hardware_id))
-            .condition_expression("attribute_exists(SK)")
-            .build();
-        let mut items = vec![TransactWriteItem::builder().delete(built(device_delete)?).build()];
-        let license_update = match write.seat {
+        let license = write.license;
+        let key = &license.license_key;
+        let hardware_id = &write.device.hardware_id;
+        let mut e = Expression::default();
+        e.condition("attribute_exists(PK)");
+        match write.seat {
             SeatRelease::Counted { count_transfer } => {
-                let values: Item = HashMap::from([(":one".into(), n(1)), (":zero".into(), n(0))]);
-                let (update_expression, condition) = if count_transfer {
-                    (
-                        "SET times_activated = times_activated - :one, transfer_count = transfer_count + :one, version = version + :one",
-                        "times_activated > :zero AND (attribute_not_exists(max_transfers) OR transfer_count < max_transfers)",
-                    )
-                } else {
-                    (
-                        "SET times_activated = times_activated - :one, version = version + :one",
-                        "times_activated > :zero",
-                    )
-                };
-                Some(
-                    self.license_update(key)
-                        .update_expression(update_expression)
-                        .condition_expression(condition)
-                        .set_expression_attribute_values(Some(values)),
-                )
+                e.value(":one", n(1))
+                    .value(":zero", n(0))
+                    .set("times_activated = times_activated - :one, version = version + :one")
+                    .condition("times_activated > :zero");
+                if count_transfer {
+                    e.set("transfer_count = transfer_count + :one")
+                        .condition("(attribute_not_exists(max_transfers) OR transfer_count < max_transfers)");
+                }
             }
-            SeatRelease::Lease { observed: Some(observed) } => Some(
-                self.license_update(key)
-                    .update_expression(format!("REMOVE {LEASES_PATH}.#hw"))
-                    .condition_expression(format!("{LEASES_PATH}.#hw = :observed"))
-                    .expression_attribute_names(LEASES_NAME, LEASES)
-                    .expression_attribute_names("#hw", write.hardware_id.as_str())
-                    .expression_attribute_values(":observed", s(&observed.to_string())),
-            ),
-            SeatRelease::Lease { observed: None } => None,
-        };
-        if let Some(update) = license_update {
-            items.push(TransactWriteItem::builder().update(built(update.build())?).build());
+            SeatRelease::Lease { observed } => e.remove_entry("l", LEASES, hardware_id, observed),
         }
+        if let Some(entry) = write.allowance {
+            e.put_slot(releases(license), hardware_id, &entry.slot, entry.until, license.release_allowance);
+        }
+        let credential_until = crate::rules::credential_until(license, write.device);
+        let until = write.allowance.map(|entry| entry.until).max(credential_until);
+        let items = vec![
+            self.release_write(key, write.device, until, write.released_by, write.now)?,
+            self.license_write(key, e)?,
+        ];
         self.transact(items).await
     }
 
     async fn lease(&self, write: &LeaseWrite<'_>) -> Result<(), WriteError> {
         let license = write.license;
         let key = &license.license_key;
-        let mut sets = vec![];
-        let mut removes = vec![];
-        let mut conditions = vec![];
-        let until = s(&write.plan.until().to_string());
-        // With no entries read, the map may not exist yet and is written whole; otherwise the
-        // device's own entry `#hw` is set to `:until`.
-        let whole_map = matches!(write.plan, LeasePlan::Acquire { .. }) && license.leases.is_empty();
-        let mut names: HashMap<String, String> = HashMap::from([(LEASES_NAME.into(), LEASES.into())]);
-        let mut values: Item = HashMap::new();
-        if !whole_map {
-            names.insert("#hw".into(), write.hardware_id.to_string());
-            values.insert(":until".into(), until.clone());
-        }
+        let mut e = Expression::default();
+        e.condition("attribute_exists(PK)");
+        let mut new_entry = false;
         match write.plan {
-            LeasePlan::Renew { observed, .. } => {
-                sets.push(format!("{LEASES_PATH}.#hw = :until"));
-                conditions.push(format!("{LEASES_PATH}.#hw = :own"));
-                values.insert(":own".into(), s(&observed.to_string()));
+            LeasePlan::Renew { observed, until } => {
+                e.name("#l", LEASES)
+                    .name("#l_h", write.hardware_id.as_str())
+                    .set("#l.#l_h = :l_until")
+                    .value(":l_until", s(&until.to_string()))
+                    .condition("#l.#l_h = :l_own")
+                    .value(":l_own", s(&observed.to_string()));
             }
-            LeasePlan::Acquire { own, take_over, .. } => {
-                if whole_map {
-                    sets.push(format!("{LEASES_NAME} = :first"));
-                    conditions.push(format!(
-                        "attribute_exists(PK) AND (attribute_not_exists({LEASES_NAME}) OR size({LEASES_NAME}) = :zero)"
-                    ));
-                    let first = HashMap::from([(write.hardware_id.to_string(), until)]);
-                    values.insert(":first".into(), AttributeValue::M(first));
-                    values.insert(":zero".into(), n(0));
-                } else {
-                    sets.push(format!("{LEASES_PATH}.#hw = :until"));
-                    match own {
-                        Some(own) => {
-                            conditions.push(format!("{LEASES_PATH}.#hw = :own"));
-                            values.insert(":own".into(), s(&own.to_string()));
-                        }
-                        None => conditions.push(format!("attribute_not_exists({LEASES_PATH}.#hw)")),
-                    }
-                    for (index, (holder, end)) in take_over.iter().enumerate() {
-                        names.insert(format!("#t{index}"), holder.to_string());
-                        values.insert(format!(":t{index}"), s(&end.to_string()));
-                        removes.push(format!("{LEASES_PATH}.#t{index}"));
-                        conditions.push(format!("{LEASES_PATH}.#t{index} = :t{index}"));
-                    }
-                    // At most `max_activations` entries once this entry is added and those removed.
-                    let bound = i64::from(license.max_activations) + take_over.len() as i64 - i64::from(own.is_none());
-                    conditions.push(format!("size({LEASES_NAME}) <= :bound"));
-                    values.insert(":bound".into(), n(bound));
-                }
+            LeasePlan::Acquire { slot, until } => {
+                new_entry = slot.own.is_none();
+                let leases = MapAttribute { prefix: "l", name: LEASES, read: &license.leases };
+                e.put_slot(leases, write.hardware_id, slot, *until, license.max_activations);
             }
         }
-        if write.new_device.is_some() {
-            sets.push(
-                "last_activated_at = :now, first_activated_at = if_not_exists(first_activated_at, :now), \
-                 version = version + :one"
-                    .into(),
-            );
-            values.insert(":now".into(), s(&write.now.to_string()));
-            values.insert(":one".into(), n(1));
-            conditions.push("#status = :active".into());
-            names.insert("#status".into(), "status".into());
-            values.insert(":active".into(), s("active"));
+        if let Some(device) = write.new_device {
+            e.set("last_activated_at = :now, first_activated_at = if_not_exists(first_activated_at, :now)")
+                .set("version = version + :one")
+                .value(":now", s(&write.now.to_string()))
+                .value(":one", n(1))
+                .name("#status", "status")
+                .condition("#status = :active")
+                .value(":active", s("active"));
+            if let Some(observed) = reclaimed(license, &device.hardware_id, write.now) {
+                e.remove_entry("m", RELEASES, &device.hardware_id, Some(observed));
+            }
         }
-        let mut expression = format!("SET {}", sets.join(", "));
-        if !removes.is_empty() {
-            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
-        }
-        let condition = conditions.join(" AND ");
         let device_write = match (write.new_device, write.borrowed_until) {
             (Some(device), _) => {
                 let put = Put::builder()
@@ -720,66 +844,73 @@ impl Store for DynamoStore {
                     .build();
                 Some(TransactWriteItem::builder().update(built(update)?).build())
             }
+            // A new entry for a device that holds none may race its deactivation: the device
+            // must still be bound, or the lease would outlive it.
+            (None, None) if new_entry => Some(self.device_bound(key, write.hardware_id)?),
             (None, None) => None,
         };
         match device_write {
-            Some(device_write) => {
-                let license_update = self
-                    .license_update(key)
-                    .update_expression(expression)
-                    .condition_expression(condition)
-                    .set_expression_attribute_names(Some(names))
-                    .set_expression_attribute_values(Some(values));
-                let license_write = TransactWriteItem::builder().update(built(license_update.build())?).build();
-                self.transact(vec![license_write, device_write]).await
-            }
-            None => self.update_license(key, expression, condition, names, values).await,
+            Some(device_write) => self.transact(vec![self.license_write(key, e)?, device_write]).await,
+            None => self.update_license(key, e).await,
         }
     }
 
-    async fn consume(&self, key: &LicenseKey, plan: &ConsumptionPlan) -> Result<(), WriteError> {
-        let mut names: HashMap<String, String> = HashMap::from([("#c".into(), CONSUMPTION.into())]);
-        let mut values: Item = HashMap::new();
+    async fn consume(
+        &self,
+        key: &LicenseKey,
+        plan: &ConsumptionPlan,
+        lease_holder: Option<(&HardwareId, Timestamp)>,
+    ) -> Result<(), WriteError> {
+        let mut e = Expression::default();
+        e.name("#c", CONSUMPTION);
         let fresh = || {
             AttributeValue::M(HashMap::from([
                 ("period".to_string(), s(&plan.period)),
                 ("used".to_string(), n(plan.amount)),
             ]))
         };
-        let (expression, condition) = match &plan.observed {
+        match &plan.observed {
             None if !plan.counters_exist => {
-                values.insert(":whole".into(), AttributeValue::M(HashMap::from([(plan.key.clone(), fresh())])));
-                ("SET #c = :whole".to_string(), "attribute_exists(PK) AND attribute_not_exists(#c)".to_string())
+                e.value(":whole", AttributeValue::M(HashMap::from([(plan.key.clone(), fresh())])))
+                    .set("#c = :whole")
+                    .condition("attribute_exists(PK) AND attribute_not_exists(#c)");
             }
             None => {
-                names.insert("#k".into(), plan.key.clone());
-                values.insert(":fresh".into(), fresh());
-                ("SET #c.#k = :fresh".into(), "attribute_exists(#c) AND attribute_not_exists(#c.#k)".into())
+                e.name("#k", &plan.key)
+                    .value(":fresh", fresh())
+                    .set("#c.#k = :fresh")
+                    .condition("attribute_exists(#c) AND attribute_not_exists(#c.#k)");
             }
             Some(observed) if plan.continues() => {
-                names.extend([
-                    ("#k".into(), plan.key.clone()),
-                    ("#p".into(), "period".into()),
-                    ("#u".into(), "used".into()),
-                ]);
-                values.insert(":amount".into(), n(plan.amount));
-                values.insert(":period".into(), s(&observed.period));
-                let mut condition = "#c.#k.#p = :period".to_string();
+                e.name("#k", &plan.key)
+                    .name("#p", "period")
+                    .name("#u", "used")
+                    .value(":amount", n(plan.amount))
+                    .value(":period", s(&observed.period))
+                    .set("#c.#k.#u = #c.#k.#u + :amount")
+                    .condition("#c.#k.#p = :period");
                 if let Some(limit) = plan.limit {
                     // Room for the amount, whatever was added since the read.
-                    condition.push_str(" AND #c.#k.#u <= :ceiling");
-                    values.insert(":ceiling".into(), n(limit - plan.amount));
+                    e.condition("#c.#k.#u <= :ceiling").value(":ceiling", n(limit - plan.amount));
                 }
-                ("SET #c.#k.#u = #c.#k.#u + :amount".into(), condition)
             }
             Some(observed) => {
-                names.extend([("#k".into(), plan.key.clone()), ("#p".into(), "period".into())]);
-                values.insert(":fresh".into(), fresh());
-                values.insert(":old".into(), s(&observed.period));
-                ("SET #c.#k = :fresh".into(), "#c.#k.#p = :old".into())
+                e.name("#k", &plan.key)
+                    .name("#p", "period")
+                    .value(":fresh", fresh())
+                    .value(":old", s(&observed.period))
+                    .set("#c.#k = :fresh")
+                    .condition("#c.#k.#p = :old");
             }
-        };
-        self.update_license(key, expression, condition, names, values).await
+        }
+        if let Some((hardware_id, now)) = lease_holder {
+            // A floating device counts use only while it holds a seat.
+            e.name("#l", LEASES)
+                .name("#l_h", hardware_id.as_str())
+                .condition("#l.#l_h > :l_now")
+                .value(":l_now", s(&now.to_string()));
+        }
+        self.update_license(key, e).await
     }
 
     async fn put_trial_terms(&self, terms: &TrialTerms) -> Result<(), StoreError> {
@@ -826,60 +957,53 @@ impl Store for DynamoStore {
     }
 
     async fn replace_license(&self, previous: &License, license: &License) -> Result<(), WriteError> {
-        // An update of every stored field but the leases, so a lease taken or renewed since
-        // `previous` was read (which does not move `version`) is kept.
+        // An update of every stored field but those only their own operations write, so a lease,
+        // release or consumption written since `previous` was read (none moves `version`) is kept.
         let mut item = license_item(license)?;
         let before = license_item(previous)?;
-        for kept in ["PK", "SK", LEASES, CONSUMPTION] {
-            item.remove(kept);
-        }
-        let mut names = HashMap::new();
-        let mut values: Item = HashMap::from([(":expected".to_string(), n(previous.version))]);
-        let mut sets = Vec::new();
+        let kept = |name: &str| ["PK", "SK"].contains(&name) || OPERATION_OWNED.contains(&name);
+        item.retain(|name, _| !kept(name));
+        let mut e = Expression::default();
+        e.value(":expected", n(previous.version)).condition("version = :expected");
         for (index, (name, value)) in item.iter().enumerate() {
-            names.insert(format!("#s{index}"), name.clone());
-            values.insert(format!(":s{index}"), value.clone());
-            sets.push(format!("#s{index} = :s{index}"));
+            e.name(&format!("#s{index}"), name).value(&format!(":s{index}"), value.clone());
+            e.set(format!("#s{index} = :s{index}"));
         }
-        let mut expression = format!("SET {}", sets.join(", "));
-        let gone: Vec<&String> = before
-            .keys()
-            .filter(|name| !item.contains_key(*name) && !["PK", "SK", LEASES, CONSUMPTION].contains(&name.as_str()))
-            .collect();
-        if !gone.is_empty() {
-            let removes: Vec<String> = gone
-                .iter()
-                .enumerate()
-                .map(|(index, name)| {
-                    names.insert(format!("#r{index}"), (*name).clone());
-                    format!("#r{index}")
-                })
-                .collect();
-            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        let gone = before.keys().filter(|name| !item.contains_key(*name) && !kept(name));
+        for (index, name) in gone.enumerate() {
+            e.name(&format!("#r{index}"), name);
+            e.removes.push(format!("#r{index}"));
         }
-        self.update_license(&license.license_key, expression, "version = :expected".into(), names, values).await
+        self.update_license(&license.license_key, e).await
     }
 
     async fn touch_device(
         &self,
         key: &LicenseKey,
         hardware_id: &HardwareId,
-        now: Timestamp,
-        stale_before: Timestamp,
+        sighting: &Sighting,
     ) -> Result<(), WriteError> {
-        self.count_round_trip();
-        self.client
+        let mut update = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key("PK", license_pk(key))
             .key("SK", device_sk(hardware_id))
-            .update_expression("SET last_seen_at = :now")
-            .condition_expression(format!("attribute_exists(SK) AND {BOUND} AND last_seen_at < :stale_before"))
-            .expression_attribute_values(":now", s(&now.to_string()))
-            .expression_attribute_values(":stale_before", s(&stale_before.to_string()))
-            .send()
-            .await
-            .map_err(conditional_error)?;
+            .expression_attribute_values(":now", s(&sighting.now.to_string()));
+        update = match sighting.credential_until {
+            Some(until) => update
+                .update_expression("SET last_seen_at = :now, credential_until = :until")
+                .condition_expression(format!(
+                    "attribute_exists(SK) AND {BOUND} AND (attribute_not_exists(credential_until) OR credential_until < :until)"
+                ))
+                .expression_attribute_values(":until", s(&until.to_string())),
+            None => update
+                .update_expression("SET last_seen_at = :now")
+                .condition_expression(format!("attribute_exists(SK) AND {BOUND} AND last_seen_at < :stale_before"))
+                .expression_attribute_values(":stale_before", s(&sighting.stale_before.to_string())),
+        };
+        self.count_round_trip();
+        update.send().await.map_err(conditional_error)?;
         Ok(())
     }
 

@@ -1,12 +1,12 @@
 //! An in-memory store with the DynamoDB store's conditions, one lock around each whole operation.
 
 use super::{
-    freeze_cutoff, ActivationWrite, DeactivationWrite, IdempotencyRecord, LeaseWrite, Lookup, Page, SeatRelease, Store,
-    StoreError, WriteError,
+    freeze_cutoff, reclaimed, ActivationWrite, DeactivationWrite, IdempotencyRecord, LeaseWrite, Lookup, Page,
+    SeatRelease, Sighting, Store, StoreError, WriteError,
 };
 use crate::input::{HardwareId, LicenseKey, Product};
-use crate::model::{Counter, Device, License, LicenseStatus, TrialMarker, TrialTerms};
-use crate::rules::{ConsumptionPlan, LeasePlan};
+use crate::model::{Counter, Device, License, LicenseStatus, ReleasedBy, TrialMarker, TrialTerms};
+use crate::rules::{ConsumptionPlan, LeasePlan, Slot};
 use crate::time::Timestamp;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +24,55 @@ pub struct MemoryStore {
 struct Partition {
     license: License,
     devices: BTreeMap<HardwareId, Device>,
+    /// Released devices, kept (as DynamoDB keeps tombstones) with who released them.
+    released: BTreeMap<HardwareId, (Device, ReleasedBy)>,
+}
+
+impl Partition {
+    fn new(license: License, devices: BTreeMap<HardwareId, Device>) -> Self {
+        Self { license, devices, released: BTreeMap::new() }
+    }
+
+    /// Whether `hardware_id` is bound with the credential horizon `observed`.
+    fn bound_as_read(&self, hardware_id: &HardwareId, observed: Option<Timestamp>) -> bool {
+        self.devices.get(hardware_id).is_some_and(|d| d.credential_until == observed)
+    }
+
+    /// Releases a bound device into a tombstone saying until when it may run.
+    fn release(&mut self, hardware_id: &HardwareId, credential_until: Option<Timestamp>, by: ReleasedBy) {
+        if let Some(mut device) = self.devices.remove(hardware_id) {
+            device.credential_until = credential_until;
+            self.released.insert(hardware_id.clone(), (device, by));
+        }
+    }
+
+    fn bind(&mut self, device: &Device) {
+        self.released.remove(&device.hardware_id);
+        self.devices.insert(device.hardware_id.clone(), device.clone());
+    }
+}
+
+/// Whether `slot` still fits the map `entries` (holding at most `max`), as the DynamoDB store's
+/// conditions check it.
+/// (`freed`: entries of the map the same write removes otherwise).
+fn slot_holds(
+    entries: &BTreeMap<HardwareId, Timestamp>,
+    holder: &HardwareId,
+    slot: &Slot,
+    max: u32,
+    freed: usize,
+) -> bool {
+    let entries_after = (entries.len() + usize::from(slot.own.is_none())).saturating_sub(slot.take_over.len() + freed);
+    entries.get(holder).copied() == slot.own
+        && slot.take_over.iter().all(|(other, end)| entries.get(other) == Some(end))
+        && entries_after <= max as usize
+}
+
+fn put_slot(entries: &mut BTreeMap<HardwareId, Timestamp>, holder: &HardwareId, slot: &Slot, until: Timestamp) {
+    for (other, _) in &slot.take_over {
+        entries.remove(other);
+    }
+    entries.insert(holder.clone(), until);
 }
 
 impl MemoryStore {
@@ -52,8 +101,7 @@ impl Store for MemoryStore {
             return Err(WriteError::Conflict);
         }
         for license in licenses {
-            partitions
-                .insert(license.license_key.clone(), Partition { license: license.clone(), devices: BTreeMap::new() });
+            partitions.insert(license.license_key.clone(), Partition::new(license.clone(), BTreeMap::new()));
         }
         if let Some(record) = record {
             records.insert(record.idempotency_key.clone(), record.clone());
@@ -80,6 +128,7 @@ impl Store for MemoryStore {
             .filter(|l| match lookup {
                 Lookup::CustomerEmail(email) => l.customer.as_ref().and_then(|c| c.email.as_ref()) == Some(email),
                 Lookup::OrderId(order) => l.order_id.as_ref() == Some(order),
+                Lookup::TrialEmail(email) => l.trial_email.as_ref() == Some(email),
             })
             .collect();
         // Newest first; the key breaks ties so the order (and the cursor) is total.
@@ -117,95 +166,128 @@ impl Store for MemoryStore {
     async fn activate(&self, write: &ActivationWrite<'_>) -> Result<(), WriteError> {
         let mut partitions = self.lock();
         let partition = partitions.get_mut(&write.license.license_key).ok_or(WriteError::Conflict)?;
-        let license = &mut partition.license;
+        let license = &partition.license;
         let seat_free = license.allow_unlimited_activations || license.times_activated < license.max_activations;
         let thawed = match (freeze_cutoff(write.license, write.now), license.last_activated_at) {
             (Some(cutoff), Some(last)) => last <= cutoff,
             _ => true,
         };
-        let evict_ok = write.evict.is_none_or(|hw| partition.devices.contains_key(hw));
+        let reclaim = reclaimed(write.license, &write.device.hardware_id, write.now);
+        let evict_ok = write.evict.is_none_or(|eviction| {
+            partition.bound_as_read(&eviction.hardware_id, eviction.credential_until)
+                && eviction.allowance.as_ref().is_none_or(|entry| {
+                    let freed = usize::from(reclaim.is_some());
+                    slot_holds(&license.releases, &eviction.hardware_id, &entry.slot, license.release_allowance, freed)
+                        && license.max_transfers.is_none_or(|max| license.transfer_count < max)
+                })
+        });
         if license.status != LicenseStatus::Active
             || !thawed
             || partition.devices.contains_key(&write.device.hardware_id)
             || !evict_ok
             || (write.evict.is_none() && !seat_free)
+            || reclaim.is_some_and(|observed| license.releases.get(&write.device.hardware_id) != Some(&observed))
         {
             return Err(WriteError::Conflict);
         }
         match write.evict {
-            Some(evicted) => {
-                partition.devices.remove(evicted);
+            Some(eviction) => {
+                let mut until = eviction.credential_until;
+                if let Some(entry) = &eviction.allowance {
+                    put_slot(&mut partition.license.releases, &eviction.hardware_id, &entry.slot, entry.until);
+                    partition.license.transfer_count += 1;
+                    until = Some(entry.until);
+                }
+                partition.release(&eviction.hardware_id, until, ReleasedBy::Rotation);
             }
-            None => license.times_activated += 1,
+            None => partition.license.times_activated += 1,
         }
+        if reclaim.is_some() {
+            partition.license.releases.remove(&write.device.hardware_id);
+        }
+        let license = &mut partition.license;
         license.first_activated_at.get_or_insert(write.now);
         license.last_activated_at = Some(write.now);
         license.version += 1;
-        partition.devices.insert(write.device.hardware_id.clone(), write.device.clone());
+        partition.bind(write.device);
         Ok(())
     }
 
     async fn deactivate(&self, write: &DeactivationWrite<'_>) -> Result<(), WriteError> {
         let mut partitions = self.lock();
-        let partition = partitions.get_mut(write.license_key).ok_or(WriteError::Conflict)?;
-        let license = &mut partition.license;
-        if !partition.devices.contains_key(write.hardware_id) {
+        let partition = partitions.get_mut(&write.license.license_key).ok_or(WriteError::Conflict)?;
+        let hardware_id = &write.device.hardware_id;
+        if !partition.bound_as_read(hardware_id, write.device.credential_until) {
             return Err(WriteError::Conflict);
         }
+        let license = &partition.license;
+        let seat_ok = match write.seat {
+            SeatRelease::Counted { count_transfer } => {
+                license.times_activated > 0
+                    && (!count_transfer || license.max_transfers.is_none_or(|max| license.transfer_count < max))
+            }
+            SeatRelease::Lease { observed } => license.leases.get(hardware_id).copied() == observed,
+        };
+        let allowance_ok = write
+            .allowance
+            .is_none_or(|entry| slot_holds(&license.releases, hardware_id, &entry.slot, license.release_allowance, 0));
+        if !seat_ok || !allowance_ok {
+            return Err(WriteError::Conflict);
+        }
+        let license = &mut partition.license;
         match write.seat {
             SeatRelease::Counted { count_transfer } => {
-                let transfer_ok =
-                    !count_transfer || license.max_transfers.is_none_or(|max| license.transfer_count < max);
-                if license.times_activated == 0 || !transfer_ok {
-                    return Err(WriteError::Conflict);
-                }
                 license.times_activated -= 1;
-                if count_transfer {
-                    license.transfer_count += 1;
-                }
+                license.transfer_count += u32::from(count_transfer);
                 license.version += 1;
             }
-            SeatRelease::Lease { observed } => {
-                if license.leases.get(write.hardware_id).copied() != observed && observed.is_some() {
-                    return Err(WriteError::Conflict);
-                }
-                license.leases.remove(write.hardware_id);
+            SeatRelease::Lease { .. } => {
+                license.leases.remove(hardware_id);
             }
         }
-        partition.devices.remove(write.hardware_id);
+        if let Some(entry) = write.allowance {
+            put_slot(&mut license.releases, hardware_id, &entry.slot, entry.until);
+        }
+        let credential_until = crate::rules::credential_until(write.license, write.device);
+        let until = write.allowance.map(|entry| entry.until).max(credential_until);
+        partition.release(hardware_id, until, write.released_by);
         Ok(())
     }
 
     async fn lease(&self, write: &LeaseWrite<'_>) -> Result<(), WriteError> {
         let mut partitions = self.lock();
         let partition = partitions.get_mut(&write.license.license_key).ok_or(WriteError::Conflict)?;
-        let license = &mut partition.license;
-        let own = license.leases.get(write.hardware_id).copied();
+        let license = &partition.license;
         let holds = match write.plan {
-            LeasePlan::Renew { observed, .. } => own == Some(*observed),
-            LeasePlan::Acquire { own: observed, take_over, .. } => {
-                let entries_after = license.leases.len() - take_over.len() + usize::from(observed.is_none());
-                own == *observed
-                    && take_over.iter().all(|(holder, end)| license.leases.get(holder) == Some(end))
-                    && entries_after <= write.license.max_activations as usize
+            LeasePlan::Renew { observed, .. } => license.leases.get(write.hardware_id) == Some(observed),
+            LeasePlan::Acquire { slot, .. } => {
+                slot_holds(&license.leases, write.hardware_id, slot, write.license.max_activations, 0)
             }
         };
+        let new_entry = matches!(write.plan, LeasePlan::Acquire { slot, .. } if slot.own.is_none());
+        let reclaim = write.new_device.and_then(|d| reclaimed(write.license, &d.hardware_id, write.now));
         let device_ok = match (write.new_device, write.borrowed_until) {
             (Some(device), _) => {
-                !partition.devices.contains_key(&device.hardware_id) && license.status == LicenseStatus::Active
+                !partition.devices.contains_key(&device.hardware_id)
+                    && license.status == LicenseStatus::Active
+                    && reclaim.is_none_or(|observed| license.releases.get(&device.hardware_id) == Some(&observed))
             }
             (None, Some(_)) => partition.devices.contains_key(write.hardware_id),
-            (None, None) => true,
+            (None, None) => !new_entry || partition.devices.contains_key(write.hardware_id),
         };
         if !holds || !device_ok {
             return Err(WriteError::Conflict);
         }
-        write.plan.apply(license, write.hardware_id);
+        write.plan.apply(&mut partition.license, write.hardware_id);
         if let Some(device) = write.new_device {
+            let license = &mut partition.license;
             license.first_activated_at.get_or_insert(write.now);
             license.last_activated_at = Some(write.now);
             license.version += 1;
-            partition.devices.insert(device.hardware_id.clone(), device.clone());
+            if reclaim.is_some() {
+                license.releases.remove(&device.hardware_id);
+            }
+            partition.bind(device);
         }
         if let (Some(until), Some(device)) = (write.borrowed_until, partition.devices.get_mut(write.hardware_id)) {
             device.borrowed_until = Some(until);
@@ -213,7 +295,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn consume(&self, key: &LicenseKey, plan: &ConsumptionPlan) -> Result<(), WriteError> {
+    async fn consume(
+        &self,
+        key: &LicenseKey,
+        plan: &ConsumptionPlan,
+        lease_holder: Option<(&HardwareId, Timestamp)>,
+    ) -> Result<(), WriteError> {
         let mut partitions = self.lock();
         let license = &mut partitions.get_mut(key).ok_or(WriteError::Conflict)?.license;
         let counter = license.consumption.get(&plan.key);
@@ -222,7 +309,8 @@ impl Store for MemoryStore {
             Some(c) if plan.continues() => c.used + plan.amount,
             _ => plan.amount,
         };
-        if !same_period || plan.limit.is_some_and(|limit| used_after > limit) {
+        let seated = lease_holder.is_none_or(|(holder, now)| license.leases.get(holder).is_some_and(|end| *end > now));
+        if !same_period || !seated || plan.limit.is_some_and(|limit| used_after > limit) {
             return Err(WriteError::Conflict);
         }
         license.consumption.insert(plan.key.clone(), Counter { period: plan.period.clone(), used: used_after });
@@ -259,7 +347,7 @@ impl Store for MemoryStore {
         }
         markers.insert(marker_key, marker.clone());
         let devices = BTreeMap::from([(device.hardware_id.clone(), device.clone())]);
-        partitions.insert(license.license_key.clone(), Partition { license: license.clone(), devices });
+        partitions.insert(license.license_key.clone(), Partition::new(license.clone(), devices));
         Ok(())
     }
 
@@ -270,8 +358,9 @@ impl Store for MemoryStore {
             return Err(WriteError::Conflict);
         }
         let leases = std::mem::take(&mut partition.license.leases);
+        let releases = std::mem::take(&mut partition.license.releases);
         let consumption = std::mem::take(&mut partition.license.consumption);
-        partition.license = License { leases, consumption, ..license.clone() };
+        partition.license = License { leases, releases, consumption, ..license.clone() };
         Ok(())
     }
 
@@ -279,16 +368,19 @@ impl Store for MemoryStore {
         &self,
         key: &LicenseKey,
         hardware_id: &HardwareId,
-        now: Timestamp,
-        stale_before: Timestamp,
+        sighting: &Sighting,
     ) -> Result<(), WriteError> {
         let mut partitions = self.lock();
         let device =
             partitions.get_mut(key).and_then(|p| p.devices.get_mut(hardware_id)).ok_or(WriteError::Conflict)?;
-        if device.last_seen_at >= stale_before {
-            return Err(WriteError::Conflict);
+        match sighting.credential_until {
+            Some(until) if device.credential_until.is_none_or(|recorded| recorded < until) => {
+                device.credential_until = Some(until);
+            }
+            None if device.last_seen_at < sighting.stale_before => {}
+            _ => return Err(WriteError::Conflict),
         }
-        device.last_seen_at = now;
+        device.last_seen_at = sighting.now;
         Ok(())
     }
 

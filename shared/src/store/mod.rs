@@ -8,8 +8,8 @@ pub use dynamo::{create_table, sdk_config, sdk_config_with, DynamoStore};
 pub use memory::MemoryStore;
 
 use crate::input::{Email, HardwareId, LicenseKey, OrderId, Product};
-use crate::model::{Device, License, TrialMarker, TrialTerms};
-use crate::rules::{ConsumptionPlan, LeasePlan};
+use crate::model::{Device, License, ReleasedBy, TrialMarker, TrialTerms};
+use crate::rules::{AllowanceEntry, ConsumptionPlan, Eviction, LeasePlan};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -38,26 +38,38 @@ pub enum WriteError {
 /// Bind a device to a license, consuming a seat unless it replaces `evict`.
 #[derive(Debug, Clone)]
 pub struct ActivationWrite<'a> {
+    /// The license as read: its release entry for the device (if the device comes back while a
+    /// credential of its earlier binding is still valid) is taken back, provided it still reads so.
     pub license: &'a License,
+    /// The new binding, with the credential horizon recorded before its first token is signed.
     pub device: &'a Device,
-    pub evict: Option<&'a HardwareId>,
+    pub evict: Option<&'a Eviction>,
     pub now: Timestamp,
 }
 
-/// Release a device and its seat.
+/// Release a device and its seat. The device item stays as a tombstone (read as absent
+/// everywhere) until its credentials lapse, saying who released it.
 #[derive(Debug, Clone)]
 pub struct DeactivationWrite<'a> {
-    pub license_key: &'a LicenseKey,
-    pub hardware_id: &'a HardwareId,
+    /// The license as read: the lease entry and the release entries the write removes are
+    /// conditions of it.
+    pub license: &'a License,
+    /// The device as read: it must still be bound with the same credential horizon.
+    pub device: &'a Device,
     pub seat: SeatRelease,
+    /// The place the release takes in the allowance, when the device may still run.
+    pub allowance: Option<&'a AllowanceEntry>,
+    pub released_by: ReleasedBy,
+    pub now: Timestamp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeatRelease {
     /// A node-locked seat: `times_activated` goes down; a client's own release counts a transfer.
     Counted { count_transfer: bool },
-    /// A floating device: its lease entry is removed if it still reads `observed` (if it was taken
-    /// over meanwhile, there is nothing to remove). Never a transfer.
+    /// A floating device: its lease entry is removed if it still reads `observed`, or must still be
+    /// absent when it was (a check taking a seat for it meanwhile makes the release re-decide).
+    /// Never a transfer.
     Lease { observed: Option<Timestamp> },
 }
 
@@ -76,11 +88,23 @@ pub struct LeaseWrite<'a> {
     pub now: Timestamp,
 }
 
+/// A device seen by a check: `last_seen_at` moves to `now`, and when `credential_until` is given
+/// the device's credential horizon moves up to it (a write the token that follows depends on).
+#[derive(Debug, Clone, Copy)]
+pub struct Sighting {
+    pub now: Timestamp,
+    /// Without a new horizon, the sighting is written only if the last one is older than this.
+    pub stale_before: Timestamp,
+    pub credential_until: Option<Timestamp>,
+}
+
 /// A vendor lookup over a secondary index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     CustomerEmail(Email),
     OrderId(OrderId),
+    /// The unverified e-mails given when trials started.
+    TrialEmail(Email),
 }
 
 /// One page of a listing, newest first; `next_cursor` is opaque and present while more remain.
@@ -142,24 +166,33 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<(License, Vec<Device>)>, StoreError>> + Send;
 
     /// Holds: license active; a seat free (or unlimited) unless evicting; not frozen; the device
-    /// not bound yet; the evicted device still bound.
+    /// not bound yet; the evicted device still bound with the horizon read, and when it is owed to
+    /// the allowance, the allowance's room (and a transfer left) as planned.
     fn activate(&self, write: &ActivationWrite<'_>) -> impl Future<Output = Result<(), WriteError>> + Send;
 
-    /// Holds: the device is bound; when counting a transfer, `transfer_count < max_transfers`;
-    /// a released lease still reads as observed.
+    /// Holds: the device is bound with the horizon read; when counting a transfer,
+    /// `transfer_count < max_transfers`; a released lease still reads as observed (or is still
+    /// absent); the allowance's room as planned.
     fn deactivate(&self, write: &DeactivationWrite<'_>) -> impl Future<Output = Result<(), WriteError>> + Send;
 
     /// Holds: the device's own entry and every entry taken over still read as observed; after the
     /// write there are at most `max_activations` (as read) entries; a new device is not bound yet
-    /// and the license is active; a borrowing device is bound. The conditions touch no license
+    /// and the license is active; a borrowing device is bound, and so is a device taking a new
+    /// entry (so no lease outlives a concurrent deactivation). The conditions touch no license
     /// attribute but the leases, so the check function's IAM role can be limited to that attribute.
     /// (A vendor's concurrent change of status or seats then simply orders after the lease write:
     /// lowering the seats never evicts live leases either.)
     fn lease(&self, write: &LeaseWrite<'_>) -> impl Future<Output = Result<(), WriteError>> + Send;
 
     /// Add to a consumption counter, as `plan` says; holds: the counter is still of the period read
-    /// (or still absent), and with a limit, the sum stays within it.
-    fn consume(&self, key: &LicenseKey, plan: &ConsumptionPlan) -> impl Future<Output = Result<(), WriteError>> + Send;
+    /// (or still absent), with a limit the sum stays within it, and with `lease_holder` that
+    /// device's floating lease is live at `now`.
+    fn consume(
+        &self,
+        key: &LicenseKey,
+        plan: &ConsumptionPlan,
+        lease_holder: Option<(&HardwareId, Timestamp)>,
+    ) -> impl Future<Output = Result<(), WriteError>> + Send;
 
     /// Store (or replace) a product's trial terms.
     fn put_trial_terms(&self, terms: &TrialTerms) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -182,8 +215,8 @@ pub trait Store: Send + Sync + 'static {
         device: &Device,
     ) -> impl Future<Output = Result<(), WriteError>> + Send;
 
-    /// Replace the stored fields of `previous` with those of `license`, except the leases and the
-    /// consumption counters (their writes do not move `version`, and are kept); holds: the stored `version` is still
+    /// Replace the stored fields of `previous` with those of `license`, except the leases, the
+    /// releases and the consumption counters (their writes do not move `version`, and are kept); holds: the stored `version` is still
     /// `previous.version` (the caller bumps it), so a concurrent change is never overwritten.
     fn replace_license(
         &self,
@@ -191,17 +224,30 @@ pub trait Store: Send + Sync + 'static {
         license: &License,
     ) -> impl Future<Output = Result<(), WriteError>> + Send;
 
-    /// Record that a device was seen; holds: the device is bound and was last seen before `stale_before`.
+    /// Record that a device was seen; holds: the device is bound, and either its horizon is still
+    /// below the new one, or (without one) it was last seen before `stale_before`.
     fn touch_device(
         &self,
         key: &LicenseKey,
         hardware_id: &HardwareId,
-        now: Timestamp,
-        stale_before: Timestamp,
+        sighting: &Sighting,
     ) -> impl Future<Output = Result<(), WriteError>> + Send;
 
     /// Round trips made so far (reads and writes), for asserting the cost of each operation.
     fn round_trips(&self) -> u64;
+}
+
+/// How long a tombstone is kept after its device's credentials lapse (DynamoDB's TTL deletes it).
+pub(crate) const TOMBSTONE_GRACE_SECONDS: i64 = 86_400;
+
+/// When a device released at `now` may be forgotten: once its credentials lapsed.
+pub(crate) fn tombstone_expires(credential_until: Option<Timestamp>, now: Timestamp) -> Timestamp {
+    credential_until.map_or(now, |until| until.max(now)).plus_seconds(TOMBSTONE_GRACE_SECONDS)
+}
+
+/// The live release entry a device coming back takes back (a lapsed one is left to be taken over).
+pub fn reclaimed(license: &License, hardware_id: &HardwareId, now: Timestamp) -> Option<Timestamp> {
+    license.releases.get(hardware_id).copied().filter(|until| *until > now)
 }
 
 /// The moment before which the last activation must lie for a new one to be allowed.

@@ -125,7 +125,7 @@ async fn a_lapsed_lease_is_re_acquired_by_a_check_when_a_seat_is_free() {
 #[tokio::test]
 async fn deactivation_returns_the_lease_at_once_and_is_not_a_transfer() {
     let t = TestApp::spawn().await;
-    let key = floating(&t, 1, json!({"max_transfers": 0})).await;
+    let key = floating(&t, 1, json!({})).await;
     assert_eq!(t.post("/v1/activate", &device(&key, "pc-1")).await.status, 200);
     let deactivated = t.post("/v1/deactivate", &device(&key, "pc-1")).await;
     assert_eq!(deactivated.status, 200, "{}", deactivated.body);

@@ -10,6 +10,7 @@ use keygate_tests::{device, fresh_store, join_all, TestApp};
 mod cli;
 mod consumption;
 mod floating;
+mod integrity;
 mod lambda;
 mod offline;
 mod rules;

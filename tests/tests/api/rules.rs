@@ -110,13 +110,18 @@ async fn rotation_replaces_the_least_recently_seen_device() {
     assert_eq!(check(&t, &key, "old-pc").await["code"], "DEVICE_NOT_ACTIVATED");
     assert_eq!(check(&t, &key, "new-pc").await["code"], "VALID");
     let stored = t.stored(&key).await;
+    // old-pc still holds a valid token: replacing it is a client's release, owed to the allowance.
     assert_eq!(
         (stored["license"]["times_activated"].clone(), stored["license"]["transfer_count"].clone()),
-        (json!(1), json!(0))
+        (json!(1), json!(1))
     );
+    assert_eq!(stored["license"]["releases"].as_object().unwrap().keys().collect::<Vec<_>>(), ["old-pc"]);
     assert_eq!(stored["devices"].as_array().unwrap().len(), 1, "the rotated-out device is not listed");
-    // The rotated-out device can come back, rotating the other one out.
+    // The rotated-out device can come back, rotating the other one out: it gives back its own
+    // place in the allowance, which new-pc takes.
     assert_eq!(t.post("/v1/activate", &device(&key, "old-pc")).await.status, 200);
+    let stored = t.stored(&key).await;
+    assert_eq!(stored["license"]["releases"].as_object().unwrap().keys().collect::<Vec<_>>(), ["new-pc"]);
     assert_eq!(check(&t, &key, "old-pc").await["code"], "VALID");
     assert_eq!(check(&t, &key, "new-pc").await["code"], "DEVICE_NOT_ACTIVATED");
     let refused = t.post("/v1/deactivate", &device(&key, "new-pc")).await;
@@ -126,7 +131,7 @@ async fn rotation_replaces_the_least_recently_seen_device() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_rotations_keep_exactly_the_seat_count() {
     let t = TestApp::spawn().await;
-    let key = t.issue(json!({"max_activations": 2, "device_rotation": true})).await;
+    let key = t.issue(json!({"max_activations": 2, "device_rotation": true, "release_allowance": 100})).await;
     let bodies: Vec<Value> = (0..10).map(|i| device(&key, &format!("pc-{i}"))).collect();
     let answers = join_all(bodies.iter().map(|b| t.post("/v1/activate", b))).await;
     // Every rotation evicts the same least-recently-seen device, so writers collide; one that keeps
@@ -155,7 +160,7 @@ async fn transfers_stop_at_max_transfers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_deactivations_never_exceed_max_transfers() {
     let t = TestApp::spawn().await;
-    let key = t.issue(json!({"max_activations": 8, "max_transfers": 3})).await;
+    let key = t.issue(json!({"max_activations": 8, "max_transfers": 3, "release_allowance": 100})).await;
     let bodies: Vec<Value> = (0..8).map(|i| device(&key, &format!("pc-{i}"))).collect();
     for body in &bodies {
         assert_eq!(t.post("/v1/activate", body).await.status, 200);

@@ -34,8 +34,8 @@ async fn a_trial_issues_an_activated_trial_license_on_the_vendors_terms() {
     let checked = t.post("/v1/check", &device(key, "pc-1")).await;
     assert_eq!(checked.body["code"], "VALID");
     assert_eq!(t.post("/v1/activate", &device(key, "pc-2")).await.error_code(), "ACTIVATION_LIMIT_REACHED");
-    let listed = t.admin_get("/v1/licenses?customer_email=eve@example.com").await;
-    assert_eq!(listed.body["licenses"].as_array().unwrap().len(), 1, "the vendor finds it by e-mail");
+    let listed = t.admin_get("/v1/licenses?trial_email=eve@example.com").await;
+    assert_eq!(listed.body["licenses"].as_array().unwrap().len(), 1, "the vendor finds it by its trial e-mail");
 
     let again = t.post("/v1/trial", &trial("pc-1")).await;
     assert_eq!((again.status, again.error_code()), (409, "TRIAL_ALREADY_USED"));
@@ -52,7 +52,7 @@ async fn ten_concurrent_trial_requests_from_one_device_start_one_trial() {
     let refused: Vec<&str> = answers.iter().filter(|a| a.status != 201).map(|a| a.error_code()).collect();
     assert_eq!(started, 1, "{refused:?}");
     assert!(refused.iter().all(|c| *c == "TRIAL_ALREADY_USED"), "{refused:?}");
-    let listed = t.admin_get("/v1/licenses?customer_email=eve@example.com").await;
+    let listed = t.admin_get("/v1/licenses?trial_email=eve@example.com").await;
     assert_eq!(listed.body["licenses"].as_array().unwrap().len(), 1, "no orphan license was written");
 }
 
