@@ -103,6 +103,12 @@ enum OfflineCommand {
         /// This machine's hardware id: the file must be for it.
         #[arg(long)]
         hardware_id: String,
+        /// The product this machine runs: the file must be for it (its token's audience).
+        #[arg(long)]
+        product: String,
+        /// The issuer the vendor's server signs as (its `KEYGATE_ISSUER`): the file must be from it.
+        #[arg(long, env = "KEYGATE_ISSUER")]
+        issuer: String,
         /// The request file the license file answers (its nonce must match).
         #[arg(long)]
         request: Option<std::path::PathBuf>,
@@ -369,7 +375,7 @@ async fn offline(command: OfflineCommand) -> Result<(), String> {
             eprintln!("wrote {}", out.display());
             Ok(())
         }
-        OfflineCommand::Verify { license_file, jwks, public_key, hardware_id, request } => {
+        OfflineCommand::Verify { license_file, jwks, public_key, hardware_id, product, issuer, request } => {
             let file: LicenseFile = read_json(&license_file)?;
             let keys = match (jwks, public_key) {
                 (Some(path), _) => {
@@ -381,14 +387,24 @@ async fn offline(command: OfflineCommand) -> Result<(), String> {
             };
             let nonce = request.map(|path| read_json::<OfflineRequest>(&path)).transpose()?.map(|r| r.nonce);
             let hardware_id = HardwareId::parse(hardware_id).map_err(|e| format!("--hardware-id {e}"))?;
-            let verified = offline::verify_license_file(&file, &keys, &hardware_id, nonce.as_ref(), Timestamp::now())?;
+            let product = Product::parse(product).map_err(|e| format!("--product {e}"))?;
+            let expected = offline::Expected {
+                product: &product,
+                issuer: &issuer,
+                hardware_id: &hardware_id,
+                nonce: nonce.as_ref(),
+            };
+            let verified = offline::verify_license_file(&file, &keys, &expected, Timestamp::now())?;
+            // Only what was signed: the file's other fields are for people and could be edited.
+            let claims = &verified.claims;
             let summary = serde_json::json!({
                 "valid": true,
-                "license_key": file.license_key,
-                "product": verified.claims["aud"],
-                "hardware_id": verified.claims["hwid"],
-                "license_type": verified.claims["license_type"],
-                "features": verified.claims["features"],
+                "license_id": claims.sub,
+                "product": claims.aud,
+                "hardware_id": claims.hwid,
+                "issuer": claims.iss,
+                "license_type": claims.license_type,
+                "features": claims.features,
                 "expires_at": verified.expires_at,
             });
             println!("{}", serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?);

@@ -99,21 +99,53 @@ pub fn public_key(text: &str) -> Result<VerifyingKey, String> {
     VerifyingKey::from_bytes(&bytes).map_err(|_| "not an Ed25519 public key".to_string())
 }
 
-/// What the offline machine holds once a license file verified.
+/// The claims of a license file's token that the offline machine relies on, as signed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LicenseClaims {
+    pub iss: String,
+    /// The license id.
+    pub sub: String,
+    /// The product.
+    pub aud: String,
+    pub hwid: String,
+    pub valid: bool,
+    pub code: String,
+    pub license_type: String,
+    #[serde(default)]
+    pub features: Vec<String>,
+    #[serde(default)]
+    pub offline: bool,
+    #[serde(default)]
+    pub nonce: Option<String>,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// What a license file must be for: this product, from this issuer, for this machine (and, when
+/// given, in answer to this request).
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    pub product: &'a Product,
+    pub issuer: &'a str,
+    pub hardware_id: &'a HardwareId,
+    pub nonce: Option<&'a Nonce>,
+}
+
+/// What the offline machine holds once a license file verified: only what was signed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verified {
-    pub claims: Value,
+    pub claims: LicenseClaims,
     pub expires_at: Timestamp,
 }
 
 /// Verifies a license file on the offline machine: the token's EdDSA signature with one of `keys`,
-/// that it is an offline grant for `hardware_id` (and for `nonce`, the request's, when given), that
-/// its verdict is valid, and that it has not expired at `now`.
+/// that it is an offline grant from `expected.issuer` for `expected.product` (its audience) on
+/// `expected.hardware_id` (and for the request's nonce, when given), that its verdict is valid, and
+/// that it has not expired at `now`. The file's other fields are not signed and are ignored.
 pub fn verify_license_file(
     file: &LicenseFile,
     keys: &[VerifyingKey],
-    hardware_id: &HardwareId,
-    nonce: Option<&Nonce>,
+    expected: &Expected<'_>,
     now: Timestamp,
 ) -> Result<Verified, String> {
     if file.format != LICENSE_FILE_FORMAT {
@@ -138,26 +170,32 @@ pub fn verify_license_file(
     if !keys.iter().any(|key| key.verify_strict(signed.as_bytes(), &signature).is_ok()) {
         return Err("the signature does not verify with the given public key(s)".into());
     }
-    let claims: Value = decode_json(payload)?;
-    if claims["offline"] != true {
+    let claims: LicenseClaims = serde_json::from_value(decode_json(payload)?)
+        .map_err(|e| format!("the token's claims are not a license's: {e}"))?;
+    if !claims.offline {
         return Err("the token is not an offline license".into());
     }
-    if claims["hwid"] != hardware_id.as_str() {
-        return Err(format!("the license file is for another machine ({})", claims["hwid"]));
+    if claims.iss != expected.issuer {
+        return Err(format!("the license file is from another issuer ({}, not {})", claims.iss, expected.issuer));
     }
-    if let Some(nonce) = nonce {
-        if claims["nonce"] != nonce.as_str() {
+    if claims.aud != expected.product.as_str() {
+        return Err(format!("the license file is for another product ({}, not {})", claims.aud, expected.product));
+    }
+    if claims.hwid != expected.hardware_id.as_str() {
+        return Err(format!("the license file is for another machine ({})", claims.hwid));
+    }
+    if let Some(nonce) = expected.nonce {
+        if claims.nonce.as_deref() != Some(nonce.as_str()) {
             return Err("the license file does not answer this request (nonce)".into());
         }
     }
-    if claims["valid"] != true {
-        return Err(format!("the license is not valid: {}", claims["code"]));
+    if !claims.valid {
+        return Err(format!("the license is not valid: {}", claims.code));
     }
-    let exp = claims["exp"].as_i64().ok_or("the token has no `exp`")?;
-    if exp <= now.unix() {
-        return Err(format!("the license file expired at {}", Timestamp::from_unix(exp)));
+    if claims.exp <= now.unix() {
+        return Err(format!("the license file expired at {}", Timestamp::from_unix(claims.exp)));
     }
-    Ok(Verified { expires_at: Timestamp::from_unix(exp), claims })
+    Ok(Verified { expires_at: Timestamp::from_unix(claims.exp), claims })
 }
 
 fn decode_json(part: &str) -> Result<Value, String> {
@@ -185,7 +223,8 @@ mod tests {
     }
 
     fn claims(change: impl FnOnce(&mut Value)) -> Value {
-        let mut claims = json!({"hwid": "air-1", "valid": true, "code": "VALID", "offline": true,
+        let mut claims = json!({"iss": "https://licenses.example", "sub": "lic_1", "aud": "editor", "hwid": "air-1",
+            "valid": true, "code": "VALID", "license_type": "perpetual", "offline": true,
             "nonce": "n-1", "iat": NOW.unix(), "exp": NOW.unix() + 60});
         change(&mut claims);
         claims
@@ -196,19 +235,23 @@ mod tests {
         let signer = TokenSigner::new([3; 32], &[]).unwrap();
         let keys = [public_key(&signer.public_key_b64()).unwrap()];
         let (air1, nonce) = (HardwareId::parse("air-1").unwrap(), Nonce::parse("n-1").unwrap());
-        let verify = |file: &LicenseFile, keys: &[VerifyingKey], now: Timestamp| {
-            verify_license_file(file, keys, &air1, Some(&nonce), now)
-        };
+        let editor = Product::parse("editor").unwrap();
+        let expected =
+            Expected { product: &editor, issuer: "https://licenses.example", hardware_id: &air1, nonce: Some(&nonce) };
+        let verify =
+            |file: &LicenseFile, keys: &[VerifyingKey], now: Timestamp| verify_license_file(file, keys, &expected, now);
         let good = file(&signer, claims(|_| {}));
         assert_eq!(verify(&good, &keys, NOW).unwrap().expires_at, NOW.plus_seconds(60));
         assert!(verify(&good, &keys, NOW.plus_seconds(60)).unwrap_err().contains("expired"));
         let other_key = [public_key(&TokenSigner::new([4; 32], &[]).unwrap().public_key_b64()).unwrap()];
         assert!(verify(&good, &other_key, NOW).unwrap_err().contains("signature"));
-        let cases: [(&str, Value); 4] = [
+        let cases: [(&str, Value); 6] = [
+            ("another product", claims(|c| c["aud"] = json!("other-product"))),
+            ("another issuer", claims(|c| c["iss"] = json!("https://other.example"))),
             ("another machine", claims(|c| c["hwid"] = json!("air-2"))),
             ("nonce", claims(|c| c["nonce"] = json!("n-2"))),
             ("not valid", claims(|c| c["valid"] = json!(false))),
-            ("not an offline", claims(|c| c["offline"] = json!(null))),
+            ("not an offline", claims(|c| c["offline"] = json!(false))),
         ];
         for (expected, claims) in cases {
             let err = verify(&file(&signer, claims), &keys, NOW).unwrap_err();

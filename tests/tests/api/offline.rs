@@ -81,7 +81,20 @@ async fn an_offline_activation_round_trips_through_files() {
     // The offline machine verifies it with the public keys alone (saved while online).
     let published = t.get("/.well-known/jwks.json").await.body;
     dir.write("jwks.json", &published);
-    let verify = ["verify", &license, "--jwks", &jwks, "--hardware-id", "air-1", "--request", &request];
+    let verify = [
+        "verify",
+        &license,
+        "--jwks",
+        &jwks,
+        "--hardware-id",
+        "air-1",
+        "--product",
+        "editor",
+        "--issuer",
+        "keygate",
+        "--request",
+        &request,
+    ];
     let granted: Value = serde_json::from_str(&offline(url, &verify).await.unwrap()).unwrap();
     assert_eq!(
         (granted["valid"].clone(), granted["expires_at"].clone()),
@@ -95,20 +108,65 @@ async fn an_offline_activation_round_trips_through_files() {
     assert_eq!(claims["nonce"], dir.read("request.json")["nonce"]);
     assert_eq!(claims["exp"], granted_exp(&granted));
 
-    // A tampered file, another machine, another vendor's key: all refused.
+    // What is printed is what was signed: the file's own fields are not trusted.
+    assert_eq!(granted.get("license_key"), None);
+    assert_eq!((granted["product"].clone(), granted["issuer"].clone()), (json!("editor"), json!("keygate")));
+    assert_eq!(granted["license_id"], claims["sub"]);
+    let mut relabelled = file.clone();
+    relabelled["product"] = json!("other-product");
+    relabelled["license_key"] = json!("AAAAA-AAAAA-AAAAA-AAAAA-AAAAA");
+    dir.write("relabelled.json", &relabelled);
+    let check = |path: String, hardware_id: &'static str, product: &'static str, issuer: &'static str, keys: String| {
+        let url = url.clone();
+        async move {
+            let args = [
+                "verify",
+                &path,
+                "--jwks",
+                &keys,
+                "--hardware-id",
+                hardware_id,
+                "--product",
+                product,
+                "--issuer",
+                issuer,
+            ];
+            offline(&url, &args).await
+        }
+    };
+    let relabelled_view: Value = serde_json::from_str(
+        &check(dir.path("relabelled.json"), "air-1", "editor", "keygate", jwks.clone()).await.unwrap(),
+    )
+    .unwrap();
+    assert_eq!(relabelled_view, granted, "the relabelled file still says what was signed");
+    // A tampered file, another machine, product or issuer, another vendor's key: all refused.
     dir.write("tampered.json", &tampered(&file));
-    let refused =
-        offline(url, &["verify", &dir.path("tampered.json"), "--jwks", &jwks, "--hardware-id", "air-1"]).await;
+    let refused = check(dir.path("tampered.json"), "air-1", "editor", "keygate", jwks.clone()).await;
     assert!(refused.unwrap_err().contains("signature does not verify"));
-    let refused = offline(url, &["verify", &license, "--jwks", &jwks, "--hardware-id", "air-2"]).await;
+    let refused = check(license.clone(), "air-2", "editor", "keygate", jwks.clone()).await;
     assert!(refused.unwrap_err().contains("another machine"));
+    let refused = check(license.clone(), "air-1", "other-product", "keygate", jwks.clone()).await;
+    assert!(refused.unwrap_err().contains("another product"));
+    let refused = check(license.clone(), "air-1", "editor", "someone-else", jwks.clone()).await;
+    assert!(refused.unwrap_err().contains("another issuer"));
     let other = TestApp::spawn().await;
     dir.write("foreign.json", &other.get("/.well-known/jwks.json").await.body);
-    let refused =
-        offline(url, &["verify", &license, "--jwks", &dir.path("foreign.json"), "--hardware-id", "air-1"]).await;
+    let refused = check(license.clone(), "air-1", "editor", "keygate", dir.path("foreign.json")).await;
     assert!(refused.unwrap_err().contains("signature does not verify"));
     let public_key = published["keys"][0]["x"].as_str().unwrap();
-    assert!(offline(url, &["verify", &license, "--public-key", public_key, "--hardware-id", "air-1"]).await.is_ok());
+    let args = [
+        "verify",
+        &license,
+        "--public-key",
+        public_key,
+        "--hardware-id",
+        "air-1",
+        "--product",
+        "editor",
+        "--issuer",
+        "keygate",
+    ];
+    assert!(offline(url, &args).await.is_ok());
 
     // Offline deactivation: a request file from the license file, submitted the same way.
     let deactivation = dir.path("deactivate.json");
