@@ -188,7 +188,8 @@ enum KeysCommand {
 enum AdminTokenCommand {
     /// Print a new random admin token and, on stderr, the SHA-256 hash to configure.
     New,
-    /// Read a token on stdin and print its SHA-256 hash (for KEYGATE_ADMIN_TOKEN_SHA256).
+    /// Read a token on stdin and print its SHA-256 hash (for KEYGATE_ADMIN_TOKEN_SHA256); a token
+    /// shorter than 32 characters or with less than about 128 bits is refused.
     Hash,
 }
 
@@ -246,7 +247,10 @@ async fn run(command: Command) -> Result<(), String> {
         Command::AdminToken { command: AdminTokenCommand::Hash } => {
             let mut token = String::new();
             std::io::stdin().read_to_string(&mut token).map_err(|e| e.to_string())?;
-            println!("{}", hash_token(token.trim_end_matches(['\r', '\n'])));
+            let token = token.trim_end_matches(['\r', '\n']);
+            keygate::auth::check_token_strength(token)
+                .map_err(|why| format!("the token {why}: make one with `keygate admin-token new`"))?;
+            println!("{}", hash_token(token));
             Ok(())
         }
     }

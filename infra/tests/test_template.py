@@ -27,8 +27,7 @@ TABLE_ACTIONS = {
         "dynamodb:BatchGetItem",  # license (+ device), idempotent replays
         "dynamodb:Query",  # a license with its devices
         "dynamodb:PutItem",  # new licenses, idempotency record, trial terms
-        "dynamodb:UpdateItem",  # patches, seat counter or lease on a vendor release
-        "dynamodb:DeleteItem",  # the released device
+        "dynamodb:UpdateItem",  # patches; a vendor release (tombstone, seat counter or lease)
         "dynamodb:BatchWriteItem",  # undoing a partly written batch
     },
     "ActivateFunction": {
@@ -37,9 +36,11 @@ TABLE_ACTIONS = {
         "dynamodb:BatchGetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
+        "dynamodb:ConditionCheckItem",  # a floating device taking a new lease entry is still bound
     },
-    "CheckFunction": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
-    "DeactivateFunction": {"dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:UpdateItem"},
+    "CheckFunction": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"},
+    # Releases leave a tombstone (UpdateItem): nothing deletes a device or a license.
+    "DeactivateFunction": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
 }
 SIGNS_TOKENS = {"ActivateFunction", "CheckFunction"}
 ROUTE_OWNERS = {
@@ -181,7 +182,16 @@ class TemplateTest(unittest.TestCase):
         update = [s for s in statements if "dynamodb:UpdateItem" in s["Action"]]
         self.assertEqual(len(update), 1)
         allowed = set(update[0]["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"])
-        self.assertEqual(allowed, {"PK", "SK", "last_seen_at", "released_at", "leases"})
+        self.assertEqual(allowed, {"PK", "SK", "last_seen_at", "credential_until", "released_at", "leases"})
+        # Its other write action only checks a condition; it changes nothing.
+        others = {a for s in statements if s not in update for a in s["Action"] if a.startswith("dynamodb:")}
+        self.assertEqual(others, {"dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem"})
+
+    def test_no_function_can_delete_a_single_item(self):
+        for function in TABLE_ACTIONS:
+            statements, _ = self.policy_statements(function)
+            for statement in statements:
+                self.assertNotIn("dynamodb:DeleteItem", statement["Action"], function)
 
     def test_activate_cannot_delete(self):
         statements, _ = self.policy_statements("ActivateFunction")
@@ -220,15 +230,53 @@ class TemplateTest(unittest.TestCase):
             group = self.resources[function]["Properties"]["LoggingConfig"]["LogGroup"]
             self.assertEqual(self.resources[group["Ref"]]["Properties"]["RetentionInDays"], {"Ref": "LogRetentionDays"})
 
-    def test_stage_is_throttled_and_outputs_name_the_urls(self):
+    def test_routes_are_throttled_by_kind_and_outputs_name_the_urls(self):
         stages = [r for r in self.resources.values() if r["Type"] == "AWS::ApiGatewayV2::Stage"]
         self.assertEqual(len(stages), 1)
-        self.assertEqual(
-            stages[0]["Properties"]["DefaultRouteSettings"],
-            {"ThrottlingBurstLimit": {"Ref": "ThrottlingBurstLimit"}, "ThrottlingRateLimit": {"Ref": "ThrottlingRateLimit"}},
-        )
+        stage = stages[0]["Properties"]
+        limits = lambda kind: {
+            "ThrottlingBurstLimit": {"Ref": f"{kind}ThrottlingBurstLimit"},
+            "ThrottlingRateLimit": {"Ref": f"{kind}ThrottlingRateLimit"},
+        }
+        # The default applies to the vendor routes (plain routes); each client route has its own.
+        self.assertEqual(stage["DefaultRouteSettings"], limits("Vendor"))
+        routes = self.served_routes()
+        settings = stage["RouteSettings"]
+        for (method, path), function in routes.items():
+            key = f"{method} {path}"
+            if function == "IssueFunction":
+                self.assertNotIn(key, settings, "vendor routes take the default")
+            elif path == "/v1/trial":
+                self.assertEqual(settings[key], limits("Trial"), key)
+            else:
+                self.assertEqual(settings[key], limits("Client"), key)
+        # A route key in RouteSettings must exist when the stage is created: SAM's routes come with
+        # the API; a plain route would need the stage to depend on it ("Unable to find Route by key").
+        plain = {r["Properties"]["RouteKey"]: name for name, r in self.resources.items() if r["Type"] == "AWS::ApiGatewayV2::Route"}
+        stage_name = next(name for name, r in self.resources.items() if r["Type"] == "AWS::ApiGatewayV2::Stage")
+        depends = self.resources[stage_name].get("DependsOn", [])
+        depends = [depends] if isinstance(depends, str) else depends
+        for key in settings:
+            if key in plain:
+                self.assertIn(plain[key], depends, f"the stage must depend on {plain[key]}")
+        self.assertEqual(set(settings) - set(plain), {f"{m} {p}" for (m, p), f in routes.items() if f != "IssueFunction"})
         self.assertIn("ApiUrl", self.cfn["Outputs"])
         self.assertTrue(self.cfn["Outputs"]["JwksUrl"]["Value"]["Fn::Sub"].endswith("/.well-known/jwks.json"))
+
+    def test_access_logs_are_json_without_bodies_or_headers(self):
+        stage = next(r for r in self.resources.values() if r["Type"] == "AWS::ApiGatewayV2::Stage")["Properties"]
+        logs = stage["AccessLogSettings"]
+        self.assertEqual(logs["DestinationArn"], {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]})
+        import json
+
+        fields = json.loads(logs["Format"])
+        for wanted in ["requestId", "routeKey", "status", "responseLatency"]:
+            self.assertIn(wanted, fields)
+        for value in fields.values():
+            self.assertNotIn("$context.authorizer", value)
+            self.assertNotRegex(value.lower(), "header|body|authorization")
+        group = self.resources["ApiAccessLogGroup"]["Properties"]
+        self.assertEqual(group["RetentionInDays"], {"Ref": "AccessLogRetentionDays"})
 
     def test_every_ref_names_a_parameter_resource_or_pseudo_parameter(self):
         names = set(self.cfn.get("Parameters", {})) | set(self.resources)

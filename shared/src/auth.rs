@@ -20,6 +20,37 @@ pub fn hash_token(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The least an admin token must carry (NIST's floor for security strength); `keygate admin-token
+/// new` makes 256-bit ones.
+pub const MIN_TOKEN_BITS: f64 = 112.0;
+pub const MIN_TOKEN_LENGTH: usize = 32;
+
+/// Refuses a token a person might have chosen: too short, or too repetitive for its length. The
+/// estimate is the token's length times the Shannon entropy of its own characters, which a random
+/// token over any alphabet of 16 or more symbols passes, and a phrase or a repeated pattern does not.
+pub fn check_token_strength(token: &str) -> Result<(), String> {
+    let length = token.chars().count();
+    if length < MIN_TOKEN_LENGTH {
+        return Err(format!("is {length} characters; an admin token needs at least {MIN_TOKEN_LENGTH}"));
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for c in token.chars() {
+        *counts.entry(c).or_insert(0usize) += 1;
+    }
+    let per_char: f64 = counts
+        .values()
+        .map(|&count| {
+            let p = count as f64 / length as f64;
+            -p * p.log2()
+        })
+        .sum();
+    let bits = per_char * length as f64;
+    if bits < MIN_TOKEN_BITS {
+        return Err(format!("carries about {bits:.0} bits; an admin token needs at least {MIN_TOKEN_BITS:.0}"));
+    }
+    Ok(())
+}
+
 impl AdminTokens {
     /// Comma-separated hex SHA-256 hashes; several allow rotating a token without downtime.
     pub fn parse(list: &str) -> Result<Self, String> {
@@ -82,6 +113,23 @@ mod tests {
     fn no_configured_hash_means_no_access() {
         let none = AdminTokens::parse("").unwrap();
         assert!(none.is_empty() && !none.allows(""));
+    }
+
+    #[test]
+    fn weak_tokens_are_refused_and_generated_ones_pass() {
+        for _ in 0..200 {
+            let generated = crate::signing::generate_seed().unwrap();
+            assert_eq!(check_token_strength(&generated), Ok(()), "{generated}");
+        }
+        assert_eq!(
+            check_token_strength("5f0c3a9e21b47d8c6e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d"),
+            Ok(()),
+            "hex"
+        );
+        assert!(check_token_strength("correct-horse").unwrap_err().contains("at least 32"));
+        assert!(check_token_strength(&"a".repeat(64)).unwrap_err().contains("bits"));
+        assert!(check_token_strength(&"ab".repeat(40)).unwrap_err().contains("bits"));
+        assert!(check_token_strength("passwordpasswordpasswordpassword").is_err());
     }
 
     #[test]

@@ -83,3 +83,32 @@ async fn cli_errors_carry_the_api_error_and_a_failing_exit() {
     let err = run(&t, &["show", "ZZZZZ-ZZZZZ"], Some("wrong")).await.unwrap_err();
     assert!(err.contains("UNAUTHORIZED"), "{err}");
 }
+
+/// Runs `keygate admin-token hash` with `token` on stdin: Ok(stdout) or Err(stderr).
+fn hash_admin_token(token: &str) -> Result<String, String> {
+    use std::io::Write;
+    let mut child = Command::new(built_binary("keygate", "keygate-cli"))
+        .args(["admin-token", "hash"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{token}\n").as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).trim().to_string();
+    if output.status.success() {
+        Ok(text(output.stdout))
+    } else {
+        Err(text(output.stderr))
+    }
+}
+
+#[test]
+fn admin_token_hash_refuses_weak_tokens() {
+    let weak = hash_admin_token("hunter2hunter2hunter2hunter2hunter2").unwrap_err();
+    assert!(weak.contains("bits") && weak.contains("keygate admin-token new"), "{weak}");
+    assert!(hash_admin_token("short").unwrap_err().contains("at least 32"));
+    let token = keygate::signing::generate_seed().unwrap();
+    assert_eq!(hash_admin_token(&token), Ok(keygate::auth::hash_token(&token)));
+}
