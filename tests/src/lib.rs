@@ -193,6 +193,35 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("the lease of {hardware_id} on {key} is stored: {e:?}"));
     }
 
+    /// Moves every record of `hardware_id`'s credentials on license `key` into the past, as the
+    /// passing of time would: its device item's (or tombstone's) `credential_until`, its lease and
+    /// its release entry. The caller treats the device's tokens as expired from then on.
+    pub async fn expire_credentials(&self, key: &str, hardware_id: &str) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let past = keygate::time::Timestamp::now().plus_seconds(-1).to_string();
+        let partition = stored_partition(self, key).await;
+        let device = partition.devices.iter().find(|d| d["hardware_id"] == hardware_id);
+        if device.is_some_and(|d| d.get("credential_until").is_some()) {
+            self.app
+                .store
+                .client()
+                .update_item()
+                .table_name(self.app.store.table())
+                .key("PK", AttributeValue::S(format!("L#{key}")))
+                .key("SK", AttributeValue::S(format!("D#{hardware_id}")))
+                .update_expression("SET credential_until = :past")
+                .expression_attribute_values(":past", AttributeValue::S(past.clone()))
+                .send()
+                .await
+                .expect("the device item is writable");
+        }
+        for map in ["leases", "releases"] {
+            if partition.license[map].get(hardware_id).is_some() {
+                self.set_in_license(key, &format!("{map}.#k"), &[("#k", hardware_id)], &past).await;
+            }
+        }
+    }
+
     /// Sets the existing string at `path` (with its expression attribute `names`) in a license item.
     async fn set_in_license(&self, key: &str, path: &str, names: &[(&str, &str)], value: &str) {
         use aws_sdk_dynamodb::types::AttributeValue;

@@ -452,16 +452,32 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// The same update of a license item, as one item of a transaction.
+    /// The same update of a license item, as one item of a transaction (a condition check when it
+    /// changes nothing: a transaction's Update needs an update expression).
     fn license_write(&self, key: &LicenseKey, expression: Expression) -> Result<TransactWriteItem, StoreError> {
+        let update_expression = expression.update_expression();
+        let condition = expression.condition_expression();
+        let names = (!expression.names.is_empty()).then_some(expression.names);
+        let values = (!expression.values.is_empty()).then_some(expression.values);
+        if update_expression.is_empty() {
+            let check = ConditionCheck::builder()
+                .table_name(&self.table)
+                .key("PK", license_pk(key))
+                .key("SK", s(LICENSE_SK))
+                .set_condition_expression(condition)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values(values)
+                .build();
+            return Ok(TransactWriteItem::builder().condition_check(built(check)?).build());
+        }
         let update = Update::builder()
             .table_name(&self.table)
             .key("PK", license_pk(key))
             .key("SK", s(LICENSE_SK))
-            .update_expression(expression.update_expression())
-            .set_condition_expression(expression.condition_expression())
-            .set_expression_attribute_names((!expression.names.is_empty()).then_some(expression.names))
-            .set_expression_attribute_values((!expression.values.is_empty()).then_some(expression.values))
+            .update_expression(update_expression)
+            .set_condition_expression(condition)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
             .build();
         Ok(TransactWriteItem::builder().update(built(update)?).build())
     }

@@ -15,6 +15,7 @@ mod lambda;
 mod offline;
 mod rules;
 mod ssm;
+mod stateful;
 mod trial;
 mod vendor;
 use serde_json::{json, Value};
