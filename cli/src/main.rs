@@ -144,12 +144,14 @@ enum LicensesCommand {
     },
     /// Show a license, its devices and usage.
     Show { license_key: String },
-    /// List licenses by customer e-mail or order id.
+    /// List licenses by customer e-mail, order id, or the (unverified) e-mail a trial started with.
     List {
-        #[arg(long, required_unless_present = "order_id", conflicts_with = "order_id")]
+        #[arg(long, required_unless_present_any = ["order_id", "trial_email"], conflicts_with_all = ["order_id", "trial_email"])]
         customer_email: Option<String>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "trial_email")]
         order_id: Option<String>,
+        #[arg(long)]
+        trial_email: Option<String>,
         #[arg(long)]
         limit: Option<u32>,
         #[arg(long)]
@@ -305,11 +307,12 @@ async fn licenses(
         LicensesCommand::Show { license_key } => {
             client.send("GET", &format!("/v1/licenses/{}", encode(&license_key)), None).await
         }
-        LicensesCommand::List { customer_email, order_id, limit, cursor } => {
-            let mut query = match (customer_email, order_id) {
-                (Some(email), _) => format!("customer_email={}", encode(&email)),
-                (None, Some(order)) => format!("order_id={}", encode(&order)),
-                (None, None) => return Err("--customer-email or --order-id is required".into()),
+        LicensesCommand::List { customer_email, order_id, trial_email, limit, cursor } => {
+            let mut query = match (customer_email, order_id, trial_email) {
+                (Some(email), _, _) => format!("customer_email={}", encode(&email)),
+                (None, Some(order), _) => format!("order_id={}", encode(&order)),
+                (None, None, Some(email)) => format!("trial_email={}", encode(&email)),
+                (None, None, None) => return Err("--customer-email, --order-id or --trial-email is required".into()),
             };
             if let Some(limit) = limit {
                 query.push_str(&format!("&limit={limit}"));

@@ -28,6 +28,7 @@ TABLE_ACTIONS = {
         "dynamodb:Query",  # a license with its devices
         "dynamodb:PutItem",  # new licenses, idempotency record, trial terms
         "dynamodb:UpdateItem",  # patches; a vendor release (tombstone, seat counter or lease)
+        "dynamodb:ConditionCheckItem",  # a release of a floating device whose lease was taken over
         "dynamodb:BatchWriteItem",  # undoing a partly written batch
     },
     "ActivateFunction": {
@@ -40,7 +41,7 @@ TABLE_ACTIONS = {
     },
     "CheckFunction": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"},
     # Releases leave a tombstone (UpdateItem): nothing deletes a device or a license.
-    "DeactivateFunction": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
+    "DeactivateFunction": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"},
 }
 SIGNS_TOKENS = {"ActivateFunction", "CheckFunction"}
 ROUTE_OWNERS = {
