@@ -8,6 +8,7 @@ use keygate::store::{DynamoStore, Store};
 use keygate_tests::{device, fresh_store, join_all, TestApp};
 
 mod cli;
+mod client;
 mod consumption;
 mod floating;
 mod integrity;
