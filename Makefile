@@ -21,11 +21,12 @@ local: deps ## run DynamoDB Local, create the table, make a dev key and serve ev
 
 test: test-unit test-integration test-readme ## unit tests, then integration tests against a DynamoDB Local it starts and stops
 
-test-unit: ## the shared crate's rules, store and handler tests (in-memory store)
+test-unit: ## the shared crate's rules, store and handler tests (in-memory store), the client library's core
 	$(CARGO) test --workspace --exclude keygate-tests
 
 test-integration: deps ## HTTP tests against DynamoDB Local on a free port, and the function binaries on a Runtime API emulator
 	$(CARGO) build -p keygate-cli $(addprefix -p ,$(FUNCTIONS))
+	$(CARGO) build -p keygate-client --examples
 	timeout 1200 bash scripts/with-dynamodb-local.sh $(CARGO) test -p keygate-tests -- --test-threads 4
 
 test-readme: deps ## run the README walk-through word for word against make local

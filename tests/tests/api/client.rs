@@ -292,3 +292,56 @@ async fn a_forged_server_cannot_mint_verdicts() {
     assert!(matches!(refused, Error::InvalidToken(keygate_client::TokenError::UnknownKey(_))), "{refused}");
     assert_eq!(setup.offline("pc-1").status().unwrap().reason, Reason::NotActivated, "nothing was kept");
 }
+
+/// Runs the example app (`client/examples/gate.rs`, built by `make test`) against the server.
+fn gate(setup: &Setup, url: &str, args: &[&str]) -> Result<String, String> {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe.parent().and_then(|deps| deps.parent()).unwrap().join("examples").join("gate");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p keygate-client --examples`",
+        binary.display()
+    );
+    let output = std::process::Command::new(binary)
+        .args(args)
+        .env("KEYGATE_URL", url)
+        .env("KEYGATE_ISSUER", "keygate")
+        .env("KEYGATE_PUBLIC_KEYS", &setup.public_key)
+        .env("KEYGATE_CACHE_DIR", &setup.dir)
+        .env("KEYGATE_HARDWARE_ID", "desk-1")
+        .output()
+        .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    if output.status.success() {
+        Ok(text(output.stdout))
+    } else {
+        Err(text(output.stderr))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_app_gates_its_feature_on_the_license() {
+    let t = TestApp::spawn().await;
+    let with_export = t.issue(json!({"features": [{"code": "export"}]})).await;
+    let setup = Arc::new(Setup::new(&t).await);
+    let out = setup.dir.join("out.txt").display().to_string();
+    // The app blocks; the server under test shares this runtime, so run the app off it.
+    let run = |url: &str, args: &[&str]| {
+        let (url, setup) = (url.to_string(), setup.clone());
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            gate(&setup, &url, &args)
+        })
+    };
+    let url = t.base_url.as_str();
+    let refused = run(url, &["export", &out]).await.unwrap().unwrap_err();
+    assert!(refused.contains("activate it first"), "{refused}");
+    assert!(run(url, &["activate", &with_export]).await.unwrap().unwrap().contains("activated"));
+    assert!(run(url, &["export", &out]).await.unwrap().unwrap().contains("exported"));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "exported\n");
+    // With the server gone, the cached license still gates the feature.
+    assert!(run("http://127.0.0.1:9", &["export", &out]).await.unwrap().is_ok());
+    assert!(run(url, &["deactivate"]).await.unwrap().unwrap().contains("deactivated"));
+    assert!(run(url, &["export", &out]).await.unwrap().unwrap_err().contains("activate it first"));
+}
