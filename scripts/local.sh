@@ -49,6 +49,8 @@ fi
 KEYGATE_ADMIN_TOKEN_SHA256=$(printf '%s' "$admin_token" | "$keygate" admin-token hash)
 export KEYGATE_ADMIN_TOKEN_SHA256
 unset KEYGATE_ADMIN_TOKEN
+# Tokens name the deployment that signed them; locally, its URL.
+export KEYGATE_ISSUER=${KEYGATE_ISSUER:-http://127.0.0.1:$api_port}
 
 "$keygate" serve --port "$api_port" &
 SERVER_PID=$!
@@ -62,6 +64,7 @@ done
 cat >"$state/env" <<ENV
 export KEYGATE_URL=http://127.0.0.1:$api_port
 export KEYGATE_ADMIN_TOKEN=$admin_token
+export KEYGATE_ISSUER=$KEYGATE_ISSUER
 ENV
 chmod 600 "$state/env"
 
@@ -72,7 +75,9 @@ Keygate is running (Ctrl-C stops it and DynamoDB Local).
   admin token  $admin_token
   DynamoDB     http://127.0.0.1:$ddb_port (in memory; table $KEYGATE_TABLE)
 
-  In another shell: source .local/env   (sets KEYGATE_URL and KEYGATE_ADMIN_TOKEN)
+  token issuer $KEYGATE_ISSUER
+
+  In another shell: source .local/env   (sets KEYGATE_URL, KEYGATE_ADMIN_TOKEN and KEYGATE_ISSUER)
 
 INFO
 wait "$SERVER_PID"

@@ -264,6 +264,19 @@ class TemplateTest(unittest.TestCase):
         self.assertIn("ApiUrl", self.cfn["Outputs"])
         self.assertTrue(self.cfn["Outputs"]["JwksUrl"]["Value"]["Fn::Sub"].endswith("/.well-known/jwks.json"))
 
+    def test_the_token_issuer_is_unique_to_the_deployment_unless_given(self):
+        issuer = {
+            "Fn::If": [
+                "IssuerGiven",
+                {"Ref": "TokenIssuer"},
+                {"Fn::Sub": "keygate:${AWS::AccountId}:${AWS::Region}:${AWS::StackName}"},
+            ]
+        }
+        for function in TABLE_ACTIONS:
+            env = self.resources[function]["Properties"]["Environment"]["Variables"]
+            self.assertEqual(env["KEYGATE_ISSUER"], issuer, function)
+        self.assertEqual(self.cfn["Outputs"]["TokenIssuer"]["Value"], issuer)
+
     def test_access_logs_are_json_without_bodies_or_headers(self):
         stage = next(r for r in self.resources.values() if r["Type"] == "AWS::ApiGatewayV2::Stage")["Properties"]
         logs = stage["AccessLogSettings"]
