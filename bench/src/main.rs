@@ -129,8 +129,9 @@ impl Report {
     }
 }
 
-/// In-process cost of the handlers (in-memory store) beside one signature and one verification.
-async fn micro(report: &mut Report) {
+/// In-process cost of the handlers (in-memory store) beside one signature and one verification
+/// (returned, the baseline of the client library's figures).
+async fn micro(report: &mut Report) -> Summary {
     let app = App::new(MemoryStore::new(), config("memory"));
     let key = issue(&app, json!({"allow_unlimited_activations": true, "max_activations": 0})).await;
     assert_eq!(call(&app, Function::Activate, "/v1/activate", device(&key, "pc-0")).await, 200);
@@ -189,6 +190,7 @@ async fn micro(report: &mut Report) {
         verify.p50 / sign.p50
     ));
     report.target("Handler cost: check p50 within 3x of one Ed25519 signature", format!("{ratio:.2}x"), 3.0, ratio);
+    verify
 }
 
 /// Against DynamoDB Local with one SDK client: check beside a bare GetItem.
@@ -555,6 +557,93 @@ async fn throughput(report: &mut Report, keygate: &Path, table: &str, key: &str)
     ));
 }
 
+/// keygate-client: `status()` from the cache beside one JWS verification, and an online check through
+/// the client beside the same request from a bare HTTP client, against a release `keygate serve`.
+async fn client_library(report: &mut Report, keygate: &Path, table: &str, key: &str, verify: Summary) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = Command::new(keygate)
+        .args(["serve", "--port", &port.to_string()])
+        .env("KEYGATE_TABLE", table)
+        .env("KEYGATE_SIGNING_KEY", SEED)
+        .env("AWS_LAMBDA_LOG_LEVEL", "ERROR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start keygate serve");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("http://127.0.0.1:{port}");
+    let public_key =
+        keygate::signing::TokenSigner::new(keygate::signing::decode_seed(SEED).unwrap(), &[]).unwrap().public_key_b64();
+    let dir = std::env::temp_dir().join(format!("keygate-bench-client-{}", std::process::id()));
+    let client = keygate_client::AsyncClient::builder(&url, "bench")
+        .public_key(&public_key)
+        .issuer("keygate")
+        .hardware_id("client-bench")
+        .cache_dir(&dir)
+        .build_async()
+        .expect("a client");
+    client.activate(key).await.expect("the client activates");
+    let status = time_each(200, 5_000, || {
+        std::hint::black_box(client.status().unwrap());
+    });
+    let through_client = time_each_async(20, 300, |_| {
+        let client = &client;
+        async move {
+            std::hint::black_box(client.check().await.unwrap());
+        }
+    })
+    .await;
+    let bare: hyper_util::client::legacy::Client<_, http_body_util::Full<hyper::body::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let bare_check = time_each_async(20, 300, |i| {
+        let (bare, url) = (&bare, &url);
+        async move {
+            let mut body = device(key, "client-bench");
+            body["nonce"] = json!(format!("n-{i}"));
+            let request = hyper::Request::post(format!("{url}/v1/check"))
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(hyper::body::Bytes::from(body.to_string())))
+                .unwrap();
+            let response = bare.request(request).await.unwrap();
+            std::hint::black_box(http_body_util::BodyExt::collect(response.into_body()).await.unwrap());
+        }
+    })
+    .await;
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    report.section("Client library (keygate-client)");
+    report.table_head();
+    report.row("one JWS verification (as above)", verify);
+    report.row("client.status(): from the cache, clock check, decision", status);
+    report.row("POST /v1/check from a bare HTTP client (hyper)", bare_check);
+    report.row("client.check(): nonce, request, verify, atomic cache write", through_client);
+    let cached = status.p50 / verify.p50;
+    let online = through_client.p50 / bare_check.p50;
+    report.line(format!(
+        "
+status() p50 / one verification p50 = **{cached:.2}x** (target ≤ 2x): the verdict is verified once when          loaded and kept in memory. client.check() p50 / bare request p50 = **{online:.2}x** (target ≤ 1.2x): the          client adds a verification and an fsync'ed atomic write of the cache to the same round trip."
+    ));
+    report.target(
+        "Client: status() from the cache within 2x of one JWS verification",
+        format!("{cached:.2}x"),
+        2.0,
+        cached,
+    );
+    report.target(
+        "Client: an online check within 1.2x of the same request from a bare HTTP client",
+        format!("{online:.2}x"),
+        1.2,
+        online,
+    );
+}
+
 fn sizes(report: &mut Report, bins: &Path) {
     report.section("Binary sizes (stripped release `bootstrap`)");
     report.line("| binary | x86_64 | arm64 |");
@@ -568,6 +657,16 @@ fn sizes(report: &mut Report, bins: &Path) {
         };
         let arm = arm.as_deref().map(size).unwrap_or_else(|| "not built".into());
         report.line(format!("| {name} | {} | {arm} |", size(bins)));
+    }
+    let bytes = |name: &str| std::fs::metadata(bins.join(name).join("bootstrap")).map(|m| m.len()).ok();
+    if let (Some(plain), Some(client)) = (bytes("plain-hello"), bytes("client-hello")) {
+        report.line(format!(
+            "
+keygate-client (blocking, TLS, JOSE, cache) adds **{:.2} MiB** to a hello-world binary              (`plain-hello` {:.2} MiB, `client-hello` {:.2} MiB, x86_64).",
+            (client.saturating_sub(plain)) as f64 / 1048576.0,
+            plain as f64 / 1048576.0,
+            client as f64 / 1048576.0
+        ));
     }
 }
 
@@ -610,7 +709,7 @@ async fn main() {
         return;
     }
     eprintln!("bench: handlers in process");
-    micro(&mut report).await;
+    let verify = micro(&mut report).await;
     eprintln!("bench: against DynamoDB Local");
     against_dynamodb(&mut report, &table).await;
     eprintln!("bench: cold starts and invocations of the release binaries");
@@ -619,6 +718,8 @@ async fn main() {
     let key = issue(&store_app, json!({})).await;
     assert_eq!(call(&store_app, Function::Activate, "/v1/activate", device(&key, "steady")).await, 200);
     throughput(&mut report, &bins.join("keygate").join("bootstrap"), &table, &key).await;
+    eprintln!("bench: the client library");
+    client_library(&mut report, &bins.join("keygate").join("bootstrap"), &table, &key, verify).await;
     sizes(&mut report, &bins);
 
     report.section("Cost per million checks");
