@@ -209,11 +209,10 @@ async fn take_lease<S: Store>(
 ) -> Result<Option<(License, Device)>, ApiError> {
     let plan = rules::plan_lease(&license, &request.hardware_id, rules::lease_end(&license, now), now)
         .map_err(no_free_seat)?;
-    let new_device = bound.is_none().then(|| Device {
-        // Coming back while an earlier binding's release is owed: that credential is still this device's.
-        credential_until: reclaimed(&license, &request.hardware_id, now),
-        ..request.new_device(now)
-    });
+    // A floating device coming back does not take back its place in the release allowance: a
+    // credential of its earlier binding (a borrow) may outlast the short lease it takes now, and
+    // once that lapses and another device takes the seat, only the allowance still counts it.
+    let new_device = bound.is_none().then(|| request.new_device(now));
     if !plan.is_noop() || new_device.is_some() {
         let write = LeaseWrite {
             license: &license,
@@ -229,8 +228,8 @@ async fn take_lease<S: Store>(
             Err(WriteError::Store(err)) => return Err(store_error(err)),
         }
     }
-    let mut license = match &new_device {
-        Some(device) => after_release(after_activation(&license, false, now), None, &device.hardware_id, now),
+    let mut license = match new_device {
+        Some(_) => after_activation(&license, false, now),
         None => license,
     };
     plan.apply(&mut license, &request.hardware_id);

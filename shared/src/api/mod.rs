@@ -271,7 +271,8 @@ fn match_path(pattern: &str, path: &str) -> Option<Vec<String>> {
                 if s.is_empty() {
                     return None;
                 }
-                params.push(percent_encoding::percent_decode_str(s).decode_utf8().ok()?.into_owned());
+                // Bytes that are not UTF-8 become U+FFFD, which no parameter accepts: a 400 naming it, not a 404.
+                params.push(percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned());
             }
             (Some(p), Some(s)) if p == s => {}
             _ => return None,

@@ -279,6 +279,10 @@ fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError>
     result.map_err(|e| StoreError::Internal(format!("request not buildable: {e}")))
 }
 
+/// The most lapsed entries one write removes: each adds a condition and a REMOVE to expressions
+/// DynamoDB caps at 4 KB. More (after a vendor lowered the seats far) are trimmed first.
+const MAX_TAKE_OVER_PER_WRITE: usize = 64;
+
 /// A map attribute of the license item as read, and the prefix of its placeholders.
 struct MapAttribute<'a> {
     prefix: &'static str,
@@ -480,6 +484,24 @@ impl DynamoStore {
             .set_expression_attribute_values(values)
             .build();
         Ok(TransactWriteItem::builder().update(built(update)?).build())
+    }
+
+    /// Removes the lapsed entries of `slot` that one write cannot hold, in conditional writes of
+    /// their own (each entry only if it still reads as observed: removing a lapsed entry frees
+    /// nothing that runs), and returns the slot for the rest.
+    async fn fit(&self, key: &LicenseKey, map: &'static str, slot: &Slot) -> Result<Slot, WriteError> {
+        let excess = slot.take_over.len().saturating_sub(MAX_TAKE_OVER_PER_WRITE);
+        for chunk in slot.take_over[..excess].chunks(MAX_TAKE_OVER_PER_WRITE) {
+            let mut e = Expression::default();
+            e.name("#m", map);
+            for (index, (holder, end)) in chunk.iter().enumerate() {
+                e.name(&format!("#m{index}"), holder.as_str()).value(&format!(":m{index}"), s(&end.to_string()));
+                e.condition(format!("#m.#m{index} = :m{index}"));
+                e.removes.push(format!("#m.#m{index}"));
+            }
+            self.update_license(key, e).await?;
+        }
+        Ok(Slot { own: slot.own, take_over: slot.take_over[excess..].to_vec() })
     }
 
     /// A condition that `hardware_id` is bound to the license, as one item of a transaction.
@@ -743,9 +765,10 @@ impl Store for DynamoStore {
             }
             Some(eviction) => {
                 if let Some(entry) = &eviction.allowance {
+                    let slot = self.fit(key, RELEASES, &entry.slot).await?;
                     // A device coming back frees its own place in the same write.
                     let room = license.release_allowance + u32::from(reclaim.is_some());
-                    e.put_slot(releases(license), &eviction.hardware_id, &entry.slot, entry.until, room);
+                    e.put_slot(releases(license), &eviction.hardware_id, &slot, entry.until, room);
                     e.set("transfer_count = transfer_count + :one")
                         .condition("(attribute_not_exists(max_transfers) OR transfer_count < max_transfers)");
                 }
@@ -796,7 +819,8 @@ impl Store for DynamoStore {
             SeatRelease::Lease { observed } => e.remove_entry("l", LEASES, hardware_id, observed),
         }
         if let Some(entry) = write.allowance {
-            e.put_slot(releases(license), hardware_id, &entry.slot, entry.until, license.release_allowance);
+            let slot = self.fit(key, RELEASES, &entry.slot).await?;
+            e.put_slot(releases(license), hardware_id, &slot, entry.until, license.release_allowance);
         }
         let credential_until = crate::rules::credential_until(license, write.device);
         let until = write.allowance.map(|entry| entry.until).max(credential_until);
@@ -824,11 +848,12 @@ impl Store for DynamoStore {
             }
             LeasePlan::Acquire { slot, until } => {
                 new_entry = slot.own.is_none();
+                let slot = self.fit(key, LEASES, slot).await?;
                 let leases = MapAttribute { prefix: "l", name: LEASES, read: &license.leases };
-                e.put_slot(leases, write.hardware_id, slot, *until, license.max_activations);
+                e.put_slot(leases, write.hardware_id, &slot, *until, license.max_activations);
             }
         }
-        if let Some(device) = write.new_device {
+        if write.new_device.is_some() {
             e.set("last_activated_at = :now, first_activated_at = if_not_exists(first_activated_at, :now)")
                 .set("version = version + :one")
                 .value(":now", s(&write.now.to_string()))
@@ -836,9 +861,6 @@ impl Store for DynamoStore {
                 .name("#status", "status")
                 .condition("#status = :active")
                 .value(":active", s("active"));
-            if let Some(observed) = reclaimed(license, &device.hardware_id, write.now) {
-                e.remove_entry("m", RELEASES, &device.hardware_id, Some(observed));
-            }
         }
         let device_write = match (write.new_device, write.borrowed_until) {
             (Some(device), _) => {

@@ -265,12 +265,9 @@ impl Store for MemoryStore {
             }
         };
         let new_entry = matches!(write.plan, LeasePlan::Acquire { slot, .. } if slot.own.is_none());
-        let reclaim = write.new_device.and_then(|d| reclaimed(write.license, &d.hardware_id, write.now));
         let device_ok = match (write.new_device, write.borrowed_until) {
             (Some(device), _) => {
-                !partition.devices.contains_key(&device.hardware_id)
-                    && license.status == LicenseStatus::Active
-                    && reclaim.is_none_or(|observed| license.releases.get(&device.hardware_id) == Some(&observed))
+                !partition.devices.contains_key(&device.hardware_id) && license.status == LicenseStatus::Active
             }
             (None, Some(_)) => partition.devices.contains_key(write.hardware_id),
             (None, None) => !new_entry || partition.devices.contains_key(write.hardware_id),
@@ -284,9 +281,6 @@ impl Store for MemoryStore {
             license.first_activated_at.get_or_insert(write.now);
             license.last_activated_at = Some(write.now);
             license.version += 1;
-            if reclaim.is_some() {
-                license.releases.remove(&device.hardware_id);
-            }
             partition.bind(device);
         }
         if let (Some(until), Some(device)) = (write.borrowed_until, partition.devices.get_mut(write.hardware_id)) {

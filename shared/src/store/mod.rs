@@ -81,7 +81,8 @@ pub struct LeaseWrite<'a> {
     pub hardware_id: &'a HardwareId,
     pub plan: &'a LeasePlan,
     /// A device activated for the first time, bound in the same transaction (stamping the license's
-    /// activation times as a node-locked activation does).
+    /// activation times as a node-locked activation does). Its place in the release allowance, if
+    /// any, stays: a credential of its earlier binding may outlast its new lease.
     pub new_device: Option<&'a Device>,
     /// A borrow: recorded on the (bound) device in the same transaction.
     pub borrowed_until: Option<Timestamp>,

@@ -275,3 +275,58 @@ async fn concurrent_releases_never_exceed_the_allowance() {
     let (bound, counted) = bound_and_counted(&t, &key).await;
     assert_eq!((bound, counted), (4, 4));
 }
+
+#[tokio::test]
+async fn a_device_coming_back_cannot_shed_a_borrowed_credential_onto_a_lapsed_lease() {
+    let t = TestApp::spawn().await;
+    let key = t
+        .issue(json!({"is_floating": true, "max_activations": 1, "floating_timeout_minutes": 1, "can_borrow": true,
+            "max_borrow_hours": 2}))
+        .await;
+    let mut live: Vec<String> = Vec::new();
+    for ghost in ["ghost-1", "ghost-2", "ghost-3"] {
+        if t.post("/v1/activate", &device(&key, ghost)).await.status != 200 {
+            continue;
+        }
+        let borrow = json!({"license_key": key, "product": "editor", "hardware_id": ghost, "hours": 2});
+        let borrowed = t.post("/v1/borrow", &borrow).await;
+        if borrowed.status == 200 && live_valid_exp(borrowed.body["token"].as_str().unwrap()).is_some() {
+            live.push(ghost.to_string());
+        }
+        t.post("/v1/deactivate", &device(&key, ghost)).await;
+        // It comes back, takes a short lease, and stops heartbeating: that lease lapses (a minute
+        // passes; its borrowed token is still valid). A device whose release was refused still
+        // holds its borrowed lease, which cannot lapse yet.
+        let back = t.post("/v1/activate", &device(&key, ghost)).await;
+        let lease_end = back.body["device"]["lease_expires_at"]
+            .as_str()
+            .map(|end| keygate::time::Timestamp::parse(end).unwrap().unix());
+        if back.status == 200 && lease_end.is_some_and(|end| end <= now() + 120) {
+            t.set_lease_end(&key, ghost, now() - 1).await;
+        }
+    }
+    let holder = t.post("/v1/activate", &device(&key, "holder")).await;
+    if holder.status == 200 && live_valid_exp(holder.body["token"].as_str().unwrap()).is_some() {
+        live.push("holder".into());
+    }
+    assert!(live.len() <= 2, "one seat plus the allowance, yet {live:?} hold valid tokens");
+}
+
+#[tokio::test]
+async fn a_vendor_lowering_floating_seats_far_leaves_acquisitions_working() {
+    let t = TestApp::spawn().await;
+    let key = t.issue(json!({"is_floating": true, "max_activations": 210})).await;
+    let bodies: Vec<Value> = (0..200).map(|i| device(&key, &format!("pc-{i}"))).collect();
+    for chunk in bodies.chunks(20) {
+        let answers = join_all(chunk.iter().map(|b| t.post("/v1/activate", b))).await;
+        assert!(answers.iter().all(|a| a.status == 200));
+    }
+    for i in 0..200 {
+        t.set_lease_end(&key, &format!("pc-{i}"), now() - 1).await;
+    }
+    assert_eq!(t.admin_patch(&format!("/v1/licenses/{key}"), &json!({"max_activations": 1})).await.status, 200);
+    let taken = t.post("/v1/activate", &device(&key, "newcomer")).await;
+    assert_eq!(taken.status, 200, "{}", taken.body);
+    let partition = stored_partition(&t, &key).await;
+    assert_eq!(partition.license["leases"].as_object().unwrap().len(), 1);
+}

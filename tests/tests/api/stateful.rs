@@ -66,13 +66,23 @@ enum VendorOp {
     Release(usize),
 }
 
+/// Time passing for one machine, between rounds.
+#[derive(Debug, Clone)]
+enum Passing {
+    /// All its credentials expire.
+    Expire(usize),
+    /// It stops heartbeating: its floating lease lapses, and with it the tokens the lease bounded
+    /// (a token it holds from an earlier borrow may outlast the lease).
+    LapseLease(usize),
+}
+
 #[derive(Debug, Clone)]
 struct Round {
     /// Each client's call this round: which of its machines, and what it does.
     clients: Vec<(usize, ClientOp)>,
     vendor: VendorOp,
-    /// After the round, this machine's credentials expire (time passes for it).
-    expire: Option<usize>,
+    /// After the round, time passes for this machine.
+    passing: Option<Passing>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,12 +110,14 @@ fn schedule() -> impl Strategy<Value = Schedule> {
         1 => (1u32..=3).prop_map(VendorOp::Seats),
         1 => (0..CLIENTS * MACHINES_PER_CLIENT).prop_map(VendorOp::Release),
     ];
+    let machines = 0..CLIENTS * MACHINES_PER_CLIENT;
+    let passing = prop_oneof![machines.clone().prop_map(Passing::Expire), machines.prop_map(Passing::LapseLease),];
     let round = (
         proptest::collection::vec((0..MACHINES_PER_CLIENT, client_op()), CLIENTS),
         vendor,
-        proptest::option::weighted(0.2, 0..CLIENTS * MACHINES_PER_CLIENT),
+        proptest::option::weighted(0.3, passing),
     )
-        .prop_map(|(clients, vendor, expire)| Round { clients, vendor, expire });
+        .prop_map(|(clients, vendor, passing)| Round { clients, vendor, passing });
     (terms, proptest::collection::vec(round, ROUNDS)).prop_map(|(terms, rounds)| Schedule { terms, rounds })
 }
 
@@ -232,8 +244,8 @@ async fn check_invariants(t: &TestApp, key: &str, terms: Terms, observed: &mut O
     let releases = license["releases"].as_object().cloned().unwrap_or_default();
     let live_releases = releases.values().filter(|until| at(until) > now).count();
     assert!(live_releases <= terms.allowance(), "round {round}: {live_releases} releases still able to run");
-    if let Some(used) = license["consumption"]["*"]["used"].as_u64() {
-        assert!(used <= 20, "round {round}: consumption {used} past its limit");
+    if let Some(used) = license["consumption"]["*"]["used"].as_u64().filter(|_| terms.floating()) {
+        assert!(used <= 20, "round {round}: consumption {used} past its limit (only floating terms meter)");
     }
 
     // Every machine holding a valid credential is bound, or was released within the allowance, or
@@ -291,10 +303,26 @@ async fn run(schedule: Schedule) {
                 observed.record(&hardware_id, token.as_deref());
             }
         }
-        if let Some(index) = round.expire {
-            let hardware_id = machine(index / MACHINES_PER_CLIENT, index % MACHINES_PER_CLIENT);
-            t.expire_credentials(&key, &hardware_id).await;
-            observed.credentials.remove(&hardware_id);
+        match round.passing {
+            Some(Passing::Expire(index)) => {
+                let hardware_id = machine(index / MACHINES_PER_CLIENT, index % MACHINES_PER_CLIENT);
+                t.expire_credentials(&key, &hardware_id).await;
+                observed.credentials.remove(&hardware_id);
+            }
+            Some(Passing::LapseLease(index)) if schedule.terms.floating() => {
+                let hardware_id = machine(index / MACHINES_PER_CLIENT, index % MACHINES_PER_CLIENT);
+                let partition = stored_partition(&t, &key).await;
+                let lease = partition.license["leases"][hardware_id.as_str()]
+                    .as_str()
+                    .map(|end| keygate::time::Timestamp::parse(end).unwrap().unix());
+                if let Some(end) = lease.filter(|end| *end > now()) {
+                    t.set_lease_end(&key, &hardware_id, now() - 1).await;
+                    if observed.credentials.get(&hardware_id).is_some_and(|exp| *exp <= end) {
+                        observed.credentials.remove(&hardware_id);
+                    }
+                }
+            }
+            _ => {}
         }
         check_invariants(&t, &key, schedule.terms, &mut observed, number).await;
     }
