@@ -719,7 +719,8 @@ async fn main() {
     assert_eq!(call(&store_app, Function::Activate, "/v1/activate", device(&key, "steady")).await, 200);
     throughput(&mut report, &bins.join("keygate").join("bootstrap"), &table, &key).await;
     eprintln!("bench: the client library");
-    client_library(&mut report, &bins.join("keygate").join("bootstrap"), &table, &key, verify).await;
+    let client_key = issue(&store_app, json!({"max_activations": 2})).await;
+    client_library(&mut report, &bins.join("keygate").join("bootstrap"), &table, &client_key, verify).await;
     sizes(&mut report, &bins);
 
     report.section("Cost per million checks");

@@ -4,7 +4,7 @@ use crate::builder::{http_client, network_error, retry_after, ClientBuilder};
 use crate::core::{Answer, Consumption, Core, Deactivated, OfflineRequest, Prepared};
 use crate::decide::Status;
 use crate::error::{Error, Result, TokenError};
-use crate::heartbeat::{event, jitter, renewal_delay, HeartbeatEvent};
+use crate::heartbeat::{event, jitter, renewal_delay, retry_after as renewal_retry_after, HeartbeatEvent};
 use std::sync::Arc;
 
 /// A license client for one product on this machine. Cheap to clone (one shared state).
@@ -84,8 +84,10 @@ impl Client {
     /// Releases this machine's seat and forgets the license here.
     pub fn deactivate(&self) -> Result<Deactivated> {
         let body = self.send(&self.core.deactivate_request()?)?;
+        // Forgotten only on the server's receipt (not on any success page a proxy might serve).
+        let receipt: Deactivated = serde_json::from_value(body).map_err(Error::unexpected)?;
         self.core.forget()?;
-        serde_json::from_value(body).map_err(Error::unexpected)
+        Ok(receipt)
     }
 
     /// Holds a floating seat offline for `hours`.
@@ -124,16 +126,25 @@ impl Client {
     pub fn heartbeat(&self, on_event: impl Fn(HeartbeatEvent) + Send + 'static) -> Heartbeat {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let client = self.clone();
-        let thread = std::thread::spawn(move || loop {
-            let status = client.status().unwrap_or_else(|_| Status::not_activated());
-            let now = client.core_now();
-            match stopped.recv_timeout(renewal_delay(&status, now, jitter())) {
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => on_event(event(client.check())),
-                // Returning the seat early may be refused (the release allowance is in use): then
-                // it returns by itself when the lease lapses.
-                _ => {
-                    let _ = client.deactivate();
-                    return;
+        let thread = std::thread::spawn(move || {
+            let (mut failures, mut retry) = (0, None);
+            loop {
+                let status = client.status().unwrap_or_else(|_| Status::not_activated());
+                let delay = renewal_delay(&status, client.core_now(), jitter(), failures, retry);
+                match stopped.recv_timeout(delay) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        let result = client.check();
+                        retry = renewal_retry_after(&result);
+                        let event = event(result);
+                        failures = if matches!(event, HeartbeatEvent::Renewed(_)) { 0 } else { failures + 1 };
+                        on_event(event);
+                    }
+                    // Returning the seat early may be refused (the release allowance is in use):
+                    // then it returns by itself when the lease lapses.
+                    _ => {
+                        let _ = client.deactivate();
+                        return;
+                    }
                 }
             }
         });
@@ -152,10 +163,14 @@ pub struct Heartbeat {
 }
 
 impl Drop for Heartbeat {
+    /// Returns the seat and waits for it (at most the request timeout), unless dropped from the
+    /// heartbeat's own callback, where waiting would never end: then the thread returns it alone.
     fn drop(&mut self) {
         drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }

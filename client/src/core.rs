@@ -75,6 +75,24 @@ struct Held {
     file: CacheFile,
     claims: Claims,
     written_high_water: i64,
+    /// The high-water mark when it was last moved, and when (monotonic): within one process the
+    /// mark moves on with the monotonic clock too, so a wall clock set back a little at a time
+    /// does not stop time.
+    anchor: (i64, std::time::Instant),
+}
+
+impl Held {
+    fn new(file: CacheFile, claims: Claims) -> Self {
+        let mark = file.high_water.max(claims.iat);
+        Held { written_high_water: file.high_water, file, claims, anchor: (mark, std::time::Instant::now()) }
+    }
+
+    /// The latest moment known to have passed.
+    fn high_water(&self) -> i64 {
+        let (mark, at) = self.anchor;
+        let elapsed = i64::try_from(at.elapsed().as_secs()).unwrap_or(i64::MAX);
+        mark.saturating_add(elapsed).max(self.file.high_water).max(self.claims.iat)
+    }
 }
 
 pub(crate) struct Core {
@@ -92,6 +110,9 @@ pub(crate) struct Core {
     tolerance: i64,
     held: Mutex<Option<Held>>,
     loaded: Mutex<bool>,
+    /// The license key of a saved verdict signed by a key not trusted at start (one learned from
+    /// the server's JWKS in an earlier run): kept so a check can verify anew, never trusted.
+    unverified_key: Mutex<Option<String>>,
 }
 
 /// A request about to be sent: where, what, and the nonce its verdict must echo.
@@ -205,6 +226,7 @@ impl Core {
             tolerance: settings.clock_tolerance,
             held: Mutex::new(None),
             loaded: Mutex::new(false),
+            unverified_key: Mutex::new(None),
         })
     }
 
@@ -233,21 +255,27 @@ impl Core {
         verify(token, &keys, &self.expected(nonce))
     }
 
-    /// Reads the cache once per process; a file whose verdict does not verify is discarded.
+    /// Reads the cache once per process; a file whose verdict does not verify is discarded (one
+    /// signed by a key learned from the server, when the app opted in, is kept for a new check).
     fn ensure_loaded(&self) -> Result<()> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         if *loaded {
             return Ok(());
         }
-        *loaded = true;
-        let Some(file) = self.store.load()? else { return Ok(()) };
+        let file = self.store.load();
+        // Not loaded until the read gave an answer: a transient error is tried again next time.
+        *loaded = !matches!(file, Err(Error::Storage { .. }));
+        let Some(file) = file? else { return Ok(()) };
         let claims = match self.verify(&file.token, None) {
             Ok(claims) if file.product == self.product && file.hardware_id == self.hardware_id => claims,
             Ok(_) => return self.store.discard("the saved license is for another product or machine".into()),
+            Err(TokenError::UnknownKey(_)) if self.fetch_keys && file.hardware_id == self.hardware_id => {
+                *self.unverified_key.lock().unwrap_or_else(|p| p.into_inner()) = file.license_key;
+                return Ok(());
+            }
             Err(err) => return self.store.discard(format!("the saved verdict {err}")),
         };
-        let written_high_water = file.high_water;
-        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(Held { file, claims, written_high_water });
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(Held::new(file, claims));
         Ok(())
     }
 
@@ -256,14 +284,30 @@ impl Core {
         self.ensure_loaded()?;
         let now = self.now();
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(held) = held.as_mut() else { return Ok(Status::not_activated()) };
-        let high_water = held.file.high_water.max(held.claims.iat);
-        let status = decide(&held.claims, high_water, now, self.tolerance);
-        if now > held.file.high_water {
-            held.file.high_water = now;
-            if now - held.written_high_water >= HIGH_WATER_WRITE_SECONDS {
-                self.store.save(&held.file)?;
-                held.written_high_water = now;
+        let Some(current) = held.as_mut() else {
+            let unverified = self.unverified_key.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+            return Ok(if unverified { Status::unverified() } else { Status::not_activated() });
+        };
+        let high_water = current.high_water();
+        let status = decide(&current.claims, high_water, now, self.tolerance);
+        let seen = now.max(high_water);
+        if seen > current.file.high_water {
+            current.file.high_water = seen;
+            current.anchor = (seen, std::time::Instant::now());
+            if seen.saturating_sub(current.written_high_water) >= HIGH_WATER_WRITE_SECONDS {
+                // Only the mark is written back, and only over the verdict this process holds: another
+                // process may have saved a newer one (a refusal), which is then read instead.
+                match self.store.load() {
+                    Ok(Some(mut on_disk)) if on_disk.token == current.file.token => {
+                        on_disk.high_water = on_disk.high_water.max(seen);
+                        self.store.save(&on_disk)?;
+                        current.written_high_water = seen;
+                    }
+                    _ => {
+                        *held = None;
+                        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = false;
+                    }
+                }
             }
         }
         Ok(status)
@@ -272,7 +316,8 @@ impl Core {
     fn license_key(&self) -> Result<String> {
         self.ensure_loaded()?;
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.as_ref().and_then(|h| h.file.license_key.clone()).ok_or(Error::NotActivated)
+        let key = held.as_ref().and_then(|h| h.file.license_key.clone());
+        key.or_else(|| self.unverified_key.lock().unwrap_or_else(|p| p.into_inner()).clone()).ok_or(Error::NotActivated)
     }
 
     fn device_body(&self, license_key: &str) -> Value {
@@ -338,14 +383,18 @@ impl Core {
 
     /// What an answer says, or why it is an error: a Keygate refusal, or no usable answer at all.
     pub fn body(&self, answer: Answer) -> Result<Value> {
-        let keygate_error = answer.body.as_ref().and_then(|b| b.get("error")).and_then(|e| e.get("code")).is_some();
+        let code = answer.body.as_ref().and_then(|b| b["error"]["code"].as_str()).map(str::to_string);
+        // A write that kept losing races: nothing was refused, the same request may succeed.
+        let transient = code.as_deref() == Some("CONCURRENT_UPDATE");
         match (answer.status, answer.body) {
             (200..=299, Some(body)) => Ok(body),
-            (status, Some(body)) if keygate_error && status < 500 && status != 429 => Err(Error::Refused {
-                status,
-                code: body["error"]["code"].as_str().unwrap_or_default().to_string(),
-                message: body["error"]["message"].as_str().unwrap_or_default().to_string(),
-            }),
+            (status, Some(body)) if code.is_some() && !transient && status < 500 && status != 429 => {
+                Err(Error::Refused {
+                    status,
+                    code: body["error"]["code"].as_str().unwrap_or_default().to_string(),
+                    message: body["error"]["message"].as_str().unwrap_or_default().to_string(),
+                })
+            }
             // A 5xx, throttling (Keygate's or API Gateway's `{"message": ...}`), or anything that is
             // not Keygate's JSON (a proxy's page): the server is not usable right now.
             (status, _) => Err(Error::Unavailable { status, retry_after: answer.retry_after }),
@@ -358,14 +407,19 @@ impl Core {
         let claims = self.verify(token, prepared.nonce.as_deref())?;
         let license_key =
             prepared.license_key.clone().or_else(|| body["license"]["license_key"].as_str().map(str::to_string));
-        self.keep(token, claims, license_key)
+        self.keep(token, claims, license_key, true)
     }
 
-    fn keep(&self, token: &str, claims: Claims, license_key: Option<String>) -> Result<Status> {
+    /// Keeps a verified verdict. A fresh answer (`online`: it echoed this request's nonce) also
+    /// resets the high-water mark to its own time, so a clock once wrongly ahead recovers.
+    fn keep(&self, token: &str, claims: Claims, license_key: Option<String>, online: bool) -> Result<Status> {
         let now = self.now();
         let key_ids =
             self.keys.lock().unwrap_or_else(|p| p.into_inner()).keys().iter().map(|k| k.kid.clone()).collect();
-        let previous = self.held.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map_or(0, |h| h.file.high_water);
+        let previous = match online {
+            true => 0,
+            false => self.held.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map_or(0, |h| h.high_water()),
+        };
         let file = CacheFile {
             format: CACHE_FORMAT.into(),
             product: self.product.clone(),
@@ -378,8 +432,8 @@ impl Core {
         self.store.save(&file)?;
         let status = decide(&claims, file.high_water, now, self.tolerance);
         *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        *self.held.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(Held { written_high_water: file.high_water, file, claims });
+        *self.unverified_key.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(Held::new(file, claims));
         Ok(status)
     }
 
@@ -387,6 +441,7 @@ impl Core {
     pub fn forget(&self) -> Result<()> {
         self.store.remove()?;
         *self.held.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.unverified_key.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = true;
         Ok(())
     }
@@ -394,7 +449,7 @@ impl Core {
     /// Adds keys fetched from the server's JWKS (only when the vendor opted in): they are trusted
     /// for this process, never written as trusted.
     pub fn learn_keys(&self, jwks: &str) -> Result<()> {
-        let fetched = KeySet::from_jwks(jwks)?;
+        let fetched = KeySet::from_jwks(jwks).map_err(|e| Error::Network(format!("the server's key set: {e}")))?;
         self.keys.lock().unwrap_or_else(|p| p.into_inner()).extend(&fetched);
         Ok(())
     }
@@ -433,13 +488,18 @@ impl Core {
         if file.format != "keygate-license-file/1" {
             return Err(Error::InvalidToken(TokenError::Malformed));
         }
-        let pending: Option<OfflineRequest> =
-            std::fs::read_to_string(self.pending_path()).ok().and_then(|t| serde_json::from_str(&t).ok());
-        let claims = self.verify(&file.token, pending.as_ref().map(|p| p.nonce.as_str()))?;
+        // Only the answer to this machine's pending request: an older file (say, one given up with an
+        // offline deactivation) is refused. (Whoever controls the machine can restore old files; the
+        // server still counts such a file against the license until it expires.)
+        let pending: OfflineRequest = std::fs::read_to_string(self.pending_path())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .ok_or(Error::InvalidToken(TokenError::NonceMismatch))?;
+        let claims = self.verify(&file.token, Some(&pending.nonce))?;
         if !claims.offline {
             return Err(Error::InvalidToken(TokenError::NotOffline));
         }
-        let status = self.keep(&file.token, claims, Some(file.license_key))?;
+        let status = self.keep(&file.token, claims, Some(file.license_key), false)?;
         let _ = std::fs::remove_file(self.pending_path());
         Ok(status)
     }

@@ -14,7 +14,7 @@
 //! A clock turned back behind the latest moment seen (the high-water mark, never below the
 //! verdict's `iat`) by more than the tolerance is [`Reason::ClockTampered`], not a pass.
 
-use crate::verdict::Claims;
+use crate::verdict::{Claims, FeatureClaim};
 use serde::Serialize;
 
 /// How far the clock may lag the latest moment seen before it counts as turned back (a machine's
@@ -78,6 +78,9 @@ pub struct Status {
     pub license_type: Option<String>,
     /// Features entitled and unexpired when the verdict was signed.
     pub features: Vec<String>,
+    /// The feature a check asked about (`check_feature`), and whether it may be used now (a
+    /// metered feature may be entitled but used up).
+    pub feature: Option<FeatureClaim>,
     pub license_expires_at: Option<i64>,
     pub grace_ends_at: Option<i64>,
     pub lease_expires_at: Option<i64>,
@@ -97,6 +100,11 @@ impl Status {
         Self::empty(Reason::NotActivated)
     }
 
+    /// A saved license whose verdict no trusted key verifies yet: a check must verify it anew.
+    pub fn unverified() -> Self {
+        Self::empty(Reason::CheckRequired)
+    }
+
     fn empty(reason: Reason) -> Self {
         Status {
             valid: false,
@@ -104,6 +112,7 @@ impl Status {
             code: None,
             license_type: None,
             features: vec![],
+            feature: None,
             license_expires_at: None,
             grace_ends_at: None,
             lease_expires_at: None,
@@ -115,9 +124,11 @@ impl Status {
         }
     }
 
-    /// Whether the verdict names this feature as entitled.
+    /// Whether the verdict names this feature as entitled (and, when the last check asked about
+    /// it, as usable now).
     pub fn has_feature(&self, code: &str) -> bool {
-        self.valid && self.features.iter().any(|f| f == code)
+        let usable = self.feature.as_ref().filter(|f| f.code == code).is_none_or(|f| f.usable);
+        self.valid && usable && self.features.iter().any(|f| f == code)
     }
 }
 
@@ -146,6 +157,7 @@ pub fn decide(claims: &Claims, high_water: i64, now: i64, tolerance: i64) -> Sta
         code: Some(claims.code.clone()),
         license_type: Some(claims.license_type.clone()),
         features: claims.features.clone(),
+        feature: claims.feature.clone(),
         license_expires_at: claims.license_expires_at,
         grace_ends_at: claims.grace_ends_at,
         lease_expires_at: claims.lease_expires_at,
@@ -229,5 +241,7 @@ mod tests {
         let grace = decide(&claims(|c| c.code = "GRACE_PERIOD".into()), T, T, 600);
         assert_eq!((grace.valid, grace.reason), (true, Reason::GracePeriod));
         assert!(decide(&claims(|_| {}), T, T, 600).has_feature("export"));
+        let used_up = claims(|c| c.feature = Some(FeatureClaim { code: "export".into(), usable: false }));
+        assert!(!decide(&used_up, T, T, 600).has_feature("export"), "entitled but used up");
     }
 }

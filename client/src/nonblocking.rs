@@ -4,7 +4,7 @@ use crate::builder::{http_client, network_error, retry_after, ClientBuilder};
 use crate::core::{Answer, Consumption, Core, Deactivated, OfflineRequest, Prepared};
 use crate::decide::Status;
 use crate::error::{Error, Result, TokenError};
-use crate::heartbeat::{event, jitter, renewal_delay, HeartbeatEvent};
+use crate::heartbeat::{event, jitter, renewal_delay, retry_after as renewal_retry_after, HeartbeatEvent};
 use std::sync::Arc;
 
 /// The async twin of [`crate::Client`]: the same operations and the same cache.
@@ -71,8 +71,9 @@ impl AsyncClient {
 
     pub async fn deactivate(&self) -> Result<Deactivated> {
         let body = self.send(&self.core.deactivate_request()?).await?;
+        let receipt: Deactivated = serde_json::from_value(body).map_err(Error::unexpected)?;
         self.core.forget()?;
-        serde_json::from_value(body).map_err(Error::unexpected)
+        Ok(receipt)
     }
 
     pub async fn borrow(&self, hours: u32) -> Result<Status> {
@@ -107,12 +108,26 @@ impl AsyncClient {
         let (sender, events) = tokio::sync::mpsc::channel(16);
         let client = self.clone();
         let task = tokio::spawn(async move {
+            let (mut failures, mut retry) = (0, None);
             loop {
                 let status = client.status().unwrap_or_else(|_| Status::not_activated());
-                let delay = renewal_delay(&status, client.core.now_for_heartbeat(), jitter());
+                let delay = renewal_delay(&status, client.core.now_for_heartbeat(), jitter(), failures, retry);
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {
-                        let _ = sender.try_send(event(client.check().await));
+                        let result = client.check().await;
+                        retry = renewal_retry_after(&result);
+                        match event(result) {
+                            renewed @ HeartbeatEvent::Renewed(_) => {
+                                failures = 0;
+                                // Renewals are news only if the app listens; never wait for it.
+                                let _ = sender.try_send(renewed);
+                            }
+                            // A lost seat is always delivered.
+                            other => {
+                                failures += 1;
+                                let _ = sender.send(other).await;
+                            }
+                        }
                     }
                     _ = &mut stopped => {
                         // Refused only when the release allowance is in use: the lease then lapses by itself.
@@ -146,8 +161,9 @@ impl AsyncHeartbeat {
 }
 
 impl Drop for AsyncHeartbeat {
+    /// Tells the task to return the seat; it does so on its own. A runtime shutting down may cancel
+    /// it first (the lease then lapses by itself): call [`AsyncHeartbeat::stop`] to be sure.
     fn drop(&mut self) {
-        // The task returns the seat on its own once told to stop.
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -345,3 +345,90 @@ async fn the_example_app_gates_its_feature_on_the_license() {
     assert!(run(url, &["deactivate"]).await.unwrap().unwrap().contains("deactivated"));
     assert!(run(url, &["export", &out]).await.unwrap().unwrap_err().contains("activate it first"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_blocking_heartbeat_returns_the_seat() {
+    let t = TestApp::spawn().await;
+    let key = t.issue(json!({"is_floating": true, "max_activations": 1})).await;
+    let setup = Setup::new(&t).await;
+    let (url, public_key, dir) = (t.base_url.clone(), setup.public_key.clone(), setup.dir.clone());
+    let activation_key = key.clone();
+    tokio::task::spawn_blocking(move || {
+        let client = keygate_client::Client::builder(&url, "editor")
+            .public_key(&public_key)
+            .issuer("keygate")
+            .cache_dir(dir)
+            .hardware_id("pc-1")
+            .build()
+            .unwrap();
+        client.activate(&activation_key).unwrap();
+        let heartbeat = client.heartbeat(|_| {});
+        drop(heartbeat);
+        assert_eq!(client.status().unwrap().reason, Reason::NotActivated, "the seat was given back here");
+    })
+    .await
+    .unwrap();
+    let other = setup.client(&t.base_url, "pc-2");
+    assert!(other.activate(&key).await.unwrap().valid, "and on the server");
+}
+
+#[tokio::test]
+async fn a_license_file_given_up_is_not_imported_again() {
+    let t = TestApp::spawn().await;
+    let key = t.issue(json!({"release_allowance": 2})).await;
+    let setup = Setup::new(&t).await;
+    let air = setup.offline("air-1");
+    let request = serde_json::to_value(air.offline_request(&key).unwrap()).unwrap();
+    let file = t.post("/v1/activate/offline", &request).await.body.to_string();
+    assert!(air.import_license_file(&file).unwrap().valid);
+    let deactivation = serde_json::to_value(air.offline_deactivation_request().unwrap()).unwrap();
+    assert_eq!(t.post("/v1/deactivate/offline", &deactivation).await.status, 200);
+    let again = air.import_license_file(&file).unwrap_err();
+    assert!(matches!(again, Error::InvalidToken(keygate_client::TokenError::NonceMismatch)), "{again}");
+    assert_eq!(air.status().unwrap().reason, Reason::NotActivated);
+}
+
+#[tokio::test]
+async fn a_process_holding_an_older_verdict_never_overwrites_a_newer_one() {
+    let t = TestApp::spawn().await;
+    let key = t.issue(json!({})).await;
+    let setup = Setup::new(&t).await;
+    let first = setup.client(&t.base_url, "pc-1");
+    first.activate(&key).await.unwrap();
+    assert!(first.status().unwrap().valid);
+    // Another process on the machine learns the license was revoked.
+    assert_eq!(t.admin_patch(&format!("/v1/licenses/{key}"), &json!({"status": "revoked"})).await.status, 200);
+    let second = setup.client(&t.base_url, "pc-1");
+    assert_eq!(second.check().await.unwrap().reason, Reason::Refused("REVOKED".into()));
+    // The first, still holding VALID, moves its high-water mark on: it reads the newer verdict instead.
+    setup.clock.advance(15 * 60);
+    let _ = first.status().unwrap();
+    assert_eq!(first.status().unwrap().reason, Reason::Refused("REVOKED".into()));
+    assert_eq!(setup.offline("pc-1").status().unwrap().reason, Reason::Refused("REVOKED".into()), "on disk");
+}
+
+#[tokio::test]
+async fn a_clock_once_ahead_recovers_at_the_next_check() {
+    let t = TestApp::spawn().await;
+    let key = t.issue(json!({})).await;
+    let setup = Setup::new(&t).await;
+    let client = setup.client(&t.base_url, "pc-1");
+    client.activate(&key).await.unwrap();
+    setup.clock.advance(2 * DAY);
+    assert!(client.status().unwrap().valid);
+    setup.clock.advance(-2 * DAY);
+    assert_eq!(client.status().unwrap().reason, Reason::ClockTampered);
+    assert!(client.check().await.unwrap().valid, "a fresh verdict resets the mark");
+}
+
+#[tokio::test]
+async fn a_used_up_feature_is_not_usable_after_a_feature_check() {
+    let t = TestApp::spawn().await;
+    let key = t.issue(json!({"features": [{"code": "export", "max_consumptions": 1}]})).await;
+    let setup = Setup::new(&t).await;
+    let client = setup.client(&t.base_url, "pc-1");
+    assert!(client.activate(&key).await.unwrap().has_feature("export"));
+    client.consume(1, Some("export")).await.unwrap();
+    let checked = client.check_feature("export").await.unwrap();
+    assert!(checked.valid && !checked.has_feature("export"), "{checked:?}");
+}
