@@ -2,12 +2,13 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 VENV := .venv
+CONTRACT_VENV := .venv-contract
 SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam
 # Architecture of the deployed functions: arm64 (default) or x86_64.
 ARCH ?= arm64
 FUNCTIONS := issue activate check deactivate
 
-.PHONY: help local test test-unit test-integration test-readme lint fmt deps tools validate build sam-build deploy bench clean
+.PHONY: help local test test-unit test-contract test-integration test-readme lint fmt deps tools validate build sam-build deploy bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -19,10 +20,18 @@ local: deps ## run DynamoDB Local, create the table, make a dev key and serve ev
 	$(CARGO) build -p keygate-cli
 	bash scripts/local.sh
 
-test: test-unit test-integration test-readme ## unit tests, then integration tests against a DynamoDB Local it starts and stops
+test: test-unit test-contract test-integration test-readme ## unit tests, the spec's validity, then integration tests against a DynamoDB Local it starts and stops
 
 test-unit: ## the shared crate's rules, store and handler tests (in-memory store), the client library's core
 	$(CARGO) test --workspace --exclude keygate-tests
+
+test-contract: $(CONTRACT_VENV)/.installed ## docs/openapi.yaml is a valid OpenAPI document (openapi-spec-validator)
+	$(CONTRACT_VENV)/bin/openapi-spec-validator docs/openapi.yaml
+
+$(CONTRACT_VENV)/.installed: tests/contract/requirements.txt
+	python3 -m venv $(CONTRACT_VENV)
+	$(CONTRACT_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/contract/requirements.txt
+	touch $@
 
 test-integration: deps ## HTTP tests against DynamoDB Local on a free port, and the function binaries on a Runtime API emulator
 	$(CARGO) build -p keygate-cli $(addprefix -p ,$(FUNCTIONS))
@@ -71,4 +80,4 @@ bench: tools deps ## benchmarks of the release binaries against baselines from t
 
 clean: ## remove build outputs and local state
 	$(CARGO) clean
-	rm -rf .local .aws-sam
+	rm -rf .local .aws-sam $(CONTRACT_VENV)

@@ -86,13 +86,15 @@ impl CacheStore {
         }
     }
 
-    /// Writes the file whole or not at all: a temporary file beside it, then a rename.
+    /// Writes the file whole or not at all: a temporary file beside it, then a rename. (Not
+    /// fsync'ed: after a power loss the cache may be the previous verdict, or lost and discarded,
+    /// which costs an online check, never trust.)
     pub fn save(&self, file: &CacheFile) -> Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| self.storage(e))?;
         let mut temporary = tempfile::NamedTempFile::new_in(dir).map_err(|e| self.storage(e))?;
         let text = serde_json::to_vec_pretty(file).map_err(|e| Error::Config(e.to_string()))?;
-        temporary.write_all(&text).and_then(|()| temporary.as_file().sync_all()).map_err(|e| self.storage(e))?;
+        temporary.write_all(&text).map_err(|e| self.storage(e))?;
         temporary.persist(&self.path).map_err(|e| self.storage(e.error))?;
         Ok(())
     }

@@ -74,6 +74,8 @@ impl Settings {
 struct Held {
     file: CacheFile,
     claims: Claims,
+    /// The verdict in the file on disk as this process last wrote or read it, and its `iat`.
+    on_disk: (String, i64),
     written_high_water: i64,
     /// The high-water mark when it was last moved, and when (monotonic): within one process the
     /// mark moves on with the monotonic clock too, so a wall clock set back a little at a time
@@ -84,7 +86,19 @@ struct Held {
 impl Held {
     fn new(file: CacheFile, claims: Claims) -> Self {
         let mark = file.high_water.max(claims.iat);
-        Held { written_high_water: file.high_water, file, claims, anchor: (mark, std::time::Instant::now()) }
+        let on_disk = (file.token.clone(), claims.iat);
+        Held { written_high_water: file.high_water, on_disk, file, claims, anchor: (mark, std::time::Instant::now()) }
+    }
+
+    /// Whether `claims` says what the held verdict says (only its times differ).
+    fn same_meaning(&self, claims: &Claims, license_key: &Option<String>) -> bool {
+        let meaning = |c: &Claims| {
+            (c.valid, c.code.clone(), c.features.clone(), c.feature.clone(), c.status.clone(), c.license_expires_at)
+        };
+        let more = |c: &Claims| (c.grace_ends_at, c.borrowed_until, c.offline, c.work_if_validation_blocked);
+        meaning(&self.claims) == meaning(claims)
+            && more(&self.claims) == more(claims)
+            && &self.file.license_key == license_key
     }
 
     /// The latest moment known to have passed.
@@ -298,9 +312,10 @@ impl Core {
                 // Only the mark is written back, and only over the verdict this process holds: another
                 // process may have saved a newer one (a refusal), which is then read instead.
                 match self.store.load() {
-                    Ok(Some(mut on_disk)) if on_disk.token == current.file.token => {
-                        on_disk.high_water = on_disk.high_water.max(seen);
-                        self.store.save(&on_disk)?;
+                    Ok(Some(on_disk)) if on_disk.token == current.on_disk.0 => {
+                        let file = CacheFile { high_water: on_disk.high_water.max(seen), ..current.file.clone() };
+                        self.store.save(&file)?;
+                        current.on_disk = (file.token.clone(), current.claims.iat);
                         current.written_high_water = seen;
                     }
                     _ => {
@@ -420,6 +435,15 @@ impl Core {
             true => 0,
             false => self.held.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map_or(0, |h| h.high_water()),
         };
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        // A fresh verdict that says what the saved one says, saved recently, is kept in memory
+        // only: a check is then a round trip and a verification, no file write. Any change of
+        // meaning (a refusal above all) is written at once.
+        let on_disk = held
+            .as_ref()
+            .filter(|h| online && h.same_meaning(&claims, &license_key))
+            .filter(|h| claims.iat.saturating_sub(h.on_disk.1) < HIGH_WATER_WRITE_SECONDS)
+            .map(|h| h.on_disk.clone());
         let file = CacheFile {
             format: CACHE_FORMAT.into(),
             product: self.product.clone(),
@@ -429,11 +453,17 @@ impl Core {
             key_ids,
             high_water: previous.max(now).max(claims.iat),
         };
-        self.store.save(&file)?;
+        if on_disk.is_none() {
+            self.store.save(&file)?;
+        }
         let status = decide(&claims, file.high_water, now, self.tolerance);
         *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = true;
         *self.unverified_key.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(Held::new(file, claims));
+        let mut fresh = Held::new(file, claims);
+        if let Some(on_disk) = on_disk {
+            fresh.on_disk = on_disk;
+        }
+        *held = Some(fresh);
         Ok(status)
     }
 

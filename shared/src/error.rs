@@ -109,11 +109,13 @@ pub struct ApiError {
     pub cause: Option<String>,
     /// Seconds after which the same request may succeed (sent as `Retry-After`).
     pub retry_after: Option<u64>,
+    /// The methods a path allows, for a 405 (sent as `Allow`).
+    pub allow: Option<String>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), field: None, cause: None, retry_after: None }
+        Self { code, message: message.into(), field: None, cause: None, retry_after: None, allow: None }
     }
 
     pub fn retry_after(mut self, seconds: u64) -> Self {
@@ -124,7 +126,7 @@ impl ApiError {
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         let field = field.into();
         let message = format!("`{field}` {}", message.into());
-        Self { code: ErrorCode::InvalidField, message, field: Some(field), cause: None, retry_after: None }
+        Self { code: ErrorCode::InvalidField, message, field: Some(field), cause: None, retry_after: None, allow: None }
     }
 
     pub fn internal(cause: impl fmt::Display) -> Self {
@@ -134,6 +136,7 @@ impl ApiError {
             field: None,
             cause: Some(cause.to_string()),
             retry_after: None,
+            allow: None,
         }
     }
 

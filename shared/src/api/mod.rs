@@ -187,6 +187,9 @@ pub async fn handle<S: Store>(app: &App<S>, functions: &[Function], request: Req
             if let Some(seconds) = err.retry_after {
                 response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
             }
+            if let Some(allow) = err.allow.as_deref().and_then(|a| header::HeaderValue::from_str(a).ok()) {
+                response.headers_mut().insert(header::ALLOW, allow);
+            }
             response
         }
     }
@@ -206,13 +209,13 @@ fn request_id(request: &Request) -> String {
 
 async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Request) -> Result<Reply, ApiError> {
     let path = request.uri().path();
-    let mut path_known = false;
+    let mut allowed: Vec<&str> = Vec::new();
     for route in ROUTES.iter().filter(|r| functions.contains(&r.function)) {
         let Some(params) = match_path(route.path, path) else {
             continue;
         };
-        path_known = true;
         if route.method != request.method() {
+            allowed.push(route.method.as_str());
             continue;
         }
         if route.function == Function::Issue
@@ -248,8 +251,14 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
             Endpoint::DeactivateOffline => offline::deactivate_file(app, parse_json(body(request)?)?).await,
         };
     }
-    if path_known {
-        Err(ApiError::new(ErrorCode::MethodNotAllowed, format!("{} is not allowed on {path}", request.method())))
+    if !allowed.is_empty() {
+        let allow = allowed.join(", ");
+        let mut err = ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{} is not allowed on {path}; it allows {allow}", request.method()),
+        );
+        err.allow = Some(allow);
+        Err(err)
     } else {
         Err(ApiError::new(ErrorCode::RouteNotFound, format!("no route {} {path}", request.method())))
     }
@@ -384,6 +393,7 @@ pub(crate) fn store_error(err: crate::store::StoreError) -> ApiError {
             field: None,
             cause: Some(cause),
             retry_after: Some(1),
+            allow: None,
         },
         crate::store::StoreError::Internal(cause) => ApiError::internal(cause),
         crate::store::StoreError::InvalidCursor => ApiError::field("cursor", "is not a cursor this listing handed out"),

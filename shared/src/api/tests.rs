@@ -288,6 +288,10 @@ async fn unknown_routes_and_methods_are_json_errors() {
     assert_eq!((status, error_code(&answer)), (404, "ROUTE_NOT_FOUND"));
     let (status, answer) = call(&app, "DELETE", "/v1/check", Value::Null).await;
     assert_eq!((status, error_code(&answer)), (405, "METHOD_NOT_ALLOWED"));
+    let request = http::Request::builder().method("DELETE").uri("/v1/licenses").body(Body::Empty).unwrap();
+    let response = handle(&app, &Function::ALL, request).await;
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST, GET", "a 405 says which methods the path allows");
 }
 
 #[tokio::test]

@@ -85,7 +85,10 @@ async fn activate_then_check_then_answer_from_the_cache() {
     assert_eq!(checked.reason, Reason::Valid);
     // A new process on the same machine reads the verdict back, without the network.
     let restarted = setup.offline("pc-1").status().unwrap();
-    assert_eq!((restarted.valid, restarted.checked_at), (true, checked.checked_at));
+    // (A verdict that says the same as the saved one is written back at most every ten minutes.)
+    assert!(
+        restarted.valid && restarted.checked_at >= activated.checked_at && restarted.checked_at <= checked.checked_at
+    );
     let refused = setup.client(&t.base_url, "pc-2").activate("NOPE-NOPE").await.unwrap_err();
     assert!(matches!(&refused, Error::Refused { status: 404, code, .. } if code == "LICENSE_NOT_FOUND"), "{refused}");
 }
