@@ -86,7 +86,8 @@ pub(super) async fn check<S: Store>(app: &App<S>, request: CheckRequest) -> Resu
                 }
             }
         }
-        if let Some(device) = device.as_mut().filter(|_| !license.is_floating) {
+        if let Some(device) = device.as_mut() {
+            // A node-locked device's horizon (a floating device's tokens are bounded by its lease).
             let exp = rules::credential_exp(&license, code, false, now);
             let horizon = exp.and_then(|exp| rules::horizon_to_record(device.credential_until, exp));
             let stale_before = rules::last_seen_stale_before(now);
