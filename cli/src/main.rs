@@ -25,6 +25,10 @@ enum Command {
         port: u16,
         #[arg(long, env = "KEYGATE_BIND", default_value = "127.0.0.1")]
         bind: String,
+        /// Origins whose browser pages may call the client routes: comma-separated, or `*`
+        /// (default: none). Vendor routes never answer browsers.
+        #[arg(long, env = "KEYGATE_CORS_ORIGINS", default_value = "")]
+        cors_origins: String,
     },
     /// Manage the DynamoDB table.
     Table {
@@ -209,7 +213,7 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Serve { port, bind } => serve(&bind, port).await,
+        Command::Serve { port, bind, cors_origins } => serve(&bind, port, &cors_origins).await,
         Command::Table { command: TableCommand::Create { table } } => {
             let client = aws_sdk_dynamodb_client().await;
             let created = create_table(&client, &table).await.map_err(|e| e.to_string())?;
@@ -436,9 +440,10 @@ fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), String> {
     writeln!(file, "{secret}").map_err(|e| e.to_string())
 }
 
-async fn serve(bind: &str, port: u16) -> Result<(), String> {
+async fn serve(bind: &str, port: u16, cors_origins: &str) -> Result<(), String> {
     let sdk = sdk_config().await;
-    let config = Config::load(&sdk).await.map_err(|e| e.to_string())?;
+    let mut config = Config::load(&sdk).await.map_err(|e| e.to_string())?;
+    config.cors = keygate::cors::AllowedOrigins::parse(cors_origins).map_err(|e| format!("--cors-origins: {e}"))?;
     config.require_signer().map_err(|e| e.to_string())?;
     if config.admin_tokens.is_empty() {
         eprintln!("warning: KEYGATE_ADMIN_TOKEN_SHA256 is not set; every vendor route will answer 401");

@@ -1,6 +1,7 @@
 //! Configuration, only from the environment, read once at start-up. See the README's table.
 
 use crate::auth::AdminTokens;
+use crate::cors::AllowedOrigins;
 use crate::signing::{decode_seed, TokenSigner};
 
 pub const TABLE: &str = "KEYGATE_TABLE";
@@ -10,6 +11,8 @@ pub const SIGNING_KEY_PARAMETER: &str = "KEYGATE_SIGNING_KEY_PARAMETER";
 pub const RETIRED_PUBLIC_KEYS: &str = "KEYGATE_RETIRED_PUBLIC_KEYS";
 pub const ADMIN_TOKEN_SHA256: &str = "KEYGATE_ADMIN_TOKEN_SHA256";
 pub const ISSUER: &str = "KEYGATE_ISSUER";
+/// Origins allowed to call the client routes from a browser: comma-separated, or `*` (default: none).
+pub const CORS_ORIGINS: &str = "KEYGATE_CORS_ORIGINS";
 
 pub const DEFAULT_TABLE: &str = "keygate";
 pub const DEFAULT_ISSUER: &str = "keygate";
@@ -21,6 +24,7 @@ pub struct Config {
     pub admin_tokens: AdminTokens,
     /// Present when the function signs tokens (every client function; not the vendor API).
     pub signer: Option<TokenSigner>,
+    pub cors: AllowedOrigins,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,11 +74,14 @@ impl Config {
             }
             None => None,
         };
+        let cors = AllowedOrigins::parse(&lookup(CORS_ORIGINS).unwrap_or_default())
+            .map_err(|e| ConfigError(format!("{CORS_ORIGINS}: {e}")))?;
         Ok(Self {
             table: lookup(TABLE).unwrap_or_else(|| DEFAULT_TABLE.into()),
             issuer: lookup(ISSUER).unwrap_or_else(|| DEFAULT_ISSUER.into()),
             admin_tokens,
             signer,
+            cors,
         })
     }
 

@@ -1,6 +1,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod input;
 pub mod lambda;

@@ -16,6 +16,7 @@ pub use views::{ClientLicense, TokenClaims};
 
 use crate::auth::AdminTokens;
 use crate::config::Config;
+use crate::cors::{AllowedOrigins, MAX_AGE_SECONDS};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::IdempotencyKey;
 use crate::signing::TokenSigner;
@@ -36,11 +37,13 @@ pub struct App<S> {
     pub signer: Option<TokenSigner>,
     pub admin_tokens: AdminTokens,
     pub issuer: String,
+    pub cors: AllowedOrigins,
 }
 
 impl<S: Store> App<S> {
     pub fn new(store: S, config: Config) -> Self {
-        Self { store, signer: config.signer, admin_tokens: config.admin_tokens, issuer: config.issuer }
+        let Config { signer, admin_tokens, issuer, cors, .. } = config;
+        Self { store, signer, admin_tokens, issuer, cors }
     }
 
     fn signer(&self) -> Result<&TokenSigner, ApiError> {
@@ -173,10 +176,65 @@ fn json_response(status: StatusCode, body: String) -> Response<Body> {
     response
 }
 
+/// The methods the client routes of `functions` serve on `path`; `None` when the path is not one
+/// of theirs or is a vendor path (which no browser may call).
+fn client_methods(functions: &[Function], path: &str) -> Option<Vec<&'static str>> {
+    let matching: Vec<&Route> =
+        ROUTES.iter().filter(|r| functions.contains(&r.function) && match_path(r.path, path).is_some()).collect();
+    let vendor = matching.iter().any(|r| r.function == Function::Issue);
+    (!matching.is_empty() && !vendor).then(|| matching.iter().map(|r| r.method.as_str()).collect())
+}
+
+/// A browser's preflight of a client route from an allowed origin: 204 with what it may send. Any
+/// other OPTIONS is answered like any other method (405 or 404), with no CORS header.
+fn preflight<S: Store>(app: &App<S>, functions: &[Function], request: &Request) -> Option<Response<Body>> {
+    let origin = header_str(request, header::ORIGIN).filter(|o| app.cors.allows(o))?;
+    let methods = client_methods(functions, request.uri().path())?;
+    let mut response = Response::new(Body::Empty);
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    let value = |text: &str| header::HeaderValue::from_str(text).ok();
+    if let Some(origin) = value(origin) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
+    if let Some(methods) = value(&methods.join(", ")) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, methods);
+    }
+    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, header::HeaderValue::from_static("content-type"));
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, header::HeaderValue::from(MAX_AGE_SECONDS));
+    headers.insert(header::VARY, header::HeaderValue::from_static("origin"));
+    Some(response)
+}
+
+/// Lets a browser at an allowed origin read a client route's answer.
+fn allow_origin<S: Store>(app: &App<S>, functions: &[Function], request: &Request, response: &mut Response<Body>) {
+    let Some(origin) = header_str(request, header::ORIGIN).filter(|o| app.cors.allows(o)) else { return };
+    if client_methods(functions, request.uri().path()).is_none() {
+        return;
+    }
+    if let Ok(origin) = header::HeaderValue::from_str(origin) {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, header::HeaderValue::from_static("retry-after"));
+        headers.append(header::VARY, header::HeaderValue::from_static("origin"));
+    }
+}
+
 /// Handles one request for the routes of `functions`. Never fails: every error is a JSON response.
 pub async fn handle<S: Store>(app: &App<S>, functions: &[Function], request: Request) -> Response<Body> {
-    let request_id = request_id(&request);
-    match dispatch(app, functions, &request).await {
+    if request.method() == Method::OPTIONS {
+        if let Some(response) = preflight(app, functions, &request) {
+            return response;
+        }
+    }
+    let mut response = answer(app, functions, &request).await;
+    allow_origin(app, functions, &request, &mut response);
+    response
+}
+
+async fn answer<S: Store>(app: &App<S>, functions: &[Function], request: &Request) -> Response<Body> {
+    let request_id = request_id(request);
+    match dispatch(app, functions, request).await {
         Ok(reply) => json_response(reply.status, reply.body),
         Err(err) => {
             if err.status() >= 500 {

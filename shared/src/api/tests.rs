@@ -14,6 +14,7 @@ fn app() -> App<MemoryStore> {
         signer: Some(TokenSigner::new([9; 32], &[]).unwrap()),
         admin_tokens: AdminTokens::parse(&hash_token(ADMIN)).unwrap(),
         issuer: "keygate-test".into(),
+        cors: crate::cors::AllowedOrigins::parse("https://app.example.com").unwrap(),
     }
 }
 
@@ -279,6 +280,42 @@ async fn issue_refusals_name_the_field() {
         assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
     }
     assert_eq!(app.store.round_trips(), 0);
+}
+
+async fn with_origin(app: &App<MemoryStore>, method: &str, path: &str, origin: &str) -> Response<Body> {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .body(Body::Empty)
+        .unwrap();
+    handle(app, &Function::ALL, request).await
+}
+
+#[tokio::test]
+async fn browsers_at_allowed_origins_may_call_client_routes_and_never_vendor_routes() {
+    let app = app();
+    let preflight = with_origin(&app, "OPTIONS", "/v1/check", "https://app.example.com").await;
+    assert_eq!(preflight.status(), 204);
+    let headers = preflight.headers();
+    assert_eq!(headers["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(headers["access-control-allow-methods"], "POST, GET");
+    assert_eq!(headers["access-control-allow-headers"], "content-type");
+    let answer = with_origin(&app, "POST", "/v1/check", "https://app.example.com").await;
+    assert_eq!(answer.headers()["access-control-allow-origin"], "https://app.example.com", "a refusal too");
+    for (method, path, origin) in [
+        ("OPTIONS", "/v1/check", "https://evil.example.com"),
+        ("OPTIONS", "/v1/licenses", "https://app.example.com"),
+        ("GET", "/v1/licenses", "https://app.example.com"),
+        ("OPTIONS", "/v1/nothing", "https://app.example.com"),
+    ] {
+        let response = with_origin(&app, method, path, origin).await;
+        assert!(response.headers().get("access-control-allow-origin").is_none(), "{method} {path} from {origin}");
+        assert_ne!(response.status(), 204, "{method} {path} from {origin}");
+    }
+    let vendor = with_origin(&app, "OPTIONS", "/v1/licenses", "https://app.example.com").await;
+    assert_eq!((vendor.status().as_u16(), &vendor.headers()["allow"]), (405, &"POST, GET".parse().unwrap()));
 }
 
 #[tokio::test]
@@ -547,6 +584,7 @@ impl Store for AlwaysRaced {
 #[tokio::test]
 async fn a_write_that_keeps_losing_races_gives_up_with_409_concurrent_update() {
     let app = App {
+        cors: crate::cors::AllowedOrigins::None,
         store: AlwaysRaced(MemoryStore::new()),
         signer: Some(TokenSigner::new([9; 32], &[]).unwrap()),
         admin_tokens: AdminTokens::parse(&hash_token(ADMIN)).unwrap(),
