@@ -8,18 +8,21 @@
 //! gate deactivate            # before moving to another machine
 //! ```
 //!
-//! `KEYGATE_CACHE_DIR` and `KEYGATE_HARDWARE_ID` override where the license is saved and the
-//! derived hardware id (tests use both).
+//! Run it from the repository with `cargo run -p keygate-client --example gate -- <command>`.
+//! `KEYGATE_PUBLIC_KEYS` is the public key `keygate keys public` prints (or the JWKS's
+//! `.keys[0].x`), and `KEYGATE_ISSUER` the deployment's issuer (`make local` writes it to
+//! .local/env). `KEYGATE_PRODUCT` (default `acme-editor`, the walk-through's), `KEYGATE_CACHE_DIR`
+//! and `KEYGATE_HARDWARE_ID` override the product, where the license is saved and the derived
+//! hardware id (tests use them).
 
 use keygate_client::{Client, Error, Reason};
 use std::process::ExitCode;
 
-const PRODUCT: &str = "editor";
-
 fn client() -> Result<Client, Error> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let url = var("KEYGATE_URL").ok_or_else(|| Error::Config("set KEYGATE_URL".into()))?;
-    let mut builder = Client::builder(&url, PRODUCT).issuer(&var("KEYGATE_ISSUER").unwrap_or_default());
+    let product = var("KEYGATE_PRODUCT").unwrap_or_else(|| "acme-editor".into());
+    let mut builder = Client::builder(&url, &product).issuer(&var("KEYGATE_ISSUER").unwrap_or_default());
     // A real app embeds these at build time (e.g. with `env!` or `include_str!`): the current key and the next.
     for key in var("KEYGATE_PUBLIC_KEYS").unwrap_or_default().split(',').filter(|k| !k.is_empty()) {
         builder = builder.public_key(key);

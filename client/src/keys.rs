@@ -24,9 +24,15 @@ impl std::fmt::Debug for PublicKey {
 }
 
 impl PublicKey {
-    /// A key as `keygate keys public` prints it (base64url), or a JWK's `x`.
-    pub fn from_base64url(x: &str) -> Result<Self> {
-        let x = x.trim();
+    /// A key as `keygate keys public` prints it (`<kid> <key>`, the kid then checked), or the key
+    /// alone (base64url, a JWK's `x`).
+    pub fn from_base64url(text: &str) -> Result<Self> {
+        let mut fields = text.split_whitespace();
+        let (given_kid, x) = match (fields.next(), fields.next(), fields.next()) {
+            (Some(x), None, None) => (None, x),
+            (Some(kid), Some(x), None) => (Some(kid), x),
+            _ => return Err(Error::Config(format!("`{text}` is not a public key (or `<kid> <key>`)"))),
+        };
         let bytes = URL_SAFE_NO_PAD
             .decode(x)
             .ok()
@@ -34,6 +40,9 @@ impl PublicKey {
             .ok_or_else(|| Error::Config(format!("`{x}` is not a 32-byte base64url Ed25519 public key")))?;
         let digest = Sha256::digest(&bytes);
         let kid = URL_SAFE_NO_PAD.encode(digest)[..16].to_string();
+        if let Some(given) = given_kid.filter(|given| *given != kid) {
+            return Err(Error::Config(format!("the key id {given} does not belong to key {x}")));
+        }
         let decoding = DecodingKey::from_ed_components(x).map_err(|e| Error::Config(e.to_string()))?;
         Ok(Self { kid, x: x.to_string(), decoding })
     }
@@ -94,5 +103,20 @@ impl KeySet {
                 self.keys.push(key.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_read_alone_or_as_keygate_keys_public_prints_it() {
+        let x = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        let alone = PublicKey::from_base64url(&x).unwrap();
+        let printed = PublicKey::from_base64url(&format!("{} {x}\n", alone.kid)).unwrap();
+        assert_eq!((printed.kid.clone(), printed.x.clone()), (alone.kid, x.clone()));
+        assert!(PublicKey::from_base64url(&format!("wrongkid {x}")).is_err(), "the kid must match");
+        assert!(PublicKey::from_base64url("short").is_err());
     }
 }

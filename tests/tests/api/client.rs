@@ -308,6 +308,7 @@ fn gate(setup: &Setup, url: &str, args: &[&str]) -> Result<String, String> {
     let output = std::process::Command::new(binary)
         .args(args)
         .env("KEYGATE_URL", url)
+        .env("KEYGATE_PRODUCT", "editor")
         .env("KEYGATE_ISSUER", "keygate")
         .env("KEYGATE_PUBLIC_KEYS", &setup.public_key)
         .env("KEYGATE_CACHE_DIR", &setup.dir)
