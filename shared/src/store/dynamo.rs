@@ -237,6 +237,12 @@ fn decode_cursor(cursor: &str, partition_attribute: &str, partition_value: &str)
     if names != expected || object.get(partition_attribute).map(String::as_str) != Some(partition_value) {
         return Err(StoreError::InvalidCursor);
     }
+    // The key of a license item: DynamoDB refuses a start key with empty or foreign values (a 500).
+    let license_key = object["PK"].strip_prefix("L#").map(LicenseKey::parse);
+    let created_at = crate::time::Timestamp::parse(&object["created_at"]).ok();
+    if object["SK"] != LICENSE_SK || !matches!(license_key, Some(Ok(_))) || created_at.is_none() {
+        return Err(StoreError::InvalidCursor);
+    }
     Ok(object.into_iter().map(|(name, value)| (name, AttributeValue::S(value))).collect())
 }
 
@@ -1092,7 +1098,30 @@ pub async fn create_table(client: &Client, table: &str) -> Result<bool, StoreErr
 
 #[cfg(test)]
 mod tests {
-    use super::{lambda_region, AWS_ROOT_CAS};
+    use super::{decode_cursor, encode_cursor, lambda_region, AttributeValue, AWS_ROOT_CAS};
+
+    #[test]
+    fn only_cursors_of_license_items_in_this_listing_are_accepted() {
+        let cursor = |pk: &str, sk: &str, created: &str| {
+            let item = [("PK", pk), ("SK", sk), ("created_at", created), ("GSI1PK", "C#ann@example.com")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), AttributeValue::S(v.to_string())))
+                .collect();
+            encode_cursor(&item).unwrap()
+        };
+        let decode = |c: &str| decode_cursor(c, "GSI1PK", "C#ann@example.com");
+        assert!(decode(&cursor("L#AAAAA-BBBBB", "L", "2026-11-25T00:00:00Z")).is_ok());
+        for (pk, sk, created) in [
+            ("", "L", "2026-11-25T00:00:00Z"),
+            ("L#AAAAA-BBBBB", "", "2026-11-25T00:00:00Z"),
+            ("L#AAAAA-BBBBB", "L", ""),
+            ("L#AAAAA-BBBBB", "D#pc", "2026-11-25T00:00:00Z"),
+            ("T#editor#pc", "L", "2026-11-25T00:00:00Z"),
+            ("L#", "L", "2026-11-25T00:00:00Z"),
+        ] {
+            assert!(decode(&cursor(pk, sk, created)).is_err(), "{pk} {sk} {created}");
+        }
+    }
 
     #[test]
     fn the_fast_path_is_taken_only_in_lambda_with_credentials_and_region_in_the_environment() {
