@@ -185,7 +185,9 @@ pub fn plan_activation(
     if license.allow_unlimited_activations || license.times_activated < license.max_activations {
         return Ok(ActivationPlan::NewSeat);
     }
-    if license.device_rotation {
+    // Over-deployed (the vendor lowered the seats): a rotation would swap one device for another
+    // while more than the seats stay bound, raising what runs past what was sold.
+    if license.device_rotation && license.times_activated <= license.max_activations {
         // A device coming back gives back its own place in the allowance in the same write.
         let mut after = license.clone();
         after.releases.retain(|holder, until| holder != request.hardware_id || *until <= now);
@@ -332,10 +334,34 @@ pub fn plan_release(
             let until = slot.own.map_or(until, |own| own.max(until));
             Ok(Some(AllowanceEntry { slot, until }))
         }
-        None => {
-            Err(AllowanceUsed { max, frees_at: license.releases.values().filter(|end| **end > now).min().copied() })
-        }
+        None => Err(AllowanceUsed { max, frees_at: allowance_frees_at(license, hardware_id, until, now) }),
     }
+}
+
+/// When a release refused for want of room could succeed: once enough places lapse to leave one
+/// (after a vendor lowered the allowance, more than the first), and at the latest once the device's
+/// own credential lapses (then it owes nothing).
+fn allowance_frees_at(
+    license: &License,
+    hardware_id: &HardwareId,
+    until: Timestamp,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let mut live: Vec<Timestamp> = license
+        .releases
+        .iter()
+        .filter(|(holder, end)| *holder != hardware_id && **end > now)
+        .map(|(_, end)| *end)
+        .collect();
+    live.sort_unstable();
+    // Room for one more entry: at most `max - 1` other live places may remain.
+    let must_lapse = (live.len() + 1).checked_sub(license.release_allowance as usize).filter(|n| *n > 0);
+    let room_at = match must_lapse {
+        Some(n) if license.release_allowance > 0 => live.get(n - 1).copied(),
+        Some(_) => None,
+        None => Some(now),
+    };
+    Some(room_at.map_or(until, |at| at.min(until)))
 }
 
 /// The live releases: devices a client released that may still run.
@@ -881,6 +907,22 @@ pub(crate) mod tests {
         assert_eq!(
             plan_deactivation(&full, &editor, Some(&live), NOW),
             Err(DeactivationRefusal::ReleaseLimitReached(AllowanceUsed { max: 1, frees_at: Some(NOW.plus_days(2)) }))
+        );
+        let soon = Device { credential_until: Some(NOW.plus_days(1)), ..device("pc", 0) };
+        assert_eq!(
+            plan_deactivation(&full, &editor, Some(&soon), NOW),
+            Err(DeactivationRefusal::ReleaseLimitReached(AllowanceUsed { max: 1, frees_at: Some(NOW.plus_days(1)) })),
+            "its own credential lapses first: then it owes nothing"
+        );
+        let lowered = License {
+            release_allowance: 1,
+            releases: [(hw("a"), NOW.plus_days(2)), (hw("b"), NOW.plus_days(3))].into_iter().collect(),
+            ..license()
+        };
+        assert_eq!(
+            plan_deactivation(&lowered, &editor, Some(&live), NOW),
+            Err(DeactivationRefusal::ReleaseLimitReached(AllowanceUsed { max: 1, frees_at: Some(NOW.plus_days(3)) })),
+            "after the vendor lowered the allowance, both places must lapse (or the device's own credential)"
         );
         let lapsed_entry =
             License { releases: [(hw("other"), NOW.plus_seconds(-1))].into_iter().collect(), ..license() };

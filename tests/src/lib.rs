@@ -29,6 +29,8 @@ pub struct TestApp {
 pub struct Answer {
     pub status: u16,
     pub body: Value,
+    /// The `Retry-After` header, in seconds, when there is one.
+    pub retry_after: Option<u64>,
 }
 
 impl Answer {
@@ -123,10 +125,12 @@ impl TestApp {
         }
         let response = self.client.request(builder.body(Full::new(Bytes::from(body))).unwrap()).await.unwrap();
         let status = response.status().as_u16();
+        let retry_after =
+            response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let body =
             serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
-        Answer { status, body }
+        Answer { status, body, retry_after }
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Answer {

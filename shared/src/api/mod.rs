@@ -287,8 +287,15 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
         return match route.endpoint {
             Endpoint::CreateLicenses => {
                 let bytes = body(request)?;
-                let idempotency_key = header_str(request, header::HeaderName::from_static("idempotency-key"))
-                    .map(|value| IdempotencyKey::parse(value).map_err(|e| ApiError::field("Idempotency-Key", e)))
+                // A header that is there but not text is refused, never taken for no key at all.
+                let idempotency_key = request
+                    .headers()
+                    .get("idempotency-key")
+                    .map(|value| {
+                        let text =
+                            value.to_str().map_err(|_| "may contain only printable ASCII without spaces".to_string());
+                        text.and_then(IdempotencyKey::parse).map_err(|e| ApiError::field("Idempotency-Key", e))
+                    })
                     .transpose()?;
                 issue::create(app, parse_json(bytes)?, idempotency_key, bytes).await
             }

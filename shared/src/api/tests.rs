@@ -294,6 +294,25 @@ async fn with_origin(app: &App<MemoryStore>, method: &str, path: &str, origin: &
 }
 
 #[tokio::test]
+async fn an_idempotency_key_that_is_not_text_is_refused_not_ignored() {
+    let app = app();
+    let body = json!({"product": "editor", "license_type": "perpetual", "max_activations": 1}).to_string();
+    for _ in 0..2 {
+        let request = http::Request::builder()
+            .method("POST")
+            .uri("/v1/licenses")
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .header("idempotency-key", http::HeaderValue::from_bytes(b"caf\xe9-key").unwrap())
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let response = handle(&app, &Function::ALL, request).await;
+        let answer: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        assert_eq!((response.status().as_u16(), answer["error"]["field"].as_str()), (400, Some("Idempotency-Key")));
+    }
+    assert_eq!(app.store.round_trips(), 0, "nothing was issued");
+}
+
+#[tokio::test]
 async fn browsers_at_allowed_origins_may_call_client_routes_and_never_vendor_routes() {
     let app = app();
     let preflight = with_origin(&app, "OPTIONS", "/v1/check", "https://app.example.com").await;

@@ -330,3 +330,40 @@ async fn a_vendor_lowering_floating_seats_far_leaves_acquisitions_working() {
     let partition = stored_partition(&t, &key).await;
     assert_eq!(partition.license["leases"].as_object().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn rotation_does_not_run_on_an_over_deployed_license() {
+    let t = TestApp::spawn().await;
+    let key = t.issue(json!({"max_activations": 3, "device_rotation": true})).await;
+    for hwid in ["a", "b", "c"] {
+        assert_eq!(t.post("/v1/activate", &device(&key, hwid)).await.status, 200);
+    }
+    assert_eq!(t.admin_patch(&format!("/v1/licenses/{key}"), &json!({"max_activations": 2})).await.status, 200);
+    let refused = t.post("/v1/activate", &device(&key, "d")).await;
+    assert_eq!((refused.status, refused.error_code()), (409, "ACTIVATION_LIMIT_REACHED"), "{}", refused.body);
+    let (bound, _) = bound_and_counted(&t, &key).await;
+    assert_eq!(bound, 3, "the vendor's over-deployment stands; no client call adds to what runs");
+}
+
+#[tokio::test]
+async fn a_refused_release_says_when_it_can_succeed() {
+    let t = TestApp::spawn().await;
+    let key = t.issue(json!({"max_activations": 3, "release_allowance": 2, "validation_interval_days": 3})).await;
+    assert_eq!(t.post("/v1/activate", &device(&key, "a")).await.status, 200);
+    // b and c hold license files: valid for a year.
+    for hwid in ["b", "c"] {
+        let request = json!({"format": "keygate-offline-request/1", "kind": "activate", "license_key": key,
+            "product": "editor", "hardware_id": hwid, "nonce": format!("n-{hwid}"),
+            "created_at": keygate::time::Timestamp::from_unix(now()).to_string()});
+        assert_eq!(t.post("/v1/activate/offline", &request).await.status, 200);
+    }
+    assert_eq!(t.post("/v1/deactivate", &device(&key, "a")).await.status, 200);
+    assert_eq!(t.post("/v1/deactivate", &device(&key, "b")).await.status, 200);
+    // The vendor lowers the allowance to 1: c may go only once both a's (3 days) and b's (a year)
+    // places lapse, which is also when c's own file lapses: a year, not a's 3 days.
+    assert_eq!(t.admin_patch(&format!("/v1/licenses/{key}"), &json!({"release_allowance": 1})).await.status, 200);
+    let refused = t.post("/v1/deactivate", &device(&key, "c")).await;
+    assert_eq!(refused.error_code(), "RELEASE_LIMIT_REACHED");
+    let retry = refused.retry_after.expect("Retry-After") as i64;
+    assert!(retry > 360 * DAY, "Retry-After {retry} s");
+}
