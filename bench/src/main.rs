@@ -484,24 +484,46 @@ async fn functions(report: &mut Report, bins: &Path, table: &str, store_app: &Ap
     check_p50_ms
 }
 
+/// A release `keygate serve` on a free loopback port, stopped when dropped, so a bench that fails
+/// half-way leaves no server behind.
+struct Served {
+    child: Child,
+    port: u16,
+}
+
+impl Served {
+    async fn start(keygate: &Path, table: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(keygate)
+            .args(["serve", "--port", &port.to_string()])
+            .env("KEYGATE_TABLE", table)
+            .env("KEYGATE_SIGNING_KEY", SEED)
+            .env("AWS_LAMBDA_LOG_LEVEL", "ERROR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start keygate serve");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Served { child, port }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `keygate serve` (release) under a fixed-concurrency load from this process, on loopback.
 async fn throughput(report: &mut Report, keygate: &Path, table: &str, key: &str) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = Command::new(keygate)
-        .args(["serve", "--port", &port.to_string()])
-        .env("KEYGATE_TABLE", table)
-        .env("KEYGATE_SIGNING_KEY", SEED)
-        .env("AWS_LAMBDA_LOG_LEVEL", "ERROR")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start keygate serve");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let server = Served::start(keygate, table).await;
+    let port = server.port;
     let client: hyper_util::client::legacy::Client<_, http_body_util::Full<hyper::body::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let body = device(key, "steady").to_string();
@@ -538,9 +560,8 @@ async fn throughput(report: &mut Report, keygate: &Path, table: &str, key: &str)
         errors += e;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let rss = peak_rss_kib(server.id());
-    let _ = server.kill();
-    let _ = server.wait();
+    let rss = peak_rss_kib(server.child.id());
+    drop(server);
     let s = summarize(&mut samples);
     report.section("Throughput: `keygate serve` on loopback");
     report.line(format!(
@@ -560,22 +581,8 @@ async fn throughput(report: &mut Report, keygate: &Path, table: &str, key: &str)
 /// keygate-client: `status()` from the cache beside one JWS verification, and an online check through
 /// the client beside the same request from a bare HTTP client, against a release `keygate serve`.
 async fn client_library(report: &mut Report, keygate: &Path, table: &str, key: &str, verify: Summary) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = Command::new(keygate)
-        .args(["serve", "--port", &port.to_string()])
-        .env("KEYGATE_TABLE", table)
-        .env("KEYGATE_SIGNING_KEY", SEED)
-        .env("AWS_LAMBDA_LOG_LEVEL", "ERROR")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start keygate serve");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let server = Served::start(keygate, table).await;
+    let port = server.port;
     let url = format!("http://127.0.0.1:{port}");
     let public_key =
         keygate::signing::TokenSigner::new(keygate::signing::decode_seed(SEED).unwrap(), &[]).unwrap().public_key_b64();
@@ -614,8 +621,7 @@ async fn client_library(report: &mut Report, keygate: &Path, table: &str, key: &
         }
     })
     .await;
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 
     report.section("Client library (keygate-client)");
