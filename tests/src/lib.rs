@@ -181,43 +181,27 @@ impl TestApp {
 
     /// Removes a device's floating lease entry, as a take-over of its lapsed seat would.
     pub async fn remove_lease(&self, key: &str, hardware_id: &str) {
-        use aws_sdk_dynamodb::types::AttributeValue;
-        self.app
-            .store
-            .client()
-            .update_item()
-            .table_name(self.app.store.table())
-            .key("PK", AttributeValue::S(format!("L#{key}")))
-            .key("SK", AttributeValue::S("L".into()))
-            .update_expression("REMOVE leases.#k")
-            .condition_expression("attribute_exists(leases.#k)")
-            .expression_attribute_names("#k", hardware_id)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("the lease of {hardware_id} on {key} is stored: {e:?}"));
+        let names = [("#k", hardware_id)];
+        self.update_stored(key, "L", "REMOVE leases.#k", Some("attribute_exists(leases.#k)"), &names, &[]).await;
+    }
+
+    /// Moves a device's `last_seen_at` in the table itself, as the passing of time would.
+    pub async fn set_last_seen(&self, key: &str, hardware_id: &str, unix: i64) {
+        let seen = keygate::time::Timestamp::from_unix(unix).to_string();
+        let sort_key = format!("D#{hardware_id}");
+        self.update_stored(key, &sort_key, "SET last_seen_at = :v", None, &[], &[(":v", &seen)]).await;
     }
 
     /// Moves every record of `hardware_id`'s credentials on license `key` into the past, as the
     /// passing of time would: its device item's (or tombstone's) `credential_until`, its lease and
     /// its release entry. The caller treats the device's tokens as expired from then on.
     pub async fn expire_credentials(&self, key: &str, hardware_id: &str) {
-        use aws_sdk_dynamodb::types::AttributeValue;
         let past = keygate::time::Timestamp::now().plus_seconds(-1).to_string();
         let partition = stored_partition(self, key).await;
         let device = partition.devices.iter().find(|d| d["hardware_id"] == hardware_id);
         if device.is_some_and(|d| d.get("credential_until").is_some()) {
-            self.app
-                .store
-                .client()
-                .update_item()
-                .table_name(self.app.store.table())
-                .key("PK", AttributeValue::S(format!("L#{key}")))
-                .key("SK", AttributeValue::S(format!("D#{hardware_id}")))
-                .update_expression("SET credential_until = :past")
-                .expression_attribute_values(":past", AttributeValue::S(past.clone()))
-                .send()
-                .await
-                .expect("the device item is writable");
+            let sort_key = format!("D#{hardware_id}");
+            self.update_stored(key, &sort_key, "SET credential_until = :v", None, &[], &[(":v", &past)]).await;
         }
         for map in ["leases", "releases"] {
             if partition.license[map].get(hardware_id).is_some() {
@@ -228,6 +212,21 @@ impl TestApp {
 
     /// Sets the existing string at `path` (with its expression attribute `names`) in a license item.
     async fn set_in_license(&self, key: &str, path: &str, names: &[(&str, &str)], value: &str) {
+        let (expression, condition) = (format!("SET {path} = :v"), format!("attribute_exists({path})"));
+        self.update_stored(key, "L", &expression, Some(&condition), names, &[(":v", value)]).await;
+    }
+
+    /// One UpdateItem of an item of license `key`'s partition (`sort_key` `L`, or `D#<hardware id>`)
+    /// straight in the table, past the API; string `values` only.
+    async fn update_stored(
+        &self,
+        key: &str,
+        sort_key: &str,
+        expression: &str,
+        condition: Option<&str>,
+        names: &[(&str, &str)],
+        values: &[(&str, &str)],
+    ) {
         use aws_sdk_dynamodb::types::AttributeValue;
         let mut update = self
             .app
@@ -236,14 +235,16 @@ impl TestApp {
             .update_item()
             .table_name(self.app.store.table())
             .key("PK", AttributeValue::S(format!("L#{key}")))
-            .key("SK", AttributeValue::S("L".into()))
-            .update_expression(format!("SET {path} = :value"))
-            .condition_expression(format!("attribute_exists({path})"))
-            .expression_attribute_values(":value", AttributeValue::S(value.into()));
+            .key("SK", AttributeValue::S(sort_key.into()))
+            .update_expression(expression)
+            .set_condition_expression(condition.map(str::to_string));
         for (placeholder, name) in names {
             update = update.expression_attribute_names(*placeholder, *name);
         }
-        update.send().await.unwrap_or_else(|e| panic!("{path} of {key} is stored: {e:?}"));
+        for (placeholder, value) in values {
+            update = update.expression_attribute_values(*placeholder, AttributeValue::S(value.to_string()));
+        }
+        update.send().await.unwrap_or_else(|e| panic!("{expression} on {sort_key} of {key}: {e:?}"));
     }
 
     /// The license as stored, with its devices and usage (the vendor view).
@@ -310,6 +311,12 @@ pub async fn stored_partition(t: &TestApp, key: &str) -> Partition {
     }
     assert!(!license.is_null(), "license {key} is stored");
     Partition { license, devices }
+}
+
+/// An offline request file (docs/offline.md) written now, for product `editor`.
+pub fn offline_request(key: &str, hardware_id: &str, kind: &str, nonce: &str) -> Value {
+    serde_json::json!({"format": "keygate-offline-request/1", "kind": kind, "license_key": key, "product": "editor",
+        "hardware_id": hardware_id, "nonce": nonce, "created_at": keygate::time::Timestamp::now().to_string()})
 }
 
 pub fn device(key: &str, hardware_id: &str) -> Value {

@@ -51,15 +51,18 @@ impl Setup {
         Setup { dir, clock: TestClock::real(), public_key: jwks["keys"][0]["x"].as_str().unwrap().to_string() }
     }
 
-    fn client(&self, url: &str, hardware_id: &str) -> AsyncClient {
+    /// A client of this test's server and cache for `hardware_id`, on the test clock.
+    fn builder(&self, url: &str, hardware_id: &str) -> keygate_client::ClientBuilder {
         AsyncClient::builder(url, "editor")
             .public_key(&self.public_key)
             .issuer("keygate")
             .cache_dir(&self.dir)
             .hardware_id(hardware_id)
             .clock(self.clock.clone())
-            .build_async()
-            .unwrap()
+    }
+
+    fn client(&self, url: &str, hardware_id: &str) -> AsyncClient {
+        self.builder(url, hardware_id).build_async().unwrap()
     }
 
     /// The same machine, with the server unreachable.
@@ -264,17 +267,9 @@ async fn the_blocking_client_does_the_same() {
     let t = TestApp::spawn().await;
     let key = t.issue(json!({})).await;
     let setup = Setup::new(&t).await;
-    let (url, public_key, dir, clock) =
-        (t.base_url.clone(), setup.public_key.clone(), setup.dir.clone(), setup.clock.clone());
+    let builder = setup.builder(&t.base_url, "pc-1");
     let status = tokio::task::spawn_blocking(move || {
-        let client = keygate_client::Client::builder(&url, "editor")
-            .public_key(&public_key)
-            .issuer("keygate")
-            .cache_dir(dir)
-            .hardware_id("pc-1")
-            .clock(clock)
-            .build()
-            .unwrap();
+        let client = builder.build().unwrap();
         client.activate(&key).unwrap();
         client.check().unwrap();
         client.deactivate().unwrap();
@@ -355,16 +350,10 @@ async fn dropping_a_blocking_heartbeat_returns_the_seat() {
     let t = TestApp::spawn().await;
     let key = t.issue(json!({"is_floating": true, "max_activations": 1})).await;
     let setup = Setup::new(&t).await;
-    let (url, public_key, dir) = (t.base_url.clone(), setup.public_key.clone(), setup.dir.clone());
+    let builder = setup.builder(&t.base_url, "pc-1");
     let activation_key = key.clone();
     tokio::task::spawn_blocking(move || {
-        let client = keygate_client::Client::builder(&url, "editor")
-            .public_key(&public_key)
-            .issuer("keygate")
-            .cache_dir(dir)
-            .hardware_id("pc-1")
-            .build()
-            .unwrap();
+        let client = builder.build().unwrap();
         client.activate(&activation_key).unwrap();
         let heartbeat = client.heartbeat(|_| {});
         drop(heartbeat);

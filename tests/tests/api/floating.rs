@@ -331,19 +331,7 @@ async fn a_floating_check_records_a_stale_sighting_too() {
     let t = TestApp::spawn().await;
     let key = floating(&t, 1, json!({})).await;
     assert_eq!(t.post("/v1/activate", &device(&key, "pc-1")).await.status, 200);
-    let old = keygate::time::Timestamp::from_unix(now() - 2 * HOUR).to_string();
-    let store = &t.app.store;
-    store
-        .client()
-        .update_item()
-        .table_name(store.table())
-        .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(format!("L#{key}")))
-        .key("SK", aws_sdk_dynamodb::types::AttributeValue::S("D#pc-1".into()))
-        .update_expression("SET last_seen_at = :old")
-        .expression_attribute_values(":old", aws_sdk_dynamodb::types::AttributeValue::S(old))
-        .send()
-        .await
-        .unwrap();
+    t.set_last_seen(&key, "pc-1", now() - 2 * HOUR).await;
     check(&t, &key, "pc-1").await;
     let seen = t.stored(&key).await["devices"][0]["last_seen_at"].clone();
     assert!(unix(&seen) >= now() - 60, "last seen {seen}");

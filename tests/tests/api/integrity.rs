@@ -1,7 +1,7 @@
 //! Seat integrity against hostile clients: each test replays one sequence of individually legal
 //! calls that used to multiply seats, and asserts what the store and the issued credentials hold.
 
-use keygate_tests::{claims, device, join_all, stored_partition, TestApp};
+use keygate_tests::{claims, device, join_all, offline_request, stored_partition, TestApp};
 use serde_json::{json, Value};
 
 const DAY: i64 = 86_400;
@@ -65,11 +65,7 @@ async fn offline_activation_and_deactivation_cannot_mint_license_files() {
     let key = t.issue(json!({"max_activations": 1})).await;
     let mut files = 0;
     for i in 0..5 {
-        let request = |kind: &str| {
-            json!({"format": "keygate-offline-request/1", "kind": kind, "license_key": key, "product": "editor",
-                   "hardware_id": format!("air-{i}"), "nonce": format!("n-{i}-{kind}"),
-                   "created_at": keygate::time::Timestamp::from_unix(now()).to_string()})
-        };
+        let request = |kind: &str| offline_request(&key, &format!("air-{i}"), kind, &format!("n-{i}-{kind}"));
         let file = t.post("/v1/activate/offline", &request("activate")).await;
         if file.status == 200 && live_valid_exp(file.body["token"].as_str().unwrap()).is_some() {
             files += 1;
@@ -234,9 +230,7 @@ async fn with_no_transfers_no_client_sequence_yields_a_second_valid_device() {
             holders.insert(hwid);
         }
         t.post("/v1/deactivate", &device(&key, hwid)).await;
-        let offline = json!({"format": "keygate-offline-request/1", "kind": "deactivate", "license_key": key,
-            "product": "editor", "hardware_id": hwid, "nonce": "n", "created_at": keygate::time::Timestamp::from_unix(now()).to_string()});
-        t.post("/v1/deactivate/offline", &offline).await;
+        t.post("/v1/deactivate/offline", &offline_request(&key, hwid, "deactivate", "n")).await;
     }
     assert_eq!(holders.len(), 1, "{holders:?}");
 }
@@ -245,9 +239,8 @@ async fn with_no_transfers_no_client_sequence_yields_a_second_valid_device() {
 async fn an_old_offline_request_file_is_refused() {
     let t = TestApp::spawn().await;
     let key = t.issue(json!({})).await;
-    let written = keygate::time::Timestamp::from_unix(now() - 10 * DAY).to_string();
-    let request = json!({"format": "keygate-offline-request/1", "kind": "activate", "license_key": key,
-        "product": "editor", "hardware_id": "air-1", "nonce": "n-1", "created_at": written});
+    let mut request = offline_request(&key, "air-1", "activate", "n-1");
+    request["created_at"] = json!(keygate::time::Timestamp::from_unix(now() - 10 * DAY).to_string());
     let refused = t.post("/v1/activate/offline", &request).await;
     assert_eq!(
         (refused.status, refused.body["error"]["field"].clone()),
@@ -352,9 +345,7 @@ async fn a_refused_release_says_when_it_can_succeed() {
     assert_eq!(t.post("/v1/activate", &device(&key, "a")).await.status, 200);
     // b and c hold license files: valid for a year.
     for hwid in ["b", "c"] {
-        let request = json!({"format": "keygate-offline-request/1", "kind": "activate", "license_key": key,
-            "product": "editor", "hardware_id": hwid, "nonce": format!("n-{hwid}"),
-            "created_at": keygate::time::Timestamp::from_unix(now()).to_string()});
+        let request = offline_request(&key, hwid, "activate", &format!("n-{hwid}"));
         assert_eq!(t.post("/v1/activate/offline", &request).await.status, 200);
     }
     assert_eq!(t.post("/v1/deactivate", &device(&key, "a")).await.status, 200);

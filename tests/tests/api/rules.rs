@@ -206,18 +206,7 @@ async fn check_writes_last_seen_only_when_stale() {
     assert_eq!(t.round_trips() - before, 1, "a fresh device: one read, no write");
 
     // Make the sighting two hours old, straight in the table.
-    let store = &t.app.store;
-    store
-        .client()
-        .update_item()
-        .table_name(store.table())
-        .key("PK", aws_sdk_dynamodb::types::AttributeValue::S(format!("L#{key}")))
-        .key("SK", aws_sdk_dynamodb::types::AttributeValue::S("D#pc-1".into()))
-        .update_expression("SET last_seen_at = :old")
-        .expression_attribute_values(":old", aws_sdk_dynamodb::types::AttributeValue::S(time_string(now() - 7_200)))
-        .send()
-        .await
-        .unwrap();
+    t.set_last_seen(&key, "pc-1", now() - 7_200).await;
     let before = t.round_trips();
     check(&t, &key, "pc-1").await;
     assert_eq!(t.round_trips() - before, 2, "a stale device: one read, one write");

@@ -6,7 +6,7 @@
 //! `KEYGATE_STATEFUL_SEED` (hex, 32 bytes) replays a schedule; the seed is printed on every run.
 //! `KEYGATE_STATEFUL_CASES` sets how many schedules run (default 24: over two thousand client calls).
 
-use keygate_tests::{claims, join_all, stored_partition, TestApp};
+use keygate_tests::{claims, join_all, offline_request, stored_partition, TestApp};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use serde_json::{json, Value};
@@ -168,10 +168,7 @@ async fn client_call(t: &TestApp, key: &str, hardware_id: &str, op: &ClientOp) -
         body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         body
     };
-    let offline = |kind: &str| {
-        with(json!({"format": "keygate-offline-request/1", "kind": kind, "nonce": format!("n-{hardware_id}"),
-            "created_at": keygate::time::Timestamp::now().to_string()}))
-    };
+    let offline = |kind: &str| offline_request(key, hardware_id, kind, &format!("n-{hardware_id}"));
     let answer = match op {
         ClientOp::Activate => t.post("/v1/activate", &body).await,
         ClientOp::Check => t.post("/v1/check", &body).await,
