@@ -378,6 +378,16 @@ pub struct Slot {
     pub take_over: Vec<(HardwareId, Timestamp)>,
 }
 
+impl Slot {
+    /// The map once the slot is written: the entries taken over removed, `holder`'s set to `until`.
+    pub fn apply(&self, entries: &mut BTreeMap<HardwareId, Timestamp>, holder: &HardwareId, until: Timestamp) {
+        for (taken, _) in &self.take_over {
+            entries.remove(taken);
+        }
+        entries.insert(holder.clone(), until);
+    }
+}
+
 pub fn plan_slot(
     entries: &BTreeMap<HardwareId, Timestamp>,
     holder: &HardwareId,
@@ -456,12 +466,12 @@ impl LeasePlan {
 
     /// The leases once the plan is written.
     pub fn apply(&self, license: &mut License, hardware_id: &HardwareId) {
-        if let LeasePlan::Acquire { slot, .. } = self {
-            for (taken, _) in &slot.take_over {
-                license.leases.remove(taken);
+        match self {
+            LeasePlan::Acquire { slot, until } => slot.apply(&mut license.leases, hardware_id, *until),
+            LeasePlan::Renew { until, .. } => {
+                license.leases.insert(hardware_id.clone(), *until);
             }
         }
-        license.leases.insert(hardware_id.clone(), self.until());
     }
 }
 

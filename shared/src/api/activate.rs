@@ -189,11 +189,8 @@ fn after_release(mut license: License, evict: Option<&Eviction>, hardware_id: &H
     if reclaimed(&license, hardware_id, now).is_some() {
         license.releases.remove(hardware_id);
     }
-    if let Some(entry) = evict.and_then(|e| e.allowance.as_ref().map(|entry| (&e.hardware_id, entry))) {
-        for (taken, _) in &entry.1.slot.take_over {
-            license.releases.remove(taken);
-        }
-        license.releases.insert(entry.0.clone(), entry.1.until);
+    if let Some((evicted, entry)) = evict.and_then(|e| e.allowance.as_ref().map(|entry| (&e.hardware_id, entry))) {
+        entry.slot.apply(&mut license.releases, evicted, entry.until);
         license.transfer_count += 1;
     }
     license

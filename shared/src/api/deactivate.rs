@@ -126,10 +126,7 @@ pub(super) async fn release<S: Store>(
                     }
                 }
                 if let Some(entry) = &allowance {
-                    for (taken, _) in &entry.slot.take_over {
-                        license.releases.remove(taken);
-                    }
-                    license.releases.insert(hardware_id.clone(), entry.until);
+                    entry.slot.apply(&mut license.releases, hardware_id, entry.until);
                 }
                 return Ok(Release { license, credential_valid_until: credential_until });
             }

@@ -68,13 +68,6 @@ fn slot_holds(
         && entries_after <= max as usize
 }
 
-fn put_slot(entries: &mut BTreeMap<HardwareId, Timestamp>, holder: &HardwareId, slot: &Slot, until: Timestamp) {
-    for (other, _) in &slot.take_over {
-        entries.remove(other);
-    }
-    entries.insert(holder.clone(), until);
-}
-
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
@@ -194,7 +187,7 @@ impl Store for MemoryStore {
             Some(eviction) => {
                 let mut until = eviction.credential_until;
                 if let Some(entry) = &eviction.allowance {
-                    put_slot(&mut partition.license.releases, &eviction.hardware_id, &entry.slot, entry.until);
+                    entry.slot.apply(&mut partition.license.releases, &eviction.hardware_id, entry.until);
                     partition.license.transfer_count += 1;
                     until = Some(entry.until);
                 }
@@ -246,7 +239,7 @@ impl Store for MemoryStore {
             }
         }
         if let Some(entry) = write.allowance {
-            put_slot(&mut license.releases, hardware_id, &entry.slot, entry.until);
+            entry.slot.apply(&mut license.releases, hardware_id, entry.until);
         }
         let credential_until = crate::rules::credential_until(write.license, write.device);
         let until = write.allowance.map(|entry| entry.until).max(credential_until);
