@@ -186,3 +186,20 @@ async fn concurrent_first_requests_with_one_idempotency_key_issue_once() {
     assert_eq!(distinct.len(), 1);
     assert_eq!(keys(&t.admin_get("/v1/licenses?order_id=ord-race").await.body).len(), 1);
 }
+
+#[tokio::test]
+async fn a_forged_listing_cursor_is_a_400_not_a_500() {
+    use base64::Engine;
+    let t = TestApp::spawn().await;
+    t.issue(json!({"customer": {"email": "ann@example.com"}})).await;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    for forged in [
+        json!({"PK": "", "SK": "L", "created_at": "x", "GSI1PK": "C#ann@example.com"}),
+        json!({"PK": "L#AAAAA", "SK": "", "created_at": "2026-11-25T00:00:00Z", "GSI1PK": "C#ann@example.com"}),
+        json!({"PK": "L#AAAAA", "SK": "L", "created_at": "", "GSI1PK": "C#ann@example.com"}),
+    ] {
+        let cursor = engine.encode(forged.to_string());
+        let answer = t.admin_get(&format!("/v1/licenses?customer_email=ann@example.com&cursor={cursor}")).await;
+        assert_eq!((answer.status, answer.body["error"]["field"].clone()), (400, json!("cursor")), "{forged}");
+    }
+}
