@@ -32,7 +32,7 @@ TABLE_ACTIONS = {
         "dynamodb:BatchWriteItem",  # undoing a partly written batch
     },
     "ActivateFunction": {
-        "dynamodb:GetItem",  # trial terms, trial records
+        "dynamodb:GetItem",  # trial terms, trial records, receipts of keyed writes
         "dynamodb:Query",
         "dynamodb:BatchGetItem",
         "dynamodb:PutItem",
@@ -41,7 +41,14 @@ TABLE_ACTIONS = {
     },
     "CheckFunction": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"},
     # Releases leave a tombstone (UpdateItem): nothing deletes a device or a license.
-    "DeactivateFunction": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"},
+    # (GetItem and PutItem only on receipts: test_deactivate_writes_only_tombstones_counters_and_receipts.)
+    "DeactivateFunction": {
+        "dynamodb:BatchGetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:ConditionCheckItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+    },
 }
 SIGNS_TOKENS = {"ActivateFunction", "CheckFunction"}
 ROUTE_OWNERS = {
@@ -202,6 +209,13 @@ class TemplateTest(unittest.TestCase):
         # Its other write action only checks a condition; it changes nothing.
         others = {a for s in statements if s not in update for a in s["Action"] if a.startswith("dynamodb:")}
         self.assertEqual(others, {"dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem"})
+
+    def test_deactivate_writes_only_tombstones_counters_and_receipts(self):
+        statements, _ = self.policy_statements("DeactivateFunction")
+        for statement in statements:
+            if {"dynamodb:GetItem", "dynamodb:PutItem"} & set(statement["Action"]):
+                self.assertEqual(set(statement["Action"]), {"dynamodb:GetItem", "dynamodb:PutItem"})
+                self.assertEqual(statement["Condition"], {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["R#*"]}})
 
     def test_no_function_can_delete_a_single_item(self):
         for function in TABLE_ACTIONS:

@@ -133,6 +133,11 @@ impl TestApp {
         Answer { status, body, retry_after }
     }
 
+    /// A client request (no admin token) with extra headers.
+    pub async fn post_with_headers(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Answer {
+        self.send("POST", path, body.to_string().into_bytes(), headers).await
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> Answer {
         self.request("POST", path, body.to_string().into_bytes(), false).await
     }

@@ -1,12 +1,13 @@
 //! `POST /v1/activate`: bind a device to a license, consuming a seat atomically.
 
+use super::idempotency::{receipt, replay, Idempotency};
 use super::views::{sign_verdict, ClientLicense};
 use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{DeviceName, HardwareId, LicenseKey, Nonce, Platform, Product};
 use crate::model::{Device, License};
 use crate::rules::{self, ActivationPlan, ActivationRefusal, ActivationRequest, Eviction, NoFreeSeat};
-use crate::store::{reclaimed, ActivationWrite, LeaseWrite, Sighting, Store, WriteError};
+use crate::store::{reclaimed, ActivationWrite, LeaseWrite, Receipt, Sighting, Store, WriteError};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -91,24 +92,38 @@ impl ActivateRequest {
     }
 }
 
-pub(super) async fn activate<S: Store>(app: &App<S>, request: ActivateRequest) -> Result<Reply, ApiError> {
-    let (license, device, now) = activate_device(app, &request, false).await?;
-    let code = rules::check(&license, &request.product, Some(&device), now);
-    let token = sign_verdict(app, &license, &request.hardware_id, Some(&device), code, request.nonce.as_ref(), now)?;
-    Reply::json(StatusCode::OK, &Activated { license: ClientLicense::of(&license, now), device: &device, token })
+pub(super) async fn activate<S: Store>(
+    app: &App<S>,
+    request: ActivateRequest,
+    idempotency: Option<&Idempotency>,
+) -> Result<Reply, ApiError> {
+    let answer = |license: &License, device: &Device, now: Timestamp| {
+        let code = rules::check(license, &request.product, Some(device), now);
+        let token = sign_verdict(app, license, &request.hardware_id, Some(device), code, request.nonce.as_ref(), now)?;
+        Reply::json(StatusCode::OK, &Activated { license: ClientLicense::of(license, now), device, token })
+    };
+    activate_device(app, &request, false, idempotency, &answer).await
 }
 
-/// Binds the device (or renews its floating lease): the license and device as they stand after it,
-/// and the moment it was decided. An `offline` activation refuses floating licenses (a lease needs
-/// heartbeats an air-gapped machine cannot send).
+/// How an activation answers, from the license and device as they stand after it and the moment
+/// it was decided (made before the write, so it can be stored with it under an `Idempotency-Key`).
+pub(super) type Answer<'a> = dyn Fn(&License, &Device, Timestamp) -> Result<Reply, ApiError> + Send + Sync + 'a;
+
+/// Binds the device (or renews its floating lease) and answers. An `offline` activation refuses
+/// floating licenses (a lease needs heartbeats an air-gapped machine cannot send).
 pub(super) async fn activate_device<S: Store>(
     app: &App<S>,
     request: &ActivateRequest,
     offline: bool,
-) -> Result<(License, Device, Timestamp), ApiError> {
+    idempotency: Option<&Idempotency>,
+    answer: &Answer<'_>,
+) -> Result<Reply, ApiError> {
     let rules_request =
         ActivationRequest { product: &request.product, hardware_id: &request.hardware_id, is_vm: request.is_vm };
     for attempt in 0..MAX_WRITE_ATTEMPTS {
+        if let Some(reply) = replay(app, idempotency).await? {
+            return Ok(reply);
+        }
         let now = Timestamp::now();
         let (license, devices) = app
             .store
@@ -124,13 +139,14 @@ pub(super) async fn activate_device<S: Store>(
             ));
         }
         let bound = devices.into_iter().find(|d| d.hardware_id == request.hardware_id);
+        let written = Written { idempotency, answer, now };
         let written = if license.is_floating {
-            take_lease(app, request, license, bound, now).await
+            take_lease(app, request, license, bound, written).await
         } else {
-            bind_device(app, request, license, bound, &plan, offline, now).await
+            bind_device(app, request, license, bound, &plan, offline, written).await
         };
         match written {
-            Ok(Some((license, device))) => return Ok((license, device, now)),
+            Ok(Some(reply)) => return Ok(reply),
             Ok(None) => back_off(attempt).await,
             Err(err) => return Err(err),
         }
@@ -138,9 +154,26 @@ pub(super) async fn activate_device<S: Store>(
     Err(concurrent_update())
 }
 
-/// A node-locked activation: the license and device as they stand after it, or `None` when a
-/// concurrent writer won and the activation must be re-decided. The device's credential horizon
-/// covers the credential about to be signed (a token, or an `offline` license file) before it is.
+/// How an activation's write is answered, and when it was decided.
+#[derive(Clone, Copy)]
+struct Written<'a> {
+    idempotency: Option<&'a Idempotency>,
+    answer: &'a Answer<'a>,
+    now: Timestamp,
+}
+
+impl Written<'_> {
+    /// The answer to a write that binds or seats a device, and the receipt to store with it.
+    fn reply(&self, license: &License, device: &Device) -> Result<(Reply, Option<Receipt>), ApiError> {
+        let reply = (self.answer)(license, device, self.now)?;
+        let receipt = receipt(self.idempotency, &reply, self.now);
+        Ok((reply, receipt))
+    }
+}
+
+/// A node-locked activation's answer, or `None` when a concurrent writer won and the activation
+/// must be re-decided. The device's credential horizon covers the credential about to be signed
+/// (a token, or an `offline` license file) before it is.
 async fn bind_device<S: Store>(
     app: &App<S>,
     request: &ActivateRequest,
@@ -148,8 +181,9 @@ async fn bind_device<S: Store>(
     bound: Option<Device>,
     plan: &ActivationPlan,
     offline: bool,
-    now: Timestamp,
-) -> Result<Option<(License, Device)>, ApiError> {
+    written: Written<'_>,
+) -> Result<Option<Reply>, ApiError> {
+    let now = written.now;
     let evict = match plan {
         ActivationPlan::AlreadyActive => {
             let mut device = bound.ok_or_else(|| ApiError::internal("planned device vanished"))?;
@@ -163,7 +197,8 @@ async fn bind_device<S: Store>(
                     Err(WriteError::Store(err)) => return Err(store_error(err)),
                 }
             }
-            return Ok(Some((license, device)));
+            // Nothing changed that a retry could repeat: no receipt.
+            return (written.answer)(&license, &device, now).map(Some);
         }
         ActivationPlan::NewSeat => None,
         ActivationPlan::Replace(eviction) => Some(eviction),
@@ -175,9 +210,10 @@ async fn bind_device<S: Store>(
     // Coming back while an earlier binding's release is owed: that credential is still this device's.
     device.credential_until =
         exp.and_then(|exp| rules::horizon_to_record(None, exp)).max(reclaimed(&license, &device.hardware_id, now));
-    let write = ActivationWrite { license: &license, device: &device, evict, now };
+    let (reply, receipt) = written.reply(&after_release(after, evict, &device.hardware_id, now), &device)?;
+    let write = ActivationWrite { license: &license, device: &device, evict, now, receipt: receipt.as_ref() };
     match app.store.activate(&write).await {
-        Ok(()) => Ok(Some((after_release(after, evict, &device.hardware_id, now), device))),
+        Ok(()) => Ok(Some(reply)),
         Err(WriteError::Conflict) => Ok(None),
         Err(WriteError::Store(err)) => Err(store_error(err)),
     }
@@ -202,35 +238,39 @@ async fn take_lease<S: Store>(
     request: &ActivateRequest,
     license: License,
     bound: Option<Device>,
-    now: Timestamp,
-) -> Result<Option<(License, Device)>, ApiError> {
+    written: Written<'_>,
+) -> Result<Option<Reply>, ApiError> {
+    let now = written.now;
     let plan = rules::plan_lease(&license, &request.hardware_id, rules::lease_end(&license, now), now)
         .map_err(no_free_seat)?;
     // A floating device coming back does not take back its place in the release allowance: a
     // credential of its earlier binding (a borrow) may outlast the short lease it takes now, and
     // once that lapses and another device takes the seat, only the allowance still counts it.
     let new_device = bound.is_none().then(|| request.new_device(now));
-    if !plan.is_noop() || new_device.is_some() {
-        let write = LeaseWrite {
-            license: &license,
-            hardware_id: &request.hardware_id,
-            plan: &plan,
-            new_device: new_device.as_ref(),
-            borrowed_until: None,
-            now,
-        };
-        match app.store.lease(&write).await {
-            Ok(()) => {}
-            Err(WriteError::Conflict) => return Ok(None),
-            Err(WriteError::Store(err)) => return Err(store_error(err)),
-        }
-    }
-    let mut license = match new_device {
+    let mut after = match new_device {
         Some(_) => after_activation(&license, false, now),
-        None => license,
+        None => license.clone(),
     };
-    plan.apply(&mut license, &request.hardware_id);
-    let mut device = bound.or(new_device).ok_or_else(|| ApiError::internal("no device after a lease"))?;
+    plan.apply(&mut after, &request.hardware_id);
+    let mut device = bound.or(new_device.clone()).ok_or_else(|| ApiError::internal("no device after a lease"))?;
     device.lease_expires_at = Some(plan.until());
-    Ok(Some((license, device)))
+    if plan.is_noop() && new_device.is_none() {
+        // Nothing to write (the lease runs long enough), so nothing a retry could repeat.
+        return (written.answer)(&after, &device, now).map(Some);
+    }
+    let (reply, receipt) = written.reply(&after, &device)?;
+    let write = LeaseWrite {
+        license: &license,
+        hardware_id: &request.hardware_id,
+        plan: &plan,
+        new_device: new_device.as_ref(),
+        borrowed_until: None,
+        now,
+        receipt: receipt.as_ref(),
+    };
+    match app.store.lease(&write).await {
+        Ok(()) => Ok(Some(reply)),
+        Err(WriteError::Conflict) => Ok(None),
+        Err(WriteError::Store(err)) => Err(store_error(err)),
+    }
 }

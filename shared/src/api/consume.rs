@@ -2,6 +2,7 @@
 //! added atomically to a counter that resets lazily each consumption period.
 
 use super::activate::{license_not_found, refusal};
+use super::idempotency::{receipt, replay, Idempotency};
 use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{FeatureCode, HardwareId, LicenseKey, Product};
@@ -96,11 +97,19 @@ fn limit_reached(ConsumptionLimitReached { used, limit }: ConsumptionLimitReache
     )
 }
 
-pub(super) async fn consume<S: Store>(app: &App<S>, request: ConsumeRequest) -> Result<Reply, ApiError> {
+pub(super) async fn consume<S: Store>(
+    app: &App<S>,
+    request: ConsumeRequest,
+    idempotency: Option<&Idempotency>,
+) -> Result<Reply, ApiError> {
     if !(1..=MAX_AMOUNT).contains(&request.amount) {
         return Err(ApiError::field("amount", format!("must be between 1 and {MAX_AMOUNT}")));
     }
     for attempt in 0..MAX_WRITE_ATTEMPTS {
+        // Made before with this key (or by a concurrent retry that just won): its answer.
+        if let Some(reply) = replay(app, idempotency).await? {
+            return Ok(reply);
+        }
         let now = Timestamp::now();
         let (license, device) =
             app.store.license_and_device(&request.license_key, &request.hardware_id).await.map_err(store_error)?;
@@ -128,12 +137,12 @@ pub(super) async fn consume<S: Store>(app: &App<S>, request: ConsumeRequest) -> 
         {
             return Err(lease_expired(&request.hardware_id));
         }
-        match app.store.consume(&request.license_key, &plan, lease_holder).await {
-            Ok(()) => {
-                let usage = Consumption::of(&terms, plan.used_after, now);
-                let answer = Consumed { consumed: request.amount, feature: request.feature.as_ref(), usage };
-                return Reply::json(StatusCode::OK, &answer);
-            }
+        let usage = Consumption::of(&terms, plan.used_after, now);
+        let answer = Consumed { consumed: request.amount, feature: request.feature.as_ref(), usage };
+        let reply = Reply::json(StatusCode::OK, &answer)?;
+        let receipt = receipt(idempotency, &reply, now);
+        match app.store.consume(&request.license_key, &plan, lease_holder, receipt.as_ref()).await {
+            Ok(()) => return Ok(reply),
             Err(WriteError::Conflict) => back_off(attempt).await,
             Err(WriteError::Store(err)) => return Err(store_error(err)),
         }

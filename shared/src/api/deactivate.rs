@@ -4,12 +4,13 @@
 //! takes a place in the license's release allowance until that credential lapses.
 
 use super::activate::license_not_found;
+use super::idempotency::{receipt, replay, Idempotency};
 use super::views::ClientLicense;
 use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{HardwareId, LicenseKey, Product};
 use crate::model::{License, ReleasedBy};
-use crate::rules::{self, AllowanceUsed, DeactivationRefusal};
+use crate::rules::{self, AllowanceEntry, AllowanceUsed, DeactivationRefusal};
 use crate::store::{DeactivationWrite, SeatRelease, Store, WriteError};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
@@ -65,10 +66,10 @@ fn refusal(refusal: DeactivationRefusal, hardware_id: &HardwareId, now: Timestam
     }
 }
 
-/// Who asks for a release: a client (for its product) or the vendor.
+/// Who asks for a release: a client (for its product, perhaps with an `Idempotency-Key`) or the vendor.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Releaser<'a> {
-    Client { product: &'a Product },
+    Client { product: &'a Product, idempotency: Option<&'a Idempotency> },
     Vendor,
 }
 
@@ -79,18 +80,28 @@ pub(super) struct Release {
     pub credential_valid_until: Option<Timestamp>,
 }
 
+/// Releases the device and answers with `answer` of the release (decided before the write, so a
+/// client's answer is stored with it under its `Idempotency-Key`).
 pub(super) async fn release<S: Store>(
     app: &App<S>,
     key: &LicenseKey,
     hardware_id: &HardwareId,
     releaser: Releaser<'_>,
-) -> Result<Release, ApiError> {
+    answer: impl Fn(&Release, Timestamp) -> Result<Reply, ApiError>,
+) -> Result<Reply, ApiError> {
+    let idempotency = match releaser {
+        Releaser::Client { idempotency, .. } => idempotency,
+        Releaser::Vendor => None,
+    };
     for attempt in 0..MAX_WRITE_ATTEMPTS {
+        if let Some(reply) = replay(app, idempotency).await? {
+            return Ok(reply);
+        }
         let now = Timestamp::now();
         let (license, device) = app.store.license_and_device(key, hardware_id).await.map_err(store_error)?;
-        let mut license = license.ok_or_else(|| license_not_found(key))?;
+        let license = license.ok_or_else(|| license_not_found(key))?;
         let (allowance, released_by) = match releaser {
-            Releaser::Client { product } => {
+            Releaser::Client { product, .. } => {
                 let allowance = rules::plan_deactivation(&license, product, device.as_ref(), now)
                     .map_err(|r| refusal(r, hardware_id, now))?;
                 (allowance, ReleasedBy::Client)
@@ -105,6 +116,12 @@ pub(super) async fn release<S: Store>(
         } else {
             SeatRelease::Counted { count_transfer: matches!(releaser, Releaser::Client { .. }) }
         };
+        let released = Release {
+            license: after_release(&license, hardware_id, seat, allowance.as_ref()),
+            credential_valid_until: credential_until,
+        };
+        let reply = answer(&released, now)?;
+        let receipt = receipt(idempotency, &reply, now);
         let write = DeactivationWrite {
             license: &license,
             device: &device,
@@ -112,24 +129,10 @@ pub(super) async fn release<S: Store>(
             allowance: allowance.as_ref(),
             released_by,
             now,
+            receipt: receipt.as_ref(),
         };
         match app.store.deactivate(&write).await {
-            Ok(()) => {
-                match seat {
-                    SeatRelease::Lease { .. } => {
-                        license.leases.remove(hardware_id);
-                    }
-                    SeatRelease::Counted { count_transfer } => {
-                        license.times_activated = license.times_activated.saturating_sub(1);
-                        license.transfer_count += u32::from(count_transfer);
-                        license.version += 1;
-                    }
-                }
-                if let Some(entry) = &allowance {
-                    entry.slot.apply(&mut license.releases, hardware_id, entry.until);
-                }
-                return Ok(Release { license, credential_valid_until: credential_until });
-            }
+            Ok(()) => return Ok(reply),
             Err(WriteError::Conflict) => back_off(attempt).await,
             Err(WriteError::Store(err)) => return Err(store_error(err)),
         }
@@ -137,15 +140,45 @@ pub(super) async fn release<S: Store>(
     Err(concurrent_update())
 }
 
-pub(super) async fn deactivate<S: Store>(app: &App<S>, request: DeactivateRequest) -> Result<Reply, ApiError> {
-    let releaser = Releaser::Client { product: &request.product };
-    let released = release(app, &request.license_key, &request.hardware_id, releaser).await?;
-    Reply::json(
-        StatusCode::OK,
-        &Deactivated {
-            deactivated: &request.hardware_id,
-            credential_valid_until: released.credential_valid_until,
-            license: ClientLicense::of(&released.license, Timestamp::now()),
-        },
-    )
+/// The license as it stands once the device is released.
+fn after_release(
+    license: &License,
+    hardware_id: &HardwareId,
+    seat: SeatRelease,
+    allowance: Option<&AllowanceEntry>,
+) -> License {
+    let mut license = license.clone();
+    match seat {
+        SeatRelease::Lease { .. } => {
+            license.leases.remove(hardware_id);
+        }
+        SeatRelease::Counted { count_transfer } => {
+            license.times_activated = license.times_activated.saturating_sub(1);
+            license.transfer_count += u32::from(count_transfer);
+            license.version += 1;
+        }
+    }
+    if let Some(entry) = allowance {
+        entry.slot.apply(&mut license.releases, hardware_id, entry.until);
+    }
+    license
+}
+
+pub(super) async fn deactivate<S: Store>(
+    app: &App<S>,
+    request: DeactivateRequest,
+    idempotency: Option<&Idempotency>,
+) -> Result<Reply, ApiError> {
+    let releaser = Releaser::Client { product: &request.product, idempotency };
+    release(app, &request.license_key, &request.hardware_id, releaser, |released, now| {
+        Reply::json(
+            StatusCode::OK,
+            &Deactivated {
+                deactivated: &request.hardware_id,
+                credential_valid_until: released.credential_valid_until,
+                license: ClientLicense::of(&released.license, now),
+            },
+        )
+    })
+    .await
 }

@@ -2,6 +2,7 @@
 
 use super::activate::license_not_found;
 use super::deactivate::{release, Releaser};
+use super::idempotency;
 use super::views::{FloatingLeases, Usage, VendorLicense};
 use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
 use crate::error::{ApiError, ErrorCode};
@@ -300,16 +301,6 @@ struct Issued<'a> {
     licenses: Vec<VendorLicense<'a>>,
 }
 
-/// How long a retried issue with the same `Idempotency-Key` gets the first answer.
-const IDEMPOTENCY_TTL_SECONDS: i64 = 24 * 3_600;
-
-/// SHA-256 of the canonical JSON of a request body (object keys sorted), so the same request
-/// matches whatever its whitespace or key order.
-fn fingerprint(body: &[u8]) -> String {
-    let canonical = serde_json::from_slice::<serde_json::Value>(body).map(|v| v.to_string()).unwrap_or_default();
-    crate::auth::hash_token(&canonical)
-}
-
 pub(super) async fn create<S: Store>(
     app: &App<S>,
     request: IssueRequest,
@@ -318,7 +309,7 @@ pub(super) async fn create<S: Store>(
 ) -> Result<Reply, ApiError> {
     let metadata = request.validate()?;
     // The request's fingerprint is only needed (and the body only parsed again) with a key.
-    let idempotency = idempotency_key.map(|key| (key, fingerprint(body)));
+    let idempotency = idempotency_key.map(|key| (key, idempotency::fingerprint("", body)));
     if let Some((key, fingerprint)) = &idempotency {
         if let Some(record) = app.store.idempotency_record(key.as_str()).await.map_err(store_error)? {
             return replay(app, &record, fingerprint).await;
@@ -333,7 +324,7 @@ pub(super) async fn create<S: Store>(
             fingerprint: fingerprint.clone(),
             license_keys: licenses.iter().map(|l| l.license_key.clone()).collect(),
             created_at: now,
-            ttl: now.unix() + IDEMPOTENCY_TTL_SECONDS,
+            ttl: now.unix() + idempotency::TTL_SECONDS,
         });
         match app.store.create_licenses(&licenses, record.as_ref()).await {
             Ok(()) => return issued(&licenses),
@@ -359,10 +350,7 @@ fn issued(licenses: &[License]) -> Result<Reply, ApiError> {
 /// The first answer again: the same licenses (as they stand now), no new keys.
 async fn replay<S: Store>(app: &App<S>, record: &IdempotencyRecord, fingerprint: &str) -> Result<Reply, ApiError> {
     if record.fingerprint != fingerprint {
-        return Err(ApiError::new(
-            ErrorCode::IdempotencyKeyReused,
-            "this Idempotency-Key was already used with a different request",
-        ));
+        return Err(idempotency::key_reused());
     }
     let licenses = app.store.licenses(&record.license_keys).await.map_err(store_error)?;
     issued(&licenses)
@@ -640,15 +628,17 @@ pub(super) async fn release_device<S: Store>(
 ) -> Result<Reply, ApiError> {
     let key = parse_key(raw_key)?;
     let hardware_id = HardwareId::parse(raw_hardware_id).map_err(|e| ApiError::field("hardware_id", e))?;
-    let released = release(app, &key, &hardware_id, Releaser::Vendor).await?;
-    Reply::json(
-        StatusCode::OK,
-        &Released {
-            released: &hardware_id,
-            credential_valid_until: released.credential_valid_until,
-            license: VendorLicense::of(&released.license),
-        },
-    )
+    release(app, &key, &hardware_id, Releaser::Vendor, |released, _| {
+        Reply::json(
+            StatusCode::OK,
+            &Released {
+                released: &hardware_id,
+                credential_valid_until: released.credential_valid_until,
+                license: VendorLicense::of(&released.license),
+            },
+        )
+    })
+    .await
 }
 
 #[derive(Serialize)]

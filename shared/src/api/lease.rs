@@ -1,13 +1,14 @@
 //! Floating leases beyond activation: the heartbeat a check makes, and `POST /v1/borrow`.
 
 use super::activate::{license_not_found, no_free_seat, refusal};
+use super::idempotency::{receipt, replay, Idempotency};
 use super::views::{sign_verdict, ClientLicense};
 use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{HardwareId, LicenseKey, Nonce, Product};
 use crate::model::{Device, License};
 use crate::rules::{self, BorrowRefusal, NoFreeSeat};
-use crate::store::{LeaseWrite, Store, WriteError};
+use crate::store::{LeaseWrite, Receipt, Store, WriteError};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,8 @@ pub(super) enum Held {
 }
 
 /// Takes or renews `device`'s lease until at least `until` (recording a borrow when `borrow`),
-/// updating `license` and `device` to match what was stored.
+/// updating `license` and `device` to match what was stored. `receipt` is given the license and
+/// device as a write will leave them, before it is made, and may return a receipt to store with it.
 pub(super) async fn hold_lease<S: Store>(
     app: &App<S>,
     license: &mut License,
@@ -29,6 +31,7 @@ pub(super) async fn hold_lease<S: Store>(
     until: Timestamp,
     borrow: bool,
     now: Timestamp,
+    receipt: impl FnOnce(&License, &Device) -> Result<Option<Receipt>, ApiError>,
 ) -> Result<Held, ApiError> {
     let hardware_id = device.hardware_id.clone();
     let plan = match rules::plan_lease(license, &hardware_id, until, now) {
@@ -39,20 +42,31 @@ pub(super) async fn hold_lease<S: Store>(
         }
     };
     let borrowed_until = borrow.then(|| plan.until());
+    let mut license_after = license.clone();
+    plan.apply(&mut license_after, &hardware_id);
+    let mut device_after = device.clone();
+    device_after.lease_expires_at = Some(plan.until());
+    if borrowed_until.is_some() {
+        device_after.borrowed_until = borrowed_until;
+    }
     if !plan.is_noop() || borrowed_until.is_some() {
-        let write =
-            LeaseWrite { license, hardware_id: &hardware_id, plan: &plan, new_device: None, borrowed_until, now };
+        let receipt = receipt(&license_after, &device_after)?;
+        let write = LeaseWrite {
+            license,
+            hardware_id: &hardware_id,
+            plan: &plan,
+            new_device: None,
+            borrowed_until,
+            now,
+            receipt: receipt.as_ref(),
+        };
         match app.store.lease(&write).await {
             Ok(()) => {}
             Err(WriteError::Conflict) => return Ok(Held::Raced),
             Err(WriteError::Store(err)) => return Err(store_error(err)),
         }
     }
-    plan.apply(license, &hardware_id);
-    device.lease_expires_at = Some(plan.until());
-    if borrowed_until.is_some() {
-        device.borrowed_until = borrowed_until;
-    }
+    (*license, *device) = (license_after, device_after);
     Ok(Held::Yes)
 }
 
@@ -86,8 +100,15 @@ fn borrow_refusal(refusal: BorrowRefusal) -> ApiError {
 }
 
 /// A floating device keeps its seat until the borrow ends, offline: the token lasts as long.
-pub(super) async fn borrow<S: Store>(app: &App<S>, request: BorrowRequest) -> Result<Reply, ApiError> {
+pub(super) async fn borrow<S: Store>(
+    app: &App<S>,
+    request: BorrowRequest,
+    idempotency: Option<&Idempotency>,
+) -> Result<Reply, ApiError> {
     for attempt in 0..MAX_WRITE_ATTEMPTS {
+        if let Some(reply) = replay(app, idempotency).await? {
+            return Ok(reply);
+        }
         let now = Timestamp::now();
         let (license, device) =
             app.store.license_and_device(&request.license_key, &request.hardware_id).await.map_err(store_error)?;
@@ -101,21 +122,26 @@ pub(super) async fn borrow<S: Store>(app: &App<S>, request: BorrowRequest) -> Re
             )
         })?;
         let until = now.plus_seconds(i64::from(request.hours) * 3_600);
-        match hold_lease(app, &mut license, &mut device, until, true, now).await? {
-            Held::Yes => {}
+        let answer = |license: &License, device: &Device| {
+            let code = rules::check(license, &request.product, Some(device), now);
+            let token =
+                sign_verdict(app, license, &request.hardware_id, Some(device), code, request.nonce.as_ref(), now)?;
+            Reply::json(StatusCode::OK, &Borrowed { license: ClientLicense::of(license, now), device, token })
+        };
+        // A borrow always writes (it is recorded on the device), so its answer is made before.
+        let mut reply = None;
+        let held = hold_lease(app, &mut license, &mut device, until, true, now, |license, device| {
+            let answer = answer(license, device)?;
+            let stored = receipt(idempotency, &answer, now);
+            reply = Some(answer);
+            Ok(stored)
+        })
+        .await?;
+        match held {
+            Held::Yes => return reply.map_or_else(|| answer(&license, &device), Ok),
             Held::No(no_seat) => return Err(no_free_seat(no_seat)),
-            Held::Raced => {
-                back_off(attempt).await;
-                continue;
-            }
+            Held::Raced => back_off(attempt).await,
         }
-        let code = rules::check(&license, &request.product, Some(&device), now);
-        let token =
-            sign_verdict(app, &license, &request.hardware_id, Some(&device), code, request.nonce.as_ref(), now)?;
-        return Reply::json(
-            StatusCode::OK,
-            &Borrowed { license: ClientLicense::of(&license, now), device: &device, token },
-        );
     }
     Err(concurrent_update())
 }

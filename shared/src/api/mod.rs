@@ -5,6 +5,7 @@ mod activate;
 mod check;
 mod consume;
 mod deactivate;
+mod idempotency;
 mod issue;
 mod lease;
 mod offline;
@@ -21,6 +22,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::input::IdempotencyKey;
 use crate::signing::TokenSigner;
 use crate::store::Store;
+use idempotency::Idempotency;
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::de::DeserializeOwned;
@@ -287,33 +289,61 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
         return match route.endpoint {
             Endpoint::CreateLicenses => {
                 let bytes = body(request)?;
-                // A header that is there but not text is refused, never taken for no key at all.
-                let idempotency_key = request
-                    .headers()
-                    .get("idempotency-key")
-                    .map(|value| {
-                        let text =
-                            value.to_str().map_err(|_| "may contain only printable ASCII without spaces".to_string());
-                        text.and_then(IdempotencyKey::parse).map_err(|e| ApiError::field("Idempotency-Key", e))
-                    })
-                    .transpose()?;
-                issue::create(app, parse_json(bytes)?, idempotency_key, bytes).await
+                issue::create(app, parse_json(bytes)?, idempotency_key(request)?, bytes).await
             }
             Endpoint::ListLicenses => issue::list(app, parse_query(request.uri().query())?).await,
             Endpoint::ShowLicense => issue::show(app, &params[0]).await,
             Endpoint::UpdateLicense => issue::update(app, &params[0], parse_json(body(request)?)?).await,
             Endpoint::ReleaseDevice => issue::release_device(app, &params[0], &params[1]).await,
-            Endpoint::Activate => activate::activate(app, parse_json(body(request)?)?).await,
+            Endpoint::Activate => {
+                let (parsed, key) =
+                    client_write(request, route, |r: &activate::ActivateRequest| Idempotency::license(&r.license_key))?;
+                let result = activate::activate(app, parsed, key.as_ref()).await;
+                settled(app, key.as_ref(), result).await
+            }
             Endpoint::CheckJson => check::check(app, parse_json(body(request)?)?).await,
             Endpoint::CheckQuery => check::check(app, parse_query(request.uri().query())?).await,
             Endpoint::Jwks => Ok(Reply { status: StatusCode::OK, body: app.signer()?.jwks_json().to_string() }),
-            Endpoint::Deactivate => deactivate::deactivate(app, parse_json(body(request)?)?).await,
-            Endpoint::Borrow => lease::borrow(app, parse_json(body(request)?)?).await,
-            Endpoint::Consume => consume::consume(app, parse_json(body(request)?)?).await,
+            Endpoint::Deactivate => {
+                let (parsed, key) = client_write(request, route, |r: &deactivate::DeactivateRequest| {
+                    Idempotency::license(&r.license_key)
+                })?;
+                let result = deactivate::deactivate(app, parsed, key.as_ref()).await;
+                settled(app, key.as_ref(), result).await
+            }
+            Endpoint::Borrow => {
+                let (parsed, key) =
+                    client_write(request, route, |r: &lease::BorrowRequest| Idempotency::license(&r.license_key))?;
+                let result = lease::borrow(app, parsed, key.as_ref()).await;
+                settled(app, key.as_ref(), result).await
+            }
+            Endpoint::Consume => {
+                let (parsed, key) =
+                    client_write(request, route, |r: &consume::ConsumeRequest| Idempotency::license(&r.license_key))?;
+                let result = consume::consume(app, parsed, key.as_ref()).await;
+                settled(app, key.as_ref(), result).await
+            }
             Endpoint::TrialTerms => trial::put_terms(app, &params[0], parse_json(body(request)?)?).await,
-            Endpoint::Trial => trial::start(app, parse_json(body(request)?)?).await,
-            Endpoint::ActivateOffline => offline::activate(app, parse_json(body(request)?)?).await,
-            Endpoint::DeactivateOffline => offline::deactivate_file(app, parse_json(body(request)?)?).await,
+            Endpoint::Trial => {
+                let (parsed, key) =
+                    client_write(request, route, |r: &trial::TrialRequest| Idempotency::trial(&r.product))?;
+                let result = trial::start(app, parsed, key.as_ref()).await;
+                settled(app, key.as_ref(), result).await
+            }
+            Endpoint::ActivateOffline => {
+                let (parsed, key) = client_write(request, route, |r: &crate::offline::OfflineRequest| {
+                    Idempotency::license(&r.license_key)
+                })?;
+                let result = offline::activate(app, parsed, key.as_ref()).await;
+                settled(app, key.as_ref(), result).await
+            }
+            Endpoint::DeactivateOffline => {
+                let (parsed, key) = client_write(request, route, |r: &crate::offline::OfflineRequest| {
+                    Idempotency::license(&r.license_key)
+                })?;
+                let result = offline::deactivate_file(app, parsed, key.as_ref()).await;
+                settled(app, key.as_ref(), result).await
+            }
         };
     }
     if !allowed.is_empty() {
@@ -327,6 +357,41 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
     } else {
         Err(ApiError::new(ErrorCode::RouteNotFound, format!("no route {} {path}", request.method())))
     }
+}
+
+/// A client write's body, and its `Idempotency-Key` scoped as `scope` says.
+fn client_write<T: DeserializeOwned>(
+    request: &Request,
+    route: &Route,
+    scope: impl FnOnce(&T) -> String,
+) -> Result<(T, Option<Idempotency>), ApiError> {
+    let (bytes, key) = (body(request)?, idempotency_key(request)?);
+    let parsed: T = parse_json(bytes)?;
+    let idempotency = key.map(|key| Idempotency::new(scope(&parsed), key, route.path, bytes));
+    Ok((parsed, idempotency))
+}
+
+/// A keyed write refused on a state that a concurrent retry of the same request had just left
+/// (a release already made, a trial already started) answers as that retry did.
+async fn settled<S: Store>(
+    app: &App<S>,
+    idempotency: Option<&Idempotency>,
+    result: Result<Reply, ApiError>,
+) -> Result<Reply, ApiError> {
+    match result {
+        Err(err) if idempotency.is_some() && err.status() < 500 && err.code != ErrorCode::IdempotencyKeyReused => {
+            Ok(idempotency::replay(app, idempotency).await?.ok_or(err)?)
+        }
+        result => result,
+    }
+}
+
+/// The request's `Idempotency-Key`: a header that is there but not text is refused, never taken
+/// for no key at all.
+fn idempotency_key(request: &Request) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = request.headers().get("idempotency-key") else { return Ok(None) };
+    let text = value.to_str().map_err(|_| "may contain only printable ASCII without spaces".to_string());
+    text.and_then(IdempotencyKey::parse).map(Some).map_err(|e| ApiError::field("Idempotency-Key", e))
 }
 
 fn header_str(request: &Request, name: header::HeaderName) -> Option<&str> {
@@ -454,7 +519,9 @@ pub(crate) fn store_error(err: crate::store::StoreError) -> ApiError {
     match err {
         crate::store::StoreError::Unavailable(cause) => ApiError {
             code: ErrorCode::StoreUnavailable,
-            message: "the license store is unavailable; retry later (nothing was changed)".into(),
+            message: "the license store is unavailable; retry later (with the same Idempotency-Key, a retry never \
+                      acts twice)"
+                .into(),
             field: None,
             cause: Some(cause),
             retry_after: Some(1),

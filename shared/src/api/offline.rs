@@ -3,9 +3,11 @@
 
 use super::activate::{activate_device, ActivateRequest};
 use super::deactivate::{deactivate, DeactivateRequest};
+use super::idempotency::Idempotency;
 use super::views::{capped_exp, verdict_claims};
 use super::{App, Reply};
 use crate::error::ApiError;
+use crate::model::{Device, License};
 use crate::offline::{LicenseFile, OfflineKind, OfflineRequest, LICENSE_FILE_FORMAT, REQUEST_FORMAT};
 use crate::rules;
 use crate::store::Store;
@@ -38,7 +40,11 @@ fn expect(file: &OfflineRequest, kind: OfflineKind) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub(super) async fn activate<S: Store>(app: &App<S>, file: OfflineRequest) -> Result<Reply, ApiError> {
+pub(super) async fn activate<S: Store>(
+    app: &App<S>,
+    file: OfflineRequest,
+    idempotency: Option<&Idempotency>,
+) -> Result<Reply, ApiError> {
     expect(&file, OfflineKind::Activate)?;
     let request = ActivateRequest {
         license_key: file.license_key,
@@ -49,29 +55,35 @@ pub(super) async fn activate<S: Store>(app: &App<S>, file: OfflineRequest) -> Re
         is_vm: false,
         nonce: Some(file.nonce),
     };
-    let (license, device, now) = activate_device(app, &request, true).await?;
-    let code = rules::check(&license, &request.product, Some(&device), now);
-    let expires_at = rules::offline_expires_at(&license, now);
-    let mut claims =
-        verdict_claims(app, &license, &request.hardware_id, Some(&device), code, request.nonce.as_ref(), now);
-    claims.offline = true;
-    let expires_at = capped_exp(expires_at, &license, Some(&device), code);
-    claims.exp = expires_at.unix();
-    let token = app.signer()?.sign(&claims).map_err(ApiError::internal)?;
-    let answer = LicenseFile {
-        format: LICENSE_FILE_FORMAT.into(),
-        license_key: license.license_key.clone(),
-        product: request.product.clone(),
-        hardware_id: request.hardware_id.clone(),
-        expires_at,
-        token,
+    let answer = |license: &License, device: &Device, now: Timestamp| {
+        let code = rules::check(license, &request.product, Some(device), now);
+        let expires_at = rules::offline_expires_at(license, now);
+        let mut claims =
+            verdict_claims(app, license, &request.hardware_id, Some(device), code, request.nonce.as_ref(), now);
+        claims.offline = true;
+        let expires_at = capped_exp(expires_at, license, Some(device), code);
+        claims.exp = expires_at.unix();
+        let token = app.signer()?.sign(&claims).map_err(ApiError::internal)?;
+        let file = LicenseFile {
+            format: LICENSE_FILE_FORMAT.into(),
+            license_key: license.license_key.clone(),
+            product: request.product.clone(),
+            hardware_id: request.hardware_id.clone(),
+            expires_at,
+            token,
+        };
+        Reply::json(StatusCode::OK, &file)
     };
-    Reply::json(StatusCode::OK, &answer)
+    activate_device(app, &request, true, idempotency, &answer).await
 }
 
-pub(super) async fn deactivate_file<S: Store>(app: &App<S>, file: OfflineRequest) -> Result<Reply, ApiError> {
+pub(super) async fn deactivate_file<S: Store>(
+    app: &App<S>,
+    file: OfflineRequest,
+    idempotency: Option<&Idempotency>,
+) -> Result<Reply, ApiError> {
     expect(&file, OfflineKind::Deactivate)?;
     let request =
         DeactivateRequest { license_key: file.license_key, product: file.product, hardware_id: file.hardware_id };
-    deactivate(app, request).await
+    deactivate(app, request, idempotency).await
 }

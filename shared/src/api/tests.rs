@@ -512,6 +512,9 @@ impl Store for AlwaysRaced {
     ) -> Result<Option<crate::store::IdempotencyRecord>, crate::store::StoreError> {
         self.0.idempotency_record(key).await
     }
+    async fn receipt(&self, scope: &str, key: &str) -> Result<Option<crate::store::Receipt>, crate::store::StoreError> {
+        self.0.receipt(scope, key).await
+    }
     async fn licenses(
         &self,
         keys: &[crate::input::LicenseKey],
@@ -553,6 +556,7 @@ impl Store for AlwaysRaced {
         _: &crate::input::LicenseKey,
         _: &crate::rules::ConsumptionPlan,
         _: Option<(&crate::input::HardwareId, crate::time::Timestamp)>,
+        _: Option<&crate::store::Receipt>,
     ) -> Result<(), crate::store::WriteError> {
         Err(crate::store::WriteError::Conflict)
     }
@@ -577,6 +581,7 @@ impl Store for AlwaysRaced {
         _: &crate::model::TrialMarker,
         _: &crate::model::License,
         _: &crate::model::Device,
+        _: Option<&crate::store::Receipt>,
     ) -> Result<(), crate::store::WriteError> {
         Err(crate::store::WriteError::Conflict)
     }
@@ -655,6 +660,7 @@ async fn the_memory_store_keeps_the_lease_conditions() {
         new_device: None,
         borrowed_until: None,
         now,
+        receipt: None,
     };
     // A second entry on one seat, a renewal of a changed entry, a take-over of a changed entry.
     let slot = |take_over| crate::rules::Slot { own: None, take_over };
@@ -689,6 +695,32 @@ async fn the_memory_store_keeps_the_consumption_conditions() {
     let now = crate::time::Timestamp::now();
     license.consumption.clear();
     let stale = crate::rules::plan_consumption(&license, "*", &license.metering(), 5, now).unwrap();
-    assert!(matches!(app.store.consume(&license_key, &stale, None).await, Err(crate::store::WriteError::Conflict)));
+    assert!(matches!(
+        app.store.consume(&license_key, &stale, None, None).await,
+        Err(crate::store::WriteError::Conflict)
+    ));
     assert_eq!(stored(&app, &key).await["license"]["consumption"]["*"]["used"], 4);
+}
+
+#[tokio::test]
+async fn the_memory_store_keeps_receipts_with_their_writes() {
+    let app = app();
+    let key = issue(&app, json!({"max_consumptions": 10})).await;
+    assert_eq!(call(&app, "POST", "/v1/activate", device_body(&key, "pc-1")).await.0, 200);
+    let body = json!({"license_key": key, "product": "editor", "hardware_id": "pc-1", "amount": 3}).to_string();
+    let send = |key: &'static str| {
+        let request = http::Request::builder()
+            .method("POST")
+            .uri("/v1/consume")
+            .header("idempotency-key", key)
+            .body(Body::from(body.clone()))
+            .unwrap();
+        handle(&app, &Function::ALL, request)
+    };
+    let first = send("k-1").await;
+    let again = send("k-1").await;
+    assert_eq!((first.status(), first.body()), (again.status(), again.body()));
+    assert_eq!(stored(&app, &key).await["license"]["consumption"]["*"]["used"], 3, "counted once");
+    assert_eq!(send("k-2").await.status(), 200);
+    assert_eq!(stored(&app, &key).await["license"]["consumption"]["*"]["used"], 6, "another key is another request");
 }

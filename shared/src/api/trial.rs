@@ -1,6 +1,7 @@
 //! Trials: the vendor sets a product's trial terms; a device starts one trial per product.
 
 use super::activate::ActivateRequest;
+use super::idempotency::{receipt, replay, Idempotency};
 use super::issue::{validate_features, within};
 use super::views::{sign_verdict, ClientLicense};
 use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
@@ -104,7 +105,14 @@ fn trial_license(terms: &TrialTerms, email: Option<&Email>, now: Timestamp) -> R
 
 /// Issues a trial license and activates the device, once per product and device: the trial's
 /// record, the license and the device are written in one transaction that fails if the record exists.
-pub(super) async fn start<S: Store>(app: &App<S>, request: TrialRequest) -> Result<Reply, ApiError> {
+pub(super) async fn start<S: Store>(
+    app: &App<S>,
+    request: TrialRequest,
+    idempotency: Option<&Idempotency>,
+) -> Result<Reply, ApiError> {
+    if let Some(reply) = replay(app, idempotency).await? {
+        return Ok(reply);
+    }
     let terms =
         app.store.trial_terms(&request.product).await.map_err(store_error)?.ok_or_else(|| {
             ApiError::new(ErrorCode::TrialNotAvailable, format!("{} offers no trial", request.product))
@@ -131,21 +139,18 @@ pub(super) async fn start<S: Store>(app: &App<S>, request: TrialRequest) -> Resu
             license_key: license.license_key.clone(),
             created_at: now,
         };
-        match app.store.start_trial(&marker, &license, &device).await {
-            Ok(()) => {
-                let token = sign_verdict(
-                    app,
-                    &license,
-                    &request.hardware_id,
-                    Some(&device),
-                    code,
-                    request.nonce.as_ref(),
-                    now,
-                )?;
-                let answer = Started { license: ClientLicense::of(&license, now), device: &device, token };
-                return Reply::json(StatusCode::CREATED, &answer);
-            }
+        let token =
+            sign_verdict(app, &license, &request.hardware_id, Some(&device), code, request.nonce.as_ref(), now)?;
+        let answer = Started { license: ClientLicense::of(&license, now), device: &device, token };
+        let reply = Reply::json(StatusCode::CREATED, &answer)?;
+        let receipt = receipt(idempotency, &reply, now);
+        match app.store.start_trial(&marker, &license, &device, receipt.as_ref()).await {
+            Ok(()) => return Ok(reply),
             Err(WriteError::Conflict) => {
+                // A retry of this request that won answers as it did.
+                if let Some(reply) = replay(app, idempotency).await? {
+                    return Ok(reply);
+                }
                 // Another request for this device won (or, once in 2^125, the key existed).
                 if app.store.trial_marker(&request.product, &request.hardware_id).await.map_err(store_error)?.is_some()
                 {

@@ -1,10 +1,12 @@
 //! The DynamoDB store. One table: a license and its devices share the partition `L#<key>`
 //! (sort keys `L` and `D#<hardware_id>`), so a check reads both in one BatchGetItem and every
-//! seat change is one TransactWriteItems guarded by condition expressions.
+//! seat change is one TransactWriteItems guarded by condition expressions. Beside them: trial terms
+//! and records (`T#...`), a vendor issue's idempotency record (`I#<key>`), and the answers of client
+//! writes made with an `Idempotency-Key` (`R#<scope>#<key>`, written in the write's own transaction).
 
 use super::{
     freeze_cutoff, reclaimed, tombstone_expires, ActivationWrite, DeactivationWrite, IdempotencyRecord, LeaseWrite,
-    Lookup, Page, SeatRelease, Sighting, Store, StoreError, WriteError,
+    Lookup, Page, Receipt, SeatRelease, Sighting, Store, StoreError, WriteError,
 };
 use crate::input::{HardwareId, LicenseKey, Product};
 use crate::model::{Device, License, ReleasedBy, TrialMarker, TrialTerms};
@@ -202,6 +204,13 @@ const IDEMPOTENCY_SK: &str = "I";
 
 fn idempotency_pk(idempotency_key: &str) -> AttributeValue {
     AttributeValue::S(format!("I#{idempotency_key}"))
+}
+
+const RECEIPT_SK: &str = "R";
+
+/// A receipt's partition: its scope (which holds no `#` after its kind) and then the key.
+fn receipt_pk(scope: &str, idempotency_key: &str) -> AttributeValue {
+    AttributeValue::S(format!("R#{scope}#{idempotency_key}"))
 }
 
 /// The index, its partition-key attribute and value for a lookup.
@@ -576,6 +585,32 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().put(built(put)?).build())
     }
 
+    /// A client write's receipt, as one item of its transaction: new, or the write fails.
+    fn receipt_put(&self, receipt: &Receipt) -> Result<TransactWriteItem, StoreError> {
+        let mut item: Item =
+            serde_dynamo::to_item(receipt).map_err(|e| StoreError::Internal(format!("receipt not storable: {e}")))?;
+        item.insert("PK".into(), receipt_pk(&receipt.scope, &receipt.idempotency_key));
+        item.insert("SK".into(), s(RECEIPT_SK));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .build();
+        Ok(TransactWriteItem::builder().put(built(put)?).build())
+    }
+
+    /// `items` with the receipt, if any, in one transaction.
+    async fn transact_with(
+        &self,
+        mut items: Vec<TransactWriteItem>,
+        receipt: Option<&Receipt>,
+    ) -> Result<(), WriteError> {
+        if let Some(receipt) = receipt {
+            items.push(self.receipt_put(receipt)?);
+        }
+        self.transact(items).await
+    }
+
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), WriteError> {
         self.count_round_trip();
         self.client.transact_write_items().set_transact_items(Some(items)).send().await.map_err(transaction_error)?;
@@ -636,6 +671,10 @@ impl Store for DynamoStore {
 
     async fn idempotency_record(&self, idempotency_key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         self.get_one(idempotency_pk(idempotency_key), IDEMPOTENCY_SK, "idempotency record").await
+    }
+
+    async fn receipt(&self, scope: &str, idempotency_key: &str) -> Result<Option<Receipt>, StoreError> {
+        self.get_one(receipt_pk(scope, idempotency_key), RECEIPT_SK, "receipt").await
     }
 
     async fn licenses(&self, keys: &[LicenseKey]) -> Result<Vec<License>, StoreError> {
@@ -802,7 +841,7 @@ impl Store for DynamoStore {
             .build();
         items.insert(0, self.license_write(key, e)?);
         items.insert(1, TransactWriteItem::builder().put(built(device_put)?).build());
-        self.transact(items).await
+        self.transact_with(items, write.receipt).await
     }
 
     async fn deactivate(&self, write: &DeactivationWrite<'_>) -> Result<(), WriteError> {
@@ -834,7 +873,7 @@ impl Store for DynamoStore {
             self.release_write(key, write.device, until, write.released_by, write.now)?,
             self.license_write(key, e)?,
         ];
-        self.transact(items).await
+        self.transact_with(items, write.receipt).await
     }
 
     async fn lease(&self, write: &LeaseWrite<'_>) -> Result<(), WriteError> {
@@ -893,9 +932,12 @@ impl Store for DynamoStore {
             (None, None) if new_entry => Some(self.device_bound(key, write.hardware_id)?),
             (None, None) => None,
         };
-        match device_write {
-            Some(device_write) => self.transact(vec![self.license_write(key, e)?, device_write]).await,
-            None => self.update_license(key, e).await,
+        match (device_write, write.receipt) {
+            (None, None) => self.update_license(key, e).await,
+            (device_write, receipt) => {
+                let items = std::iter::once(self.license_write(key, e)).chain(device_write.map(Ok));
+                self.transact_with(items.collect::<Result<_, _>>()?, receipt).await
+            }
         }
     }
 
@@ -904,6 +946,7 @@ impl Store for DynamoStore {
         key: &LicenseKey,
         plan: &ConsumptionPlan,
         lease_holder: Option<(&HardwareId, Timestamp)>,
+        receipt: Option<&Receipt>,
     ) -> Result<(), WriteError> {
         let mut e = Expression::default();
         e.name("#c", CONSUMPTION);
@@ -954,7 +997,10 @@ impl Store for DynamoStore {
                 .condition("#l.#l_h > :l_now")
                 .value(":l_now", s(&now.to_string()));
         }
-        self.update_license(key, e).await
+        match receipt {
+            None => self.update_license(key, e).await,
+            Some(receipt) => self.transact_with(vec![self.license_write(key, e)?], Some(receipt)).await,
+        }
     }
 
     async fn put_trial_terms(&self, terms: &TrialTerms) -> Result<(), StoreError> {
@@ -979,7 +1025,13 @@ impl Store for DynamoStore {
         self.get_one(trial_marker_pk(product, hardware_id), TRIAL_SK, "trial marker").await
     }
 
-    async fn start_trial(&self, marker: &TrialMarker, license: &License, device: &Device) -> Result<(), WriteError> {
+    async fn start_trial(
+        &self,
+        marker: &TrialMarker,
+        license: &License,
+        device: &Device,
+        receipt: Option<&Receipt>,
+    ) -> Result<(), WriteError> {
         let mut marker_item: Item = serde_dynamo::to_item(marker)
             .map_err(|e| StoreError::Internal(format!("trial marker not storable: {e}")))?;
         marker_item.insert("PK".into(), trial_marker_pk(&marker.product, &marker.hardware_id));
@@ -997,7 +1049,7 @@ impl Store for DynamoStore {
             new_item(license_item(license)?)?,
             new_item(device_item(&license.license_key, device)?)?,
         ];
-        self.transact(items).await
+        self.transact_with(items, receipt).await
     }
 
     async fn replace_license(&self, previous: &License, license: &License) -> Result<(), WriteError> {

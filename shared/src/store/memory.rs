@@ -1,7 +1,7 @@
 //! An in-memory store with the DynamoDB store's conditions, one lock around each whole operation.
 
 use super::{
-    freeze_cutoff, reclaimed, ActivationWrite, DeactivationWrite, IdempotencyRecord, LeaseWrite, Lookup, Page,
+    freeze_cutoff, reclaimed, ActivationWrite, DeactivationWrite, IdempotencyRecord, LeaseWrite, Lookup, Page, Receipt,
     SeatRelease, Sighting, Store, StoreError, WriteError,
 };
 use crate::input::{HardwareId, LicenseKey, Product};
@@ -16,6 +16,7 @@ use std::sync::Mutex;
 pub struct MemoryStore {
     partitions: Mutex<HashMap<LicenseKey, Partition>>,
     idempotency: Mutex<HashMap<String, IdempotencyRecord>>,
+    receipts: Mutex<HashMap<(String, String), Receipt>>,
     trials: Mutex<HashMap<Product, TrialTerms>>,
     trial_markers: Mutex<HashMap<(Product, HardwareId), TrialMarker>>,
     round_trips: AtomicU64,
@@ -78,6 +79,26 @@ impl MemoryStore {
         // A panic while holding the lock leaves whole operations behind, never half of one.
         self.partitions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Runs a write that stores `receipt` with it: refused (`Conflict`, nothing written) when the
+    /// receipt exists, and the receipt kept only when the write succeeds. (Taken before the
+    /// partitions' lock, as every operation that takes both does.)
+    fn with_receipt(
+        &self,
+        receipt: Option<&Receipt>,
+        write: impl FnOnce() -> Result<(), WriteError>,
+    ) -> Result<(), WriteError> {
+        let mut receipts = self.receipts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let id = receipt.map(|r| (r.scope.clone(), r.idempotency_key.clone()));
+        if id.as_ref().is_some_and(|id| receipts.contains_key(id)) {
+            return Err(WriteError::Conflict);
+        }
+        write()?;
+        if let (Some(id), Some(receipt)) = (id, receipt) {
+            receipts.insert(id, receipt.clone());
+        }
+        Ok(())
+    }
 }
 
 impl Store for MemoryStore {
@@ -106,6 +127,12 @@ impl Store for MemoryStore {
         let _partitions = self.lock();
         let records = self.idempotency.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         Ok(records.get(idempotency_key).cloned())
+    }
+
+    async fn receipt(&self, scope: &str, idempotency_key: &str) -> Result<Option<Receipt>, StoreError> {
+        let receipts = self.receipts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        Ok(receipts.get(&(scope.to_string(), idempotency_key.to_string())).cloned())
     }
 
     async fn licenses(&self, keys: &[LicenseKey]) -> Result<Vec<License>, StoreError> {
@@ -157,129 +184,140 @@ impl Store for MemoryStore {
     }
 
     async fn activate(&self, write: &ActivationWrite<'_>) -> Result<(), WriteError> {
-        let mut partitions = self.lock();
-        let partition = partitions.get_mut(&write.license.license_key).ok_or(WriteError::Conflict)?;
-        let license = &partition.license;
-        let seat_free = license.allow_unlimited_activations || license.times_activated < license.max_activations;
-        let thawed = match (freeze_cutoff(write.license, write.now), license.last_activated_at) {
-            (Some(cutoff), Some(last)) => last <= cutoff,
-            _ => true,
-        };
-        let reclaim = reclaimed(write.license, &write.device.hardware_id, write.now);
-        let evict_ok = write.evict.is_none_or(|eviction| {
-            partition.bound_as_read(&eviction.hardware_id, eviction.credential_until)
-                && eviction.allowance.as_ref().is_none_or(|entry| {
-                    let freed = usize::from(reclaim.is_some());
-                    slot_holds(&license.releases, &eviction.hardware_id, &entry.slot, license.release_allowance, freed)
-                        && license.max_transfers.is_none_or(|max| license.transfer_count < max)
-                })
-        });
-        if license.status != LicenseStatus::Active
-            || !thawed
-            || partition.devices.contains_key(&write.device.hardware_id)
-            || !evict_ok
-            || (write.evict.is_none() && !seat_free)
-            || reclaim.is_some_and(|observed| license.releases.get(&write.device.hardware_id) != Some(&observed))
-        {
-            return Err(WriteError::Conflict);
-        }
-        match write.evict {
-            Some(eviction) => {
-                let mut until = eviction.credential_until;
-                if let Some(entry) = &eviction.allowance {
-                    entry.slot.apply(&mut partition.license.releases, &eviction.hardware_id, entry.until);
-                    partition.license.transfer_count += 1;
-                    until = Some(entry.until);
+        self.with_receipt(write.receipt, || {
+            let mut partitions = self.lock();
+            let partition = partitions.get_mut(&write.license.license_key).ok_or(WriteError::Conflict)?;
+            let license = &partition.license;
+            let seat_free = license.allow_unlimited_activations || license.times_activated < license.max_activations;
+            let thawed = match (freeze_cutoff(write.license, write.now), license.last_activated_at) {
+                (Some(cutoff), Some(last)) => last <= cutoff,
+                _ => true,
+            };
+            let reclaim = reclaimed(write.license, &write.device.hardware_id, write.now);
+            let evict_ok = write.evict.is_none_or(|eviction| {
+                partition.bound_as_read(&eviction.hardware_id, eviction.credential_until)
+                    && eviction.allowance.as_ref().is_none_or(|entry| {
+                        let freed = usize::from(reclaim.is_some());
+                        slot_holds(
+                            &license.releases,
+                            &eviction.hardware_id,
+                            &entry.slot,
+                            license.release_allowance,
+                            freed,
+                        ) && license.max_transfers.is_none_or(|max| license.transfer_count < max)
+                    })
+            });
+            if license.status != LicenseStatus::Active
+                || !thawed
+                || partition.devices.contains_key(&write.device.hardware_id)
+                || !evict_ok
+                || (write.evict.is_none() && !seat_free)
+                || reclaim.is_some_and(|observed| license.releases.get(&write.device.hardware_id) != Some(&observed))
+            {
+                return Err(WriteError::Conflict);
+            }
+            match write.evict {
+                Some(eviction) => {
+                    let mut until = eviction.credential_until;
+                    if let Some(entry) = &eviction.allowance {
+                        entry.slot.apply(&mut partition.license.releases, &eviction.hardware_id, entry.until);
+                        partition.license.transfer_count += 1;
+                        until = Some(entry.until);
+                    }
+                    partition.release(&eviction.hardware_id, until, ReleasedBy::Rotation);
                 }
-                partition.release(&eviction.hardware_id, until, ReleasedBy::Rotation);
+                None => partition.license.times_activated += 1,
             }
-            None => partition.license.times_activated += 1,
-        }
-        if reclaim.is_some() {
-            partition.license.releases.remove(&write.device.hardware_id);
-        }
-        let license = &mut partition.license;
-        license.first_activated_at.get_or_insert(write.now);
-        license.last_activated_at = Some(write.now);
-        license.version += 1;
-        partition.bind(write.device);
-        Ok(())
-    }
-
-    async fn deactivate(&self, write: &DeactivationWrite<'_>) -> Result<(), WriteError> {
-        let mut partitions = self.lock();
-        let partition = partitions.get_mut(&write.license.license_key).ok_or(WriteError::Conflict)?;
-        let hardware_id = &write.device.hardware_id;
-        if !partition.bound_as_read(hardware_id, write.device.credential_until) {
-            return Err(WriteError::Conflict);
-        }
-        let license = &partition.license;
-        let seat_ok = match write.seat {
-            SeatRelease::Counted { count_transfer } => {
-                license.times_activated > 0
-                    && (!count_transfer || license.max_transfers.is_none_or(|max| license.transfer_count < max))
+            if reclaim.is_some() {
+                partition.license.releases.remove(&write.device.hardware_id);
             }
-            SeatRelease::Lease { observed } => license.leases.get(hardware_id).copied() == observed,
-        };
-        let allowance_ok = write
-            .allowance
-            .is_none_or(|entry| slot_holds(&license.releases, hardware_id, &entry.slot, license.release_allowance, 0));
-        if !seat_ok || !allowance_ok {
-            return Err(WriteError::Conflict);
-        }
-        let license = &mut partition.license;
-        match write.seat {
-            SeatRelease::Counted { count_transfer } => {
-                license.times_activated -= 1;
-                license.transfer_count += u32::from(count_transfer);
-                license.version += 1;
-            }
-            SeatRelease::Lease { .. } => {
-                license.leases.remove(hardware_id);
-            }
-        }
-        if let Some(entry) = write.allowance {
-            entry.slot.apply(&mut license.releases, hardware_id, entry.until);
-        }
-        let credential_until = crate::rules::credential_until(write.license, write.device);
-        let until = write.allowance.map(|entry| entry.until).max(credential_until);
-        partition.release(hardware_id, until, write.released_by);
-        Ok(())
-    }
-
-    async fn lease(&self, write: &LeaseWrite<'_>) -> Result<(), WriteError> {
-        let mut partitions = self.lock();
-        let partition = partitions.get_mut(&write.license.license_key).ok_or(WriteError::Conflict)?;
-        let license = &partition.license;
-        let holds = match write.plan {
-            LeasePlan::Renew { observed, .. } => license.leases.get(write.hardware_id) == Some(observed),
-            LeasePlan::Acquire { slot, .. } => {
-                slot_holds(&license.leases, write.hardware_id, slot, write.license.max_activations, 0)
-            }
-        };
-        let new_entry = matches!(write.plan, LeasePlan::Acquire { slot, .. } if slot.own.is_none());
-        let device_ok = match (write.new_device, write.borrowed_until) {
-            (Some(device), _) => {
-                !partition.devices.contains_key(&device.hardware_id) && license.status == LicenseStatus::Active
-            }
-            (None, Some(_)) => partition.devices.contains_key(write.hardware_id),
-            (None, None) => !new_entry || partition.devices.contains_key(write.hardware_id),
-        };
-        if !holds || !device_ok {
-            return Err(WriteError::Conflict);
-        }
-        write.plan.apply(&mut partition.license, write.hardware_id);
-        if let Some(device) = write.new_device {
             let license = &mut partition.license;
             license.first_activated_at.get_or_insert(write.now);
             license.last_activated_at = Some(write.now);
             license.version += 1;
-            partition.bind(device);
-        }
-        if let (Some(until), Some(device)) = (write.borrowed_until, partition.devices.get_mut(write.hardware_id)) {
-            device.borrowed_until = Some(until);
-        }
-        Ok(())
+            partition.bind(write.device);
+            Ok(())
+        })
+    }
+
+    async fn deactivate(&self, write: &DeactivationWrite<'_>) -> Result<(), WriteError> {
+        self.with_receipt(write.receipt, || {
+            let mut partitions = self.lock();
+            let partition = partitions.get_mut(&write.license.license_key).ok_or(WriteError::Conflict)?;
+            let hardware_id = &write.device.hardware_id;
+            if !partition.bound_as_read(hardware_id, write.device.credential_until) {
+                return Err(WriteError::Conflict);
+            }
+            let license = &partition.license;
+            let seat_ok = match write.seat {
+                SeatRelease::Counted { count_transfer } => {
+                    license.times_activated > 0
+                        && (!count_transfer || license.max_transfers.is_none_or(|max| license.transfer_count < max))
+                }
+                SeatRelease::Lease { observed } => license.leases.get(hardware_id).copied() == observed,
+            };
+            let allowance_ok = write.allowance.is_none_or(|entry| {
+                slot_holds(&license.releases, hardware_id, &entry.slot, license.release_allowance, 0)
+            });
+            if !seat_ok || !allowance_ok {
+                return Err(WriteError::Conflict);
+            }
+            let license = &mut partition.license;
+            match write.seat {
+                SeatRelease::Counted { count_transfer } => {
+                    license.times_activated -= 1;
+                    license.transfer_count += u32::from(count_transfer);
+                    license.version += 1;
+                }
+                SeatRelease::Lease { .. } => {
+                    license.leases.remove(hardware_id);
+                }
+            }
+            if let Some(entry) = write.allowance {
+                entry.slot.apply(&mut license.releases, hardware_id, entry.until);
+            }
+            let credential_until = crate::rules::credential_until(write.license, write.device);
+            let until = write.allowance.map(|entry| entry.until).max(credential_until);
+            partition.release(hardware_id, until, write.released_by);
+            Ok(())
+        })
+    }
+
+    async fn lease(&self, write: &LeaseWrite<'_>) -> Result<(), WriteError> {
+        self.with_receipt(write.receipt, || {
+            let mut partitions = self.lock();
+            let partition = partitions.get_mut(&write.license.license_key).ok_or(WriteError::Conflict)?;
+            let license = &partition.license;
+            let holds = match write.plan {
+                LeasePlan::Renew { observed, .. } => license.leases.get(write.hardware_id) == Some(observed),
+                LeasePlan::Acquire { slot, .. } => {
+                    slot_holds(&license.leases, write.hardware_id, slot, write.license.max_activations, 0)
+                }
+            };
+            let new_entry = matches!(write.plan, LeasePlan::Acquire { slot, .. } if slot.own.is_none());
+            let device_ok = match (write.new_device, write.borrowed_until) {
+                (Some(device), _) => {
+                    !partition.devices.contains_key(&device.hardware_id) && license.status == LicenseStatus::Active
+                }
+                (None, Some(_)) => partition.devices.contains_key(write.hardware_id),
+                (None, None) => !new_entry || partition.devices.contains_key(write.hardware_id),
+            };
+            if !holds || !device_ok {
+                return Err(WriteError::Conflict);
+            }
+            write.plan.apply(&mut partition.license, write.hardware_id);
+            if let Some(device) = write.new_device {
+                let license = &mut partition.license;
+                license.first_activated_at.get_or_insert(write.now);
+                license.last_activated_at = Some(write.now);
+                license.version += 1;
+                partition.bind(device);
+            }
+            if let (Some(until), Some(device)) = (write.borrowed_until, partition.devices.get_mut(write.hardware_id)) {
+                device.borrowed_until = Some(until);
+            }
+            Ok(())
+        })
     }
 
     async fn consume(
@@ -287,21 +325,25 @@ impl Store for MemoryStore {
         key: &LicenseKey,
         plan: &ConsumptionPlan,
         lease_holder: Option<(&HardwareId, Timestamp)>,
+        receipt: Option<&Receipt>,
     ) -> Result<(), WriteError> {
-        let mut partitions = self.lock();
-        let license = &mut partitions.get_mut(key).ok_or(WriteError::Conflict)?.license;
-        let counter = license.consumption.get(&plan.key);
-        let same_period = counter.map(|c| &c.period) == plan.observed.as_ref().map(|c| &c.period);
-        let used_after = match counter {
-            Some(c) if plan.continues() => c.used + plan.amount,
-            _ => plan.amount,
-        };
-        let seated = lease_holder.is_none_or(|(holder, now)| license.leases.get(holder).is_some_and(|end| *end > now));
-        if !same_period || !seated || plan.limit.is_some_and(|limit| used_after > limit) {
-            return Err(WriteError::Conflict);
-        }
-        license.consumption.insert(plan.key.clone(), Counter { period: plan.period.clone(), used: used_after });
-        Ok(())
+        self.with_receipt(receipt, || {
+            let mut partitions = self.lock();
+            let license = &mut partitions.get_mut(key).ok_or(WriteError::Conflict)?.license;
+            let counter = license.consumption.get(&plan.key);
+            let same_period = counter.map(|c| &c.period) == plan.observed.as_ref().map(|c| &c.period);
+            let used_after = match counter {
+                Some(c) if plan.continues() => c.used + plan.amount,
+                _ => plan.amount,
+            };
+            let seated =
+                lease_holder.is_none_or(|(holder, now)| license.leases.get(holder).is_some_and(|end| *end > now));
+            if !same_period || !seated || plan.limit.is_some_and(|limit| used_after > limit) {
+                return Err(WriteError::Conflict);
+            }
+            license.consumption.insert(plan.key.clone(), Counter { period: plan.period.clone(), used: used_after });
+            Ok(())
+        })
     }
 
     async fn put_trial_terms(&self, terms: &TrialTerms) -> Result<(), StoreError> {
@@ -325,17 +367,25 @@ impl Store for MemoryStore {
         Ok(markers.get(&(product.clone(), hardware_id.clone())).cloned())
     }
 
-    async fn start_trial(&self, marker: &TrialMarker, license: &License, device: &Device) -> Result<(), WriteError> {
-        let mut partitions = self.lock();
-        let mut markers = self.trial_markers.lock().unwrap_or_else(|p| p.into_inner());
-        let marker_key = (marker.product.clone(), marker.hardware_id.clone());
-        if markers.contains_key(&marker_key) || partitions.contains_key(&license.license_key) {
-            return Err(WriteError::Conflict);
-        }
-        markers.insert(marker_key, marker.clone());
-        let devices = BTreeMap::from([(device.hardware_id.clone(), device.clone())]);
-        partitions.insert(license.license_key.clone(), Partition::new(license.clone(), devices));
-        Ok(())
+    async fn start_trial(
+        &self,
+        marker: &TrialMarker,
+        license: &License,
+        device: &Device,
+        receipt: Option<&Receipt>,
+    ) -> Result<(), WriteError> {
+        self.with_receipt(receipt, || {
+            let mut partitions = self.lock();
+            let mut markers = self.trial_markers.lock().unwrap_or_else(|p| p.into_inner());
+            let marker_key = (marker.product.clone(), marker.hardware_id.clone());
+            if markers.contains_key(&marker_key) || partitions.contains_key(&license.license_key) {
+                return Err(WriteError::Conflict);
+            }
+            markers.insert(marker_key, marker.clone());
+            let devices = BTreeMap::from([(device.hardware_id.clone(), device.clone())]);
+            partitions.insert(license.license_key.clone(), Partition::new(license.clone(), devices));
+            Ok(())
+        })
     }
 
     async fn replace_license(&self, previous: &License, license: &License) -> Result<(), WriteError> {

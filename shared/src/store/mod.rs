@@ -45,6 +45,8 @@ pub struct ActivationWrite<'a> {
     pub device: &'a Device,
     pub evict: Option<&'a Eviction>,
     pub now: Timestamp,
+    /// Stored with the write; the write fails with `Conflict` if the receipt exists already.
+    pub receipt: Option<&'a Receipt>,
 }
 
 /// Release a device and its seat. The device item stays as a tombstone (read as absent
@@ -61,6 +63,8 @@ pub struct DeactivationWrite<'a> {
     pub allowance: Option<&'a AllowanceEntry>,
     pub released_by: ReleasedBy,
     pub now: Timestamp,
+    /// Stored with the write; the write fails with `Conflict` if the receipt exists already.
+    pub receipt: Option<&'a Receipt>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +91,8 @@ pub struct LeaseWrite<'a> {
     /// A borrow: recorded on the (bound) device in the same transaction.
     pub borrowed_until: Option<Timestamp>,
     pub now: Timestamp,
+    /// Stored with the write; the write fails with `Conflict` if the receipt exists already.
+    pub receipt: Option<&'a Receipt>,
 }
 
 /// A device seen by a check: `last_seen_at` moves to `now`, and when `credential_until` is given
@@ -127,6 +133,22 @@ pub struct IdempotencyRecord {
     pub ttl: i64,
 }
 
+/// The first answer to a client write made with an `Idempotency-Key`, committed in the same atomic
+/// write as the effect it answers (never without it), so a retry gets it back instead of acting twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// What the key is scoped to: `L#<license key>`, or `T#<product>` for a trial.
+    pub scope: String,
+    pub idempotency_key: String,
+    /// SHA-256 of the route and the request, so a reused key with another request is told apart.
+    pub fingerprint: String,
+    pub status: u16,
+    pub body: String,
+    pub created_at: Timestamp,
+    /// When DynamoDB may delete the receipt (Unix seconds).
+    pub ttl: i64,
+}
+
 /// Every method is one round trip to the store, except where its comment says otherwise.
 /// The write methods hold their limits in the store itself: a write whose conditions no longer
 /// hold fails with [`WriteError::Conflict`] and changes nothing.
@@ -143,6 +165,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         idempotency_key: &str,
     ) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
+
+    /// The receipt of a client write made with this key in this scope, if there is one.
+    fn receipt(
+        &self,
+        scope: &str,
+        idempotency_key: &str,
+    ) -> impl Future<Output = Result<Option<Receipt>, StoreError>> + Send;
 
     /// The licenses with these keys that exist, in the order given (one round trip per 100 keys).
     fn licenses(&self, keys: &[LicenseKey]) -> impl Future<Output = Result<Vec<License>, StoreError>> + Send;
@@ -187,12 +216,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Add to a consumption counter, as `plan` says; holds: the counter is still of the period read
     /// (or still absent), with a limit the sum stays within it, and with `lease_holder` that
-    /// device's floating lease is live at `now`.
+    /// device's floating lease is live at `now`; the receipt, if given, is new.
     fn consume(
         &self,
         key: &LicenseKey,
         plan: &ConsumptionPlan,
         lease_holder: Option<(&HardwareId, Timestamp)>,
+        receipt: Option<&Receipt>,
     ) -> impl Future<Output = Result<(), WriteError>> + Send;
 
     /// Store (or replace) a product's trial terms.
@@ -208,12 +238,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<TrialMarker>, StoreError>> + Send;
 
     /// Record the trial, create its license and bind the device, all or nothing; holds: the device
-    /// had no trial of the product yet and the key is new.
+    /// had no trial of the product yet, the key is new, and so is the receipt if given.
     fn start_trial(
         &self,
         marker: &TrialMarker,
         license: &License,
         device: &Device,
+        receipt: Option<&Receipt>,
     ) -> impl Future<Output = Result<(), WriteError>> + Send;
 
     /// Replace the stored fields of `previous` with those of `license`, except the leases, the

@@ -11,6 +11,7 @@ mod cli;
 mod client;
 mod consumption;
 mod floating;
+mod idempotency;
 mod integrity;
 mod lambda;
 mod offline;

@@ -1,0 +1,84 @@
+//! Safe retries: an `Idempotency-Key` on a write makes a retry of the same request return the
+//! first answer instead of acting again. A client write's answer is stored as a receipt in the
+//! same atomic write as its effect (so there is never an effect without its receipt, or the
+//! reverse); a vendor's issue stores which licenses it created.
+
+use super::{App, Reply};
+use crate::error::{ApiError, ErrorCode};
+use crate::input::{IdempotencyKey, LicenseKey, Product};
+use crate::store::{Receipt, Store};
+use crate::time::Timestamp;
+use lambda_http::http::StatusCode;
+
+/// How long a retry with the same `Idempotency-Key` gets the first answer.
+pub(super) const TTL_SECONDS: i64 = 24 * 3_600;
+
+/// SHA-256 of `prefix` and the canonical JSON of a request body (object keys sorted), so the
+/// same request matches whatever its whitespace or key order.
+pub(super) fn fingerprint(prefix: &str, body: &[u8]) -> String {
+    let canonical = serde_json::from_slice::<serde_json::Value>(body).map(|v| v.to_string()).unwrap_or_default();
+    crate::auth::hash_token(&format!("{prefix}{canonical}"))
+}
+
+pub(super) fn key_reused() -> ApiError {
+    ApiError::new(ErrorCode::IdempotencyKeyReused, "this Idempotency-Key was already used with a different request")
+}
+
+/// A client write made with an `Idempotency-Key`, scoped to the license it acts on (or, for a
+/// trial, the product), so one customer's keys never meet another's.
+#[derive(Debug, Clone)]
+pub(super) struct Idempotency {
+    scope: String,
+    key: IdempotencyKey,
+    fingerprint: String,
+}
+
+impl Idempotency {
+    /// The scope of a write on a license.
+    pub(super) fn license(license_key: &LicenseKey) -> String {
+        format!("L#{license_key}")
+    }
+
+    /// The scope of a trial (which has no license yet).
+    pub(super) fn trial(product: &Product) -> String {
+        format!("T#{product}")
+    }
+
+    pub(super) fn new(scope: String, key: IdempotencyKey, route: &str, body: &[u8]) -> Self {
+        Self { scope, key, fingerprint: fingerprint(&format!("{route}\n"), body) }
+    }
+
+    /// The receipt that stores `reply` as the answer to this request.
+    pub(super) fn receipt(&self, reply: &Reply, now: Timestamp) -> Receipt {
+        Receipt {
+            scope: self.scope.clone(),
+            idempotency_key: self.key.to_string(),
+            fingerprint: self.fingerprint.clone(),
+            status: reply.status.as_u16(),
+            body: reply.body.clone(),
+            created_at: now,
+            ttl: now.unix() + TTL_SECONDS,
+        }
+    }
+}
+
+/// The first answer when the request was already made with this key (a refusal when the key
+/// came with another request); `None` when it was not, and the write is to be made.
+pub(super) async fn replay<S: Store>(
+    app: &App<S>,
+    idempotency: Option<&Idempotency>,
+) -> Result<Option<Reply>, ApiError> {
+    let Some(idempotency) = idempotency else { return Ok(None) };
+    let stored = app.store.receipt(&idempotency.scope, idempotency.key.as_str()).await.map_err(super::store_error)?;
+    let Some(receipt) = stored else { return Ok(None) };
+    if receipt.fingerprint != idempotency.fingerprint {
+        return Err(key_reused());
+    }
+    let status = StatusCode::from_u16(receipt.status).map_err(ApiError::internal)?;
+    Ok(Some(Reply { status, body: receipt.body }))
+}
+
+/// The receipt to store with a write whose answer is `reply`, if the request has a key.
+pub(super) fn receipt(idempotency: Option<&Idempotency>, reply: &Reply, now: Timestamp) -> Option<Receipt> {
+    idempotency.map(|i| i.receipt(reply, now))
+}
