@@ -88,12 +88,12 @@ impl ErrorCode {
             | TransferLimitReached
             | ReleaseLimitReached
             | LeaseExpired
-            | ConcurrentUpdate
             | VersionConflict
             | IdempotencyKeyReused => 409,
             PayloadTooLarge => 413,
             InternalError => 500,
-            StoreUnavailable => 503,
+            // Nothing was refused: the same request may succeed after `Retry-After`.
+            StoreUnavailable | ConcurrentUpdate => 503,
         }
     }
 }

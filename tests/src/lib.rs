@@ -3,6 +3,7 @@
 //! server on a free loopback port, talked to over real HTTP.
 
 pub mod emulator;
+pub mod fault;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -71,6 +72,17 @@ pub async fn fresh_store() -> DynamoStore {
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(fresh_store().await).await
+    }
+
+    /// A server whose store reaches DynamoDB Local through a fault proxy (with the SDK settings
+    /// that are deployed), and a store on the same table that reaches it directly.
+    pub async fn spawn_behind_proxy() -> (Self, fault::FaultProxy, DynamoStore) {
+        let direct = fresh_store().await;
+        let upstream = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap();
+        let proxy = fault::FaultProxy::start(&upstream).await;
+        let config = aws_sdk_dynamodb::config::Builder::from(&sdk_config().await).endpoint_url(&proxy.url).build();
+        let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config), direct.table());
+        (Self::spawn_with(store).await, proxy, direct)
     }
 
     pub async fn spawn_with(store: DynamoStore) -> Self {
@@ -282,17 +294,20 @@ impl Partition {
 }
 
 pub async fn stored_partition(t: &TestApp, key: &str) -> Partition {
+    partition_in(&t.app.store, key).await
+}
+
+/// A license's partition as `store`'s table holds it (read past the API, with `store`'s client).
+pub async fn partition_in(store: &DynamoStore, key: &str) -> Partition {
     use aws_sdk_dynamodb::types::AttributeValue;
     let mut license = Value::Null;
     let mut devices = Vec::new();
     let mut start = None;
     loop {
-        let output = t
-            .app
-            .store
+        let output = store
             .client()
             .query()
-            .table_name(t.app.store.table())
+            .table_name(store.table())
             .key_condition_expression("PK = :pk")
             .expression_attribute_values(":pk", AttributeValue::S(format!("L#{key}")))
             .consistent_read(true)

@@ -502,6 +502,7 @@ fn describe_json_error(err: serde_path_to_error::Error<serde_json::Error>) -> Ap
 /// Refusal once a write was re-decided [`MAX_WRITE_ATTEMPTS`] times and concurrent writers won each race.
 pub(crate) fn concurrent_update() -> ApiError {
     ApiError::new(ErrorCode::ConcurrentUpdate, "the license kept changing concurrently; retry the request")
+        .retry_after(1)
 }
 
 /// A short, growing, jittered pause before re-reading after a lost race.

