@@ -37,9 +37,27 @@ impl Client {
         self.core.cache_path()
     }
 
+    /// Sends a request, again after no answer or a "retry later" as the core says (a write with
+    /// its `Idempotency-Key`, so the server acts on it at most once).
     fn send(&self, prepared: &Prepared) -> Result<serde_json::Value> {
+        let mut attempt = 0;
+        loop {
+            let result = self.send_once(prepared);
+            match self.core.retry_delay(attempt, &result) {
+                Some(delay) => std::thread::sleep(delay),
+                None => return result,
+            }
+            attempt += 1;
+        }
+    }
+
+    fn send_once(&self, prepared: &Prepared) -> Result<serde_json::Value> {
         let url = format!("{}{}", self.core.base_url, prepared.path);
-        let response = self.http.post(url).json(&prepared.body).send().map_err(network_error)?;
+        let mut request = self.http.post(url).json(&prepared.body);
+        if let Some(key) = &prepared.idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().map_err(network_error)?;
         let (status, retry_after) = (response.status().as_u16(), retry_after(response.headers()));
         let body = response.json::<serde_json::Value>().ok();
         self.core.body(Answer { status, body, retry_after })

@@ -89,6 +89,14 @@ impl ClientBuilder {
         self
     }
 
+    /// How many times a call is sent again after no answer, a 5xx or a 429 (default 2), pausing
+    /// as the server's `Retry-After` says (up to 2 s; a longer wait is left to the caller). Writes
+    /// carry one `Idempotency-Key` across their retries, so none acts twice.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.settings.retries = retries;
+        self
+    }
+
     /// The clock the client decides with (default: the system's).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.settings.clock = clock;

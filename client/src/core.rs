@@ -44,6 +44,7 @@ pub(crate) struct Settings {
     pub device_name: Option<String>,
     pub platform: Option<String>,
     pub timeout: Duration,
+    pub retries: u32,
     pub clock: Arc<dyn Clock>,
     pub clock_tolerance: i64,
     pub extra_root_certificates: Vec<Vec<u8>>,
@@ -63,6 +64,7 @@ impl Settings {
             device_name: None,
             platform: None,
             timeout: Duration::from_secs(10),
+            retries: DEFAULT_RETRIES,
             clock: Arc::new(SystemClock),
             clock_tolerance: DEFAULT_CLOCK_TOLERANCE_SECONDS,
             extra_root_certificates: Vec::new(),
@@ -115,6 +117,7 @@ pub(crate) struct Core {
     issuer: String,
     keys: Mutex<KeySet>,
     pub fetch_keys: bool,
+    retries: u32,
     store: CacheStore,
     hardware_id: String,
     is_vm: bool,
@@ -129,14 +132,21 @@ pub(crate) struct Core {
     unverified_key: Mutex<Option<String>>,
 }
 
-/// A request about to be sent: where, what, and the nonce its verdict must echo.
+/// A request about to be sent: where, what, the nonce its verdict must echo, and (for a write) the
+/// `Idempotency-Key` every retry of it carries, so the server acts on it at most once.
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared {
     pub path: &'static str,
     pub body: Value,
     pub nonce: Option<String>,
     pub license_key: Option<String>,
+    pub idempotency_key: Option<String>,
 }
+
+/// How many times a request is sent again after no answer or a "retry later" (default).
+pub const DEFAULT_RETRIES: u32 = 2;
+/// The longest pause before a retry within one call; a server asking for more is not waited for.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(2);
 
 /// An answer as received.
 #[derive(Debug, Clone)]
@@ -232,6 +242,7 @@ impl Core {
             issuer: settings.issuer,
             keys: Mutex::new(settings.keys),
             fetch_keys: settings.fetch_keys,
+            retries: settings.retries,
             hardware_id,
             is_vm,
             device_name: settings.device_name,
@@ -342,7 +353,28 @@ impl Core {
     fn with_nonce(&self, path: &'static str, mut body: Value, license_key: Option<String>) -> Result<Prepared> {
         let nonce = nonce()?;
         body["nonce"] = json!(nonce);
-        Ok(Prepared { path, body, nonce: Some(nonce), license_key })
+        Ok(Prepared { path, body, nonce: Some(nonce), license_key, idempotency_key: None })
+    }
+
+    /// A write: its retries carry one fresh `Idempotency-Key`.
+    fn write(prepared: Result<Prepared>) -> Result<Prepared> {
+        Ok(Prepared { idempotency_key: Some(nonce()?), ..prepared? })
+    }
+
+    /// The pause before sending a request again after `attempt` tries (0 = the first) ended in
+    /// `result`, or `None` when the result stands: an answer, a refusal, the retries used up, or a
+    /// server asking to wait longer than [`MAX_RETRY_WAIT`].
+    pub fn retry_delay(&self, attempt: u32, result: &Result<Value>) -> Option<Duration> {
+        if attempt >= self.retries {
+            return None;
+        }
+        let backoff = Duration::from_millis(250 << attempt.min(3));
+        let wait = match result {
+            Err(Error::Network(_)) => backoff,
+            Err(Error::Unavailable { retry_after, .. }) => retry_after.map_or(backoff, Duration::from_secs),
+            _ => return None,
+        };
+        (wait <= MAX_RETRY_WAIT).then_some(wait)
     }
 
     pub fn activate_request(&self, license_key: &str) -> Result<Prepared> {
@@ -354,7 +386,7 @@ impl Core {
         if let Some(platform) = &self.platform {
             body["platform"] = json!(platform);
         }
-        self.with_nonce("/v1/activate", body, Some(license_key.to_string()))
+        Self::write(self.with_nonce("/v1/activate", body, Some(license_key.to_string())))
     }
 
     pub fn check_request(&self, feature: Option<&str>) -> Result<Prepared> {
@@ -370,7 +402,7 @@ impl Core {
         let key = self.license_key()?;
         let mut body = self.device_body(&key);
         body["hours"] = json!(hours);
-        self.with_nonce("/v1/borrow", body, Some(key))
+        Self::write(self.with_nonce("/v1/borrow", body, Some(key)))
     }
 
     pub fn trial_request(&self, email: Option<&str>) -> Result<Prepared> {
@@ -378,12 +410,19 @@ impl Core {
         if let Some(email) = email {
             body["email"] = json!(email);
         }
-        self.with_nonce("/v1/trial", body, None)
+        Self::write(self.with_nonce("/v1/trial", body, None))
     }
 
     pub fn deactivate_request(&self) -> Result<Prepared> {
         let key = self.license_key()?;
-        Ok(Prepared { path: "/v1/deactivate", body: self.device_body(&key), nonce: None, license_key: Some(key) })
+        let prepared = Prepared {
+            path: "/v1/deactivate",
+            body: self.device_body(&key),
+            nonce: None,
+            license_key: Some(key),
+            idempotency_key: None,
+        };
+        Self::write(Ok(prepared))
     }
 
     pub fn consume_request(&self, amount: u64, feature: Option<&str>) -> Result<Prepared> {
@@ -393,7 +432,13 @@ impl Core {
         if let Some(feature) = feature {
             body["feature"] = json!(feature);
         }
-        Ok(Prepared { path: "/v1/consume", body, nonce: None, license_key: Some(key) })
+        Self::write(Ok(Prepared {
+            path: "/v1/consume",
+            body,
+            nonce: None,
+            license_key: Some(key),
+            idempotency_key: None,
+        }))
     }
 
     /// What an answer says, or why it is an error: a Keygate refusal, or no usable answer at all.
@@ -545,6 +590,31 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_no_answer_and_retry_later_are_retried_and_never_for_long() {
+        let mut settings = Settings::new("https://api.example.com", "editor");
+        settings.keys = KeySet::new(vec![crate::keys::PublicKey::from_base64url(&"A".repeat(43)).unwrap()]);
+        settings.issuer = "keygate".into();
+        settings.hardware_id = Some("pc-1".into());
+        settings.cache_dir = Some(std::env::temp_dir());
+        let core = Core::new(settings).unwrap();
+        let unavailable = |retry_after| Err(Error::Unavailable { status: 503, retry_after });
+        assert_eq!(core.retry_delay(0, &Err(Error::Network("reset".into()))), Some(Duration::from_millis(250)));
+        assert_eq!(core.retry_delay(1, &unavailable(None)), Some(Duration::from_millis(500)));
+        assert_eq!(core.retry_delay(0, &unavailable(Some(1))), Some(Duration::from_secs(1)), "Retry-After");
+        assert_eq!(core.retry_delay(0, &unavailable(Some(30))), None, "too long to wait inside a call");
+        assert_eq!(core.retry_delay(DEFAULT_RETRIES, &unavailable(None)), None, "retries used up");
+        let refused = Err(Error::Refused { status: 409, code: "X".into(), message: String::new() });
+        assert_eq!(core.retry_delay(0, &refused), None);
+        assert_eq!(core.retry_delay(0, &Ok(json!({}))), None);
+        let writes = [core.consume_request(1, None), core.deactivate_request()];
+        assert!(writes.iter().all(|w| w.as_ref().is_err()), "no license held yet");
+        let activation = core.activate_request("KEY").unwrap();
+        let trial = core.trial_request(None).unwrap();
+        assert!(activation.idempotency_key.is_some() && trial.idempotency_key.is_some());
+        assert_ne!(activation.idempotency_key, trial.idempotency_key, "one key per call");
+    }
 
     #[test]
     fn request_files_carry_an_rfc3339_utc_time() {

@@ -67,7 +67,8 @@ impl Setup {
 
     /// The same machine, with the server unreachable.
     fn offline(&self, hardware_id: &str) -> AsyncClient {
-        self.client("http://127.0.0.1:9", hardware_id)
+        // (No retries: a closed port answers at once, and the tests need no pauses.)
+        self.builder("http://127.0.0.1:9", hardware_id).retries(0).build_async().unwrap()
     }
 }
 
@@ -424,4 +425,27 @@ async fn a_used_up_feature_is_not_usable_after_a_feature_check() {
     client.consume(1, Some("export")).await.unwrap();
     let checked = client.check_feature("export").await.unwrap();
     assert!(checked.valid && !checked.has_feature("export"), "{checked:?}");
+}
+
+/// The server answers 503 after DynamoDB committed a consume (its own retries lost every answer):
+/// the client sends it again with the same Idempotency-Key and gets the first answer, counted once.
+#[tokio::test]
+async fn a_write_the_server_could_not_confirm_is_retried_once_and_counted_once() {
+    use keygate_tests::fault::Fault;
+    let (t, proxy, _direct) = TestApp::spawn_behind_proxy().await;
+    let key = t.issue(json!({"max_consumptions": 10})).await;
+    let setup = Setup::new(&t).await;
+    let client = setup.client(&t.base_url, "pc-1");
+    client.activate(&key).await.unwrap();
+    // Three lost answers: every attempt of the server's SDK, so the server says 503.
+    proxy.inject(Fault::ServerErrorAfterCommit, 3, &["TransactWriteItems"]);
+    let consumed = client.consume(4, None).await.unwrap();
+    assert_eq!(proxy.remaining(), 0, "the server's first try was refused");
+    assert_eq!((consumed.total_consumptions, consumed.remaining), (4, Some(6)), "the first answer");
+    assert_eq!(t.stored(&key).await["license"]["consumption"]["*"]["used"], 4, "counted once");
+    // Without retries, the caller sees the 503 (and may retry itself).
+    proxy.inject(Fault::ServerError, 3, &[]);
+    let once = setup.builder(&t.base_url, "pc-1").retries(0).build_async().unwrap();
+    let failed = once.consume(1, None).await.unwrap_err();
+    assert!(matches!(failed, Error::Unavailable { status: 503, retry_after: Some(_) }), "{failed}");
 }
