@@ -3,6 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 VENV := .venv
 CONTRACT_VENV := .venv-contract
+BENCH_VENV := .venv-bench
 SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam
 # Architecture of the deployed functions: arm64 (default) or x86_64.
 ARCH ?= arm64
@@ -75,9 +76,14 @@ sam-build: tools ## sam build of infra/template.yaml with cargo-lambda (ARCH=x86
 deploy: sam-build ## sam deploy: --guided the first time (writes samconfig.toml), then with the saved answers
 	if [ -f samconfig.toml ]; then $(SAM) deploy; else $(SAM) deploy --guided; fi
 
-bench: tools deps ## benchmarks of the release binaries against baselines from the same run → docs/benchmarks.md
+bench: tools deps $(BENCH_VENV)/.installed ## benchmarks of the release binaries against baselines from the same run, and the load test (locust) → docs/benchmarks.md
 	bash scripts/bench.sh
+
+$(BENCH_VENV)/.installed: bench/load/requirements.txt
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/load/requirements.txt
+	touch $@
 
 clean: ## remove build outputs and local state
 	$(CARGO) clean
-	rm -rf .local .aws-sam $(CONTRACT_VENV)
+	rm -rf .local .aws-sam $(CONTRACT_VENV) $(BENCH_VENV)

@@ -16,4 +16,10 @@ if [ -d target/lambda-arm64 ]; then
     export BENCH_ARM64_DIR=target/lambda-arm64
 fi
 BENCH_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+if [ "${1:-}" != cold ]; then
+    # The load test first, on a DynamoDB Local of its own; the driver reports its results.
+    export BENCH_LOAD=target/bench-load.json
+    rm -f "$BENCH_LOAD"
+    bash scripts/with-dynamodb-local.sh bash bench/load/run.sh target/lambda/keygate/bootstrap "$BENCH_LOAD"
+fi
 bash scripts/with-dynamodb-local.sh target/lambda/keygate-bench/bootstrap "$@"

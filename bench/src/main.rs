@@ -578,6 +578,65 @@ async fn throughput(report: &mut Report, keygate: &Path, table: &str, key: &str)
     ));
 }
 
+/// The load test's results (bench/load/run.sh, locust): a mixed workload at saturation and at a fixed
+/// rate, with the unexpected answers and the invariant violations it counted.
+fn load_test(report: &mut Report, path: &Path) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        eprintln!("bench: no load test results at {} (bench/load/run.sh writes them)", path.display());
+        return;
+    };
+    let load: Value = serde_json::from_str(&text).expect("the load test's JSON");
+    report.section("Load test: a mixed client workload (locust) on `keygate serve`");
+    report.line(format!(
+        "{} simulated customers for {} s per run against a release `keygate serve` on DynamoDB Local, from locust \
+         (bench/load/locustfile.py) on the same 2 cores: per customer 70% checks, 15% floating heartbeats on a shared \
+         pool with a seat each, 8% consumes and 5% machines coming or going (activate or deactivate), writes with an \
+         `Idempotency-Key`. Saturation: no pause between calls; fixed rate: {} calls/s per customer. Any 4xx or 5xx \
+         is unexpected; after each run the stored seats, devices and counters are compared with what the customers \
+         were told. Latencies are locust's (ms, rounded), including the Python client's own time.\n",
+        load["users"], load["seconds"], load["rate_per_user"]
+    ));
+    report.line("| run | operation | requests | req/s | p50 ms | p99 ms | failed | invariant violations |");
+    report.line("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut bad = 0u64;
+    for mode in ["saturation", "fixed"] {
+        let run = &load["runs"][mode];
+        let unexpected: u64 = run["unexpected"].as_object().map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+        let violations = run["violations"].as_array().map_or(0, Vec::len) as u64;
+        bad += unexpected + violations;
+        let mut rows: Vec<(String, &Value)> =
+            run["operations"].as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v)).collect()).unwrap_or_default();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, f) in &rows {
+            report.line(format!(
+                "| {mode} | {name} | {} | {:.0} | {} | {} | {} | |",
+                f["requests"],
+                f["rps"].as_f64().unwrap_or(0.0),
+                f["p50"],
+                f["p99"],
+                f["failures"]
+            ));
+        }
+        let f = &run["total"];
+        report.line(format!(
+            "| {mode} | **all** | {} | **{:.0}** | {} | {} | {unexpected} | {violations} |",
+            f["requests"],
+            f["rps"].as_f64().unwrap_or(0.0),
+            f["p50"],
+            f["p99"]
+        ));
+        for violation in run["violations"].as_array().into_iter().flatten() {
+            report.line(format!("\nviolation ({mode}): {violation}"));
+        }
+    }
+    report.targets.push((
+        "Load test: unexpected answers and invariant violations, at saturation and at a fixed rate".into(),
+        bad.to_string(),
+        "0".into(),
+        bad == 0,
+    ));
+}
+
 /// keygate-client: `status()` from the cache beside one JWS verification, and an online check through
 /// the client beside the same request from a bare HTTP client, against a release `keygate serve`.
 async fn client_library(report: &mut Report, keygate: &Path, table: &str, key: &str, verify: Summary) {
@@ -729,6 +788,9 @@ async fn main() {
     eprintln!("bench: the client library");
     let client_key = issue(&store_app, json!({"max_activations": 2})).await;
     client_library(&mut report, &bins.join("keygate").join("bootstrap"), &table, &client_key, verify).await;
+    if let Ok(load) = std::env::var("BENCH_LOAD") {
+        load_test(&mut report, Path::new(&load));
+    }
     sizes(&mut report, &bins);
 
     report.section("Cost per million checks");

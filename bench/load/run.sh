@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The load test of `make bench`: a release `keygate serve` on the DynamoDB Local that
+# scripts/with-dynamodb-local.sh started, driven by locust (bench/load/locustfile.py) twice: at
+# saturation (no pause between calls) and at a fixed rate; at the end every user finishes its call
+# (--stop-timeout), so what users were told is complete when the stored state is compared. Writes the figures, the unexpected
+# answers and the invariant violations as JSON to $2.
+#   bench/load/run.sh KEYGATE_BINARY OUT.json
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/dynamodb-local.sh
+keygate=${1:?the keygate binary}
+out=${2:?where to write the results}
+users=${LOAD_USERS:-16}
+seconds=${LOAD_SECONDS:-20}
+# Calls per second per user in the fixed-rate run (16 users x 8 = 128/s: below saturation here).
+rate=${LOAD_RATE_PER_USER:-8}
+locust=.venv-bench/bin/locust
+
+export KEYGATE_TABLE="load-$$"
+"$keygate" table create >/dev/null
+KEYGATE_SIGNING_KEY=$("$keygate" keys new 2>/dev/null)
+export KEYGATE_SIGNING_KEY
+admin=$("$keygate" admin-token new 2>/dev/null)
+KEYGATE_ADMIN_TOKEN_SHA256=$(printf '%s' "$admin" | "$keygate" admin-token hash)
+export KEYGATE_ADMIN_TOKEN_SHA256 AWS_LAMBDA_LOG_LEVEL=ERROR
+port=$(free_port)
+work=$(mktemp -d -t keygate-load.XXXXXX)
+SERVER_PID=
+cleanup() {
+    stop_pid "$SERVER_PID"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+"$keygate" serve --port "$port" >"$work/serve.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 100); do
+    port_open "$port" && break
+    sleep 0.1
+done
+
+run() {
+    local mode=$1
+    shift
+    env KEYGATE_URL="http://127.0.0.1:$port" KEYGATE_ADMIN_TOKEN="$admin" LOAD_USERS="$users" \
+        LOAD_OUT="$work/$mode.json" "$@" \
+        "$locust" -f bench/load/locustfile.py --headless --users "$users" --spawn-rate "$users" \
+        --run-time "${seconds}s" --stop-timeout 30 --host "http://127.0.0.1:$port" --csv "$work/$mode" --only-summary \
+        --exit-code-on-error 0 --loglevel WARNING >"$work/$mode.log" 2>&1
+}
+echo "load: saturation, $users users for ${seconds}s" >&2
+run saturation
+echo "load: fixed rate, $users users x $rate/s for ${seconds}s" >&2
+run fixed LOAD_RATE="$rate"
+
+python3 - "$work" "$out" "$users" "$seconds" "$rate" <<'PY'
+import csv, json, sys
+work, out, users, seconds, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+result = {"users": users, "seconds": seconds, "rate_per_user": rate, "runs": {}}
+for mode in ("saturation", "fixed"):
+    with open(f"{work}/{mode}_stats.csv") as f:
+        rows = {row["Name"]: row for row in csv.DictReader(f)}
+    with open(f"{work}/{mode}.json") as f:
+        checked = json.load(f)
+    def figures(row):
+        return {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
+                "rps": float(row["Requests/s"]), "p50": float(row["50%"]), "p99": float(row["99%"])}
+    result["runs"][mode] = {
+        "total": figures(rows["Aggregated"]),
+        "operations": {name: figures(row) for name, row in rows.items() if name != "Aggregated"},
+        "unexpected": checked["unexpected"],
+        "violations": checked["violations"],
+    }
+json.dump(result, open(out, "w"), indent=1)
+PY
+echo "load: wrote $out" >&2
