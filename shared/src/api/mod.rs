@@ -64,15 +64,17 @@ pub enum Function {
 
 impl Function {
     pub const ALL: [Function; 4] = [Function::Issue, Function::Activate, Function::Check, Function::Deactivate];
+}
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Function::Issue => "issue",
-            Function::Activate => "activate",
-            Function::Check => "check",
-            Function::Deactivate => "deactivate",
-        }
-    }
+/// Who may call a route, declared with it (never inferred from the function that serves it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// The vendor: `Authorization: Bearer <admin token>` required; never answered to browsers.
+    Vendor,
+    /// The vendor's client software, with a license key: open, and open to allowed browser origins.
+    Client,
+    /// Anyone (the signing keys).
+    Public,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,63 +101,39 @@ enum Endpoint {
 pub struct Route {
     pub method: Method,
     pub path: &'static str,
+    pub auth: Auth,
     pub function: Function,
     endpoint: Endpoint,
 }
 
+const fn route(method: Method, path: &'static str, auth: Auth, function: Function, endpoint: Endpoint) -> Route {
+    Route { method, path, auth, function, endpoint }
+}
+
 /// Every route of the API; `{name}` segments are path parameters.
 pub const ROUTES: &[Route] = &[
-    Route { method: Method::POST, path: "/v1/licenses", function: Function::Issue, endpoint: Endpoint::CreateLicenses },
-    Route { method: Method::GET, path: "/v1/licenses", function: Function::Issue, endpoint: Endpoint::ListLicenses },
-    Route {
-        method: Method::GET,
-        path: "/v1/licenses/{license_key}",
-        function: Function::Issue,
-        endpoint: Endpoint::ShowLicense,
-    },
-    Route {
-        method: Method::PATCH,
-        path: "/v1/licenses/{license_key}",
-        function: Function::Issue,
-        endpoint: Endpoint::UpdateLicense,
-    },
-    Route {
-        method: Method::DELETE,
-        path: "/v1/licenses/{license_key}/devices/{hardware_id}",
-        function: Function::Issue,
-        endpoint: Endpoint::ReleaseDevice,
-    },
-    Route {
-        method: Method::PUT,
-        path: "/v1/products/{product}/trial",
-        function: Function::Issue,
-        endpoint: Endpoint::TrialTerms,
-    },
-    Route { method: Method::POST, path: "/v1/activate", function: Function::Activate, endpoint: Endpoint::Activate },
-    Route { method: Method::POST, path: "/v1/trial", function: Function::Activate, endpoint: Endpoint::Trial },
-    Route {
-        method: Method::POST,
-        path: "/v1/activate/offline",
-        function: Function::Activate,
-        endpoint: Endpoint::ActivateOffline,
-    },
-    Route { method: Method::POST, path: "/v1/borrow", function: Function::Activate, endpoint: Endpoint::Borrow },
-    Route { method: Method::POST, path: "/v1/consume", function: Function::Activate, endpoint: Endpoint::Consume },
-    Route { method: Method::POST, path: "/v1/check", function: Function::Check, endpoint: Endpoint::CheckJson },
-    Route { method: Method::GET, path: "/v1/check", function: Function::Check, endpoint: Endpoint::CheckQuery },
-    Route { method: Method::GET, path: "/.well-known/jwks.json", function: Function::Check, endpoint: Endpoint::Jwks },
-    Route {
-        method: Method::POST,
-        path: "/v1/deactivate",
-        function: Function::Deactivate,
-        endpoint: Endpoint::Deactivate,
-    },
-    Route {
-        method: Method::POST,
-        path: "/v1/deactivate/offline",
-        function: Function::Deactivate,
-        endpoint: Endpoint::DeactivateOffline,
-    },
+    route(Method::POST, "/v1/licenses", Auth::Vendor, Function::Issue, Endpoint::CreateLicenses),
+    route(Method::GET, "/v1/licenses", Auth::Vendor, Function::Issue, Endpoint::ListLicenses),
+    route(Method::GET, "/v1/licenses/{license_key}", Auth::Vendor, Function::Issue, Endpoint::ShowLicense),
+    route(Method::PATCH, "/v1/licenses/{license_key}", Auth::Vendor, Function::Issue, Endpoint::UpdateLicense),
+    route(
+        Method::DELETE,
+        "/v1/licenses/{license_key}/devices/{hardware_id}",
+        Auth::Vendor,
+        Function::Issue,
+        Endpoint::ReleaseDevice,
+    ),
+    route(Method::PUT, "/v1/products/{product}/trial", Auth::Vendor, Function::Issue, Endpoint::TrialTerms),
+    route(Method::POST, "/v1/activate", Auth::Client, Function::Activate, Endpoint::Activate),
+    route(Method::POST, "/v1/trial", Auth::Client, Function::Activate, Endpoint::Trial),
+    route(Method::POST, "/v1/activate/offline", Auth::Client, Function::Activate, Endpoint::ActivateOffline),
+    route(Method::POST, "/v1/borrow", Auth::Client, Function::Activate, Endpoint::Borrow),
+    route(Method::POST, "/v1/consume", Auth::Client, Function::Activate, Endpoint::Consume),
+    route(Method::POST, "/v1/check", Auth::Client, Function::Check, Endpoint::CheckJson),
+    route(Method::GET, "/v1/check", Auth::Client, Function::Check, Endpoint::CheckQuery),
+    route(Method::GET, "/.well-known/jwks.json", Auth::Public, Function::Check, Endpoint::Jwks),
+    route(Method::POST, "/v1/deactivate", Auth::Client, Function::Deactivate, Endpoint::Deactivate),
+    route(Method::POST, "/v1/deactivate/offline", Auth::Client, Function::Deactivate, Endpoint::DeactivateOffline),
 ];
 
 /// A successful answer, before it becomes an HTTP response.
@@ -183,7 +161,7 @@ fn json_response(status: StatusCode, body: String) -> Response<Body> {
 fn client_methods(functions: &[Function], path: &str) -> Option<Vec<&'static str>> {
     let matching: Vec<&Route> =
         ROUTES.iter().filter(|r| functions.contains(&r.function) && match_path(r.path, path).is_some()).collect();
-    let vendor = matching.iter().any(|r| r.function == Function::Issue);
+    let vendor = matching.iter().any(|r| r.auth == Auth::Vendor);
     (!matching.is_empty() && !vendor).then(|| matching.iter().map(|r| r.method.as_str()).collect())
 }
 
@@ -278,9 +256,7 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
             allowed.push(route.method.as_str());
             continue;
         }
-        if route.function == Function::Issue
-            && !app.admin_tokens.allows_header(header_str(request, header::AUTHORIZATION))
-        {
+        if route.auth == Auth::Vendor && !app.admin_tokens.allows_header(header_str(request, header::AUTHORIZATION)) {
             return Err(ApiError::new(
                 ErrorCode::Unauthorized,
                 "a valid `Authorization: Bearer <admin token>` header is required",

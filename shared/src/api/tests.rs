@@ -75,6 +75,38 @@ async fn vendor_routes_need_a_configured_admin_token() {
     assert_eq!(app.store.round_trips(), 0, "a refused request must not touch the store");
 }
 
+/// Every vendor route refuses a missing or wrong admin token, served alone or beside the others,
+/// before it touches the store; client and public routes ask for none.
+#[tokio::test]
+async fn every_vendor_route_refuses_a_missing_or_wrong_token_whichever_function_serves_it() {
+    let app = app();
+    let concrete = |path: &str| {
+        path.replace("{license_key}", "AAAAA-BBBBB-CCCCC-DDDDD-EEEEE")
+            .replace("{hardware_id}", "pc-1")
+            .replace("{product}", "editor")
+    };
+    let vendor: Vec<&Route> = ROUTES.iter().filter(|r| r.auth == Auth::Vendor).collect();
+    assert_eq!(vendor.len(), 6, "the vendor API");
+    for route in &vendor {
+        for functions in [&Function::ALL[..], std::slice::from_ref(&route.function)] {
+            for token in [None, Some("wrong"), Some("")] {
+                let mut request = http::Request::builder().method(route.method.clone()).uri(concrete(route.path));
+                if let Some(token) = token {
+                    request = request.header("authorization", format!("Bearer {token}"));
+                }
+                let response = handle(&app, functions, request.body(Body::from("{}")).unwrap()).await;
+                assert_eq!(response.status(), 401, "{} {} with {token:?}", route.method, route.path);
+            }
+        }
+    }
+    assert_eq!(app.store.round_trips(), 0, "refused before the store");
+    for route in ROUTES.iter().filter(|r| r.auth != Auth::Vendor) {
+        let request = http::Request::builder().method(route.method.clone()).uri(concrete(route.path));
+        let response = handle(&app, &Function::ALL, request.body(Body::from("{}")).unwrap()).await;
+        assert_ne!(response.status(), 401, "{} {} needs no token", route.method, route.path);
+    }
+}
+
 #[tokio::test]
 async fn a_batch_issues_distinct_keys() {
     let app = app();
