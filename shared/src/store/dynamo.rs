@@ -176,17 +176,41 @@ fn transaction_error<R: std::fmt::Debug>(err: SdkError<TransactWriteItemsError, 
     if let SdkError::ServiceError(service) = &err {
         match service.err() {
             TransactWriteItemsError::TransactionCanceledException(cancelled) => {
-                let codes: Vec<&str> = cancelled.cancellation_reasons().iter().filter_map(|r| r.code()).collect();
-                if codes.iter().any(|c| matches!(*c, "ConditionalCheckFailed" | "TransactionConflict")) {
-                    return WriteError::Conflict;
-                }
-                return WriteError::Store(StoreError::Unavailable(format!("transaction cancelled: {codes:?}")));
+                let reasons: Vec<(&str, &str)> = cancelled
+                    .cancellation_reasons()
+                    .iter()
+                    .map(|r| (r.code().unwrap_or("None"), r.message().unwrap_or("")))
+                    .collect();
+                return cancellation(&reasons);
             }
             TransactWriteItemsError::TransactionInProgressException(_) => return WriteError::Conflict,
             _ => {}
         }
     }
     WriteError::Store(classify(err))
+}
+
+/// A cancelled transaction, by its items' reasons: a condition that no longer holds or a
+/// concurrent transaction is a conflict (read again and re-decide); throttling is a passing
+/// unavailability; anything else (a ValidationError, an item collection over its size limit) is a
+/// fault of this code, with its cause, never a "retry later".
+fn cancellation(reasons: &[(&str, &str)]) -> WriteError {
+    let any = |codes: &[&str]| reasons.iter().any(|(code, _)| codes.contains(code));
+    let described = || {
+        let failed: Vec<String> = reasons
+            .iter()
+            .filter(|(code, _)| *code != "None")
+            .map(|(code, message)| format!("{code}: {message}"))
+            .collect();
+        format!("transaction cancelled: {}", failed.join("; "))
+    };
+    if any(&["ConditionalCheckFailed", "TransactionConflict"]) {
+        WriteError::Conflict
+    } else if any(&["ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"]) {
+        WriteError::Store(StoreError::Unavailable(described()))
+    } else {
+        WriteError::Store(StoreError::Internal(described()))
+    }
 }
 
 /// A single-item write whose condition failed is a conflict; anything else is classified as usual.
@@ -1150,7 +1174,28 @@ pub async fn create_table(client: &Client, table: &str) -> Result<bool, StoreErr
 
 #[cfg(test)]
 mod tests {
-    use super::{decode_cursor, encode_cursor, lambda_region, AttributeValue, AWS_ROOT_CAS};
+    use super::{
+        cancellation, decode_cursor, encode_cursor, lambda_region, AttributeValue, StoreError, WriteError, AWS_ROOT_CAS,
+    };
+
+    #[test]
+    fn a_cancelled_transaction_is_mapped_by_its_reasons() {
+        let kind = |reasons: &[(&str, &str)]| match cancellation(reasons) {
+            WriteError::Conflict => "conflict",
+            WriteError::Store(StoreError::Unavailable(_)) => "unavailable",
+            WriteError::Store(StoreError::Internal(cause)) => {
+                assert!(cause.contains("ValidationError: bad") || cause.contains("ItemCollection"), "{cause}");
+                "internal"
+            }
+            WriteError::Store(_) => "other",
+        };
+        assert_eq!(kind(&[("None", ""), ("ConditionalCheckFailed", "")]), "conflict");
+        assert_eq!(kind(&[("TransactionConflict", ""), ("None", "")]), "conflict");
+        assert_eq!(kind(&[("ThrottlingError", ""), ("None", "")]), "unavailable");
+        assert_eq!(kind(&[("ProvisionedThroughputExceeded", "")]), "unavailable");
+        assert_eq!(kind(&[("None", ""), ("ValidationError", "bad")]), "internal", "a bug, not a retry later");
+        assert_eq!(kind(&[("ItemCollectionSizeLimitExceeded", "")]), "internal");
+    }
 
     #[test]
     fn only_cursors_of_license_items_in_this_listing_are_accepted() {
