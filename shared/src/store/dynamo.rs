@@ -641,21 +641,40 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// Undo the chunks of a batch that were written before a later chunk failed.
+    /// Undo the chunks of a batch that were written before a later chunk failed, sending again
+    /// what DynamoDB left unprocessed (throttled) a few times before giving up with a log line.
     async fn delete_licenses(&self, licenses: &[License]) {
         for chunk in licenses.chunks(25) {
-            let deletes = chunk.iter().filter_map(|l| {
-                let delete = aws_sdk_dynamodb::types::DeleteRequest::builder()
-                    .key("PK", license_pk(&l.license_key))
-                    .key("SK", s(LICENSE_SK))
-                    .build()
-                    .ok()?;
-                Some(aws_sdk_dynamodb::types::WriteRequest::builder().delete_request(delete).build())
-            });
-            self.count_round_trip();
-            let result = self.client.batch_write_item().request_items(&self.table, deletes.collect()).send().await;
-            if let Err(err) = result {
-                tracing::error!(error = %DisplayErrorContext(&err), "could not undo a partly written license batch");
+            let mut requests: Vec<aws_sdk_dynamodb::types::WriteRequest> = chunk
+                .iter()
+                .filter_map(|l| {
+                    let delete = aws_sdk_dynamodb::types::DeleteRequest::builder()
+                        .key("PK", license_pk(&l.license_key))
+                        .key("SK", s(LICENSE_SK))
+                        .build()
+                        .ok()?;
+                    Some(aws_sdk_dynamodb::types::WriteRequest::builder().delete_request(delete).build())
+                })
+                .collect();
+            for attempt in 0..5u32 {
+                if requests.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                self.count_round_trip();
+                match self.client.batch_write_item().request_items(&self.table, requests.clone()).send().await {
+                    Ok(output) => {
+                        requests = output.unprocessed_items.and_then(|mut m| m.remove(&self.table)).unwrap_or_default();
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %DisplayErrorContext(&err), "could not undo a partly written license batch");
+                    }
+                }
+            }
+            if !requests.is_empty() {
+                tracing::error!(left = requests.len(), "licenses of a failed batch were left in place");
             }
         }
     }
@@ -738,13 +757,26 @@ impl Store for DynamoStore {
             .expression_attribute_names("#pk", attribute)
             .expression_attribute_values(":pk", AttributeValue::S(value))
             .scan_index_forward(false)
-            .limit(limit as i32)
+            // One more than the page, so a cursor is handed out only while more remain (DynamoDB
+            // returns a LastEvaluatedKey whenever the limit is reached, even at the very end).
+            .limit(limit.saturating_add(1) as i32)
             .set_exclusive_start_key(start)
             .send()
             .await
             .map_err(classify)?;
-        let licenses = output.items.unwrap_or_default().into_iter().map(license_from).collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = output.last_evaluated_key.as_ref().and_then(encode_cursor);
+        let mut items = output.items.unwrap_or_default();
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            let last = items.last().map(|item| {
+                let names = [attribute, "created_at", "PK", "SK"];
+                names.iter().filter_map(|n| item.get(*n).map(|v| (n.to_string(), v.clone()))).collect::<Item>()
+            });
+            last.as_ref().and_then(encode_cursor)
+        } else {
+            // Fewer than asked, yet a key: the query stopped at its 1 MB page, so more may remain.
+            output.last_evaluated_key.as_ref().and_then(encode_cursor)
+        };
+        let licenses = items.into_iter().map(license_from).collect::<Result<Vec<_>, _>>()?;
         Ok(Page { licenses, next_cursor })
     }
 

@@ -1,6 +1,7 @@
 //! The storage port: the few reads and atomic writes the handlers need, with a DynamoDB
 //! implementation and an in-memory one that keeps the same conditions (for fast unit tests).
 
+pub mod contract;
 mod dynamo;
 mod memory;
 

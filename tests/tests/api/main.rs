@@ -19,6 +19,7 @@ mod offline;
 mod rules;
 mod ssm;
 mod stateful;
+mod store_contract;
 mod trial;
 mod vendor;
 use serde_json::{json, Value};

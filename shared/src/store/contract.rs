@@ -1,0 +1,248 @@
+//! The store contract: what every [`Store`] must do, as one generic suite. `cargo test` runs it
+//! against [`super::MemoryStore`]; `make test` runs it against [`super::DynamoStore`] on DynamoDB
+//! Local (tests/tests/api/store_contract.rs), so the in-memory store the handler tests rely on can
+//! never drift from the real one. (Generic, so nothing of it is compiled into the functions.)
+//!
+//! Each case takes a fresh, empty store and panics on a breach; [`cases`] lists them all.
+
+use super::{ActivationWrite, DeactivationWrite, IdempotencyRecord, Lookup, Receipt, SeatRelease, Sighting, Store};
+use super::{StoreError, WriteError};
+use crate::input::{Email, HardwareId, LicenseKey, Product};
+use crate::model::{Customer, Device, License, LicenseType, ReleasedBy};
+use crate::rules;
+use crate::time::Timestamp;
+use std::future::Future;
+use std::pin::Pin;
+
+type Case<S> = for<'a> fn(&'a S) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Every case, by name.
+pub fn cases<S: Store>() -> Vec<(&'static str, Case<S>)> {
+    vec![
+        ("licenses are created all or none, and read back in the order asked", |s| Box::pin(created_all_or_none(s))),
+        ("an idempotency record commits with its licenses", |s| Box::pin(idempotency_record_with_licenses(s))),
+        ("a receipt is stored with its write, once", |s| Box::pin(receipt_once(s))),
+        ("listings page newest first and refuse foreign cursors", |s| Box::pin(listing_pages(s))),
+        ("activation holds the seat limit and binds once", |s| Box::pin(activation_seat_limit(s))),
+        ("a release needs the device as it was read", |s| Box::pin(release_as_read(s))),
+        ("consumption holds its limit against a stale plan", |s| Box::pin(consumption_limit(s))),
+        ("a license is replaced only at the version read", |s| Box::pin(replace_at_version(s))),
+        ("a sighting moves the horizon only forward", |s| Box::pin(sighting_forward(s))),
+    ]
+}
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+fn license(max_activations: u32, created_at: Timestamp) -> License {
+    let key = LicenseKey::generate().expect("a key");
+    let id = crate::input::random_id("lic").expect("an id");
+    License::new(key, id, Product::parse("editor").unwrap(), LicenseType::Perpetual, max_activations, created_at)
+}
+
+fn hwid(id: &str) -> HardwareId {
+    HardwareId::parse(id).unwrap()
+}
+
+fn device(id: &str, at: Timestamp) -> Device {
+    Device {
+        hardware_id: hwid(id),
+        name: None,
+        platform: None,
+        is_vm: false,
+        activated_at: at,
+        last_seen_at: at,
+        lease_expires_at: None,
+        borrowed_until: None,
+        credential_until: Some(at.plus_seconds(3_600)),
+    }
+}
+
+fn conflict(result: Result<(), WriteError>, what: &str) {
+    assert!(matches!(result, Err(WriteError::Conflict)), "{what}: expected a conflict, got {result:?}");
+}
+
+async fn stored<S: Store>(store: &S, key: &LicenseKey) -> License {
+    store.licenses(std::slice::from_ref(key)).await.unwrap().pop().expect("the license is stored")
+}
+
+async fn created<S: Store>(store: &S, max_activations: u32) -> License {
+    let license = license(max_activations, now());
+    store.create_licenses(std::slice::from_ref(&license), None).await.unwrap();
+    license
+}
+
+/// Binds `id` to `license` as read now (taking a seat); returns the device as stored.
+async fn bound<S: Store>(store: &S, license: &License, id: &str) -> Device {
+    let device = device(id, now());
+    let write = ActivationWrite { license, device: &device, evict: None, now: now(), receipt: None };
+    store.activate(&write).await.unwrap();
+    device
+}
+
+async fn created_all_or_none<S: Store>(store: &S) {
+    let (a, b, c) = (license(1, now()), license(1, now()), license(1, now()));
+    store.create_licenses(&[a.clone(), b.clone()], None).await.unwrap();
+    let missing = LicenseKey::generate().unwrap();
+    let read = store.licenses(&[b.license_key.clone(), missing, a.license_key.clone()]).await.unwrap();
+    assert_eq!(read, vec![b.clone(), a.clone()], "existing ones, in the order asked");
+    conflict(store.create_licenses(&[c.clone(), a.clone()], None).await, "a batch with an existing key");
+    assert!(store.licenses(std::slice::from_ref(&c.license_key)).await.unwrap().is_empty(), "none of it written");
+}
+
+async fn idempotency_record_with_licenses<S: Store>(store: &S) {
+    let (a, b) = (license(1, now()), license(1, now()));
+    let record = IdempotencyRecord {
+        idempotency_key: crate::input::random_id("key").unwrap(),
+        fingerprint: "f".into(),
+        license_keys: vec![a.license_key.clone()],
+        created_at: now(),
+        ttl: now().unix() + 60,
+    };
+    store.create_licenses(std::slice::from_ref(&a), Some(&record)).await.unwrap();
+    assert_eq!(store.idempotency_record(&record.idempotency_key).await.unwrap(), Some(record.clone()));
+    conflict(store.create_licenses(std::slice::from_ref(&b), Some(&record)).await, "the record exists");
+    assert!(store.licenses(std::slice::from_ref(&b.license_key)).await.unwrap().is_empty(), "no license without it");
+    assert_eq!(store.idempotency_record("never-used").await.unwrap(), None);
+}
+
+async fn receipt_once<S: Store>(store: &S) {
+    let license = created(store, 2).await;
+    bound(store, &license, "pc-1").await;
+    let read = stored(store, &license.license_key).await;
+    let terms = read.metering();
+    let plan = rules::plan_consumption(&read, crate::model::LICENSE_COUNTER, &terms, 2, now()).unwrap();
+    let receipt = Receipt {
+        scope: format!("L#{}", license.license_key),
+        idempotency_key: "retry-1".into(),
+        fingerprint: "f".into(),
+        status: 200,
+        body: "{\"consumed\":2}".into(),
+        created_at: now(),
+        ttl: now().unix() + 60,
+    };
+    store.consume(&license.license_key, &plan, None, Some(&receipt)).await.unwrap();
+    assert_eq!(store.receipt(&receipt.scope, "retry-1").await.unwrap(), Some(receipt.clone()));
+    let again = rules::plan_consumption(&stored(store, &license.license_key).await, "*", &terms, 2, now()).unwrap();
+    conflict(store.consume(&license.license_key, &again, None, Some(&receipt)).await, "the receipt exists");
+    assert_eq!(stored(store, &license.license_key).await.consumption["*"].used, 2, "counted once");
+    assert_eq!(store.receipt(&receipt.scope, "retry-2").await.unwrap(), None);
+    assert_eq!(store.receipt("L#OTHER", "retry-1").await.unwrap(), None, "scoped");
+}
+
+async fn listing_pages<S: Store>(store: &S) {
+    let email = Email::parse(format!("{}@example.com", crate::input::random_id("c").unwrap())).unwrap();
+    let base = now().plus_seconds(-1_000);
+    let mut all: Vec<License> = (0..4)
+        .map(|i| License {
+            customer: Some(Customer { email: Some(email.clone()), ..Customer::default() }),
+            ..license(1, base.plus_seconds(i * 10))
+        })
+        .collect();
+    store.create_licenses(&all, None).await.unwrap();
+    let outsider = license(1, base);
+    store.create_licenses(std::slice::from_ref(&outsider), None).await.unwrap();
+    all.reverse();
+    let lookup = Lookup::CustomerEmail(email);
+    let first = store.list_licenses(&lookup, 2, None).await.unwrap();
+    assert_eq!(first.licenses, all[..2].to_vec(), "newest first");
+    let cursor = first.next_cursor.expect("more remain");
+    let second = store.list_licenses(&lookup, 2, Some(&cursor)).await.unwrap();
+    assert_eq!(second.licenses, all[2..].to_vec());
+    assert_eq!(second.next_cursor, None, "no cursor once none remain");
+    let everything = store.list_licenses(&lookup, 10, None).await.unwrap();
+    assert_eq!((everything.licenses.len(), everything.next_cursor), (4, None));
+    for forged in ["garbage", "", &outsider.license_key.to_string()] {
+        let refused = store.list_licenses(&lookup, 2, Some(forged)).await;
+        assert!(matches!(refused, Err(StoreError::InvalidCursor)), "cursor {forged:?}: {refused:?}");
+    }
+    let other = Lookup::OrderId(crate::input::OrderId::parse("ord-none").unwrap());
+    let foreign = store.list_licenses(&other, 2, Some(&cursor)).await;
+    assert!(matches!(foreign, Err(StoreError::InvalidCursor)), "another listing's cursor: {foreign:?}");
+}
+
+async fn activation_seat_limit<S: Store>(store: &S) {
+    let license = created(store, 1).await;
+    let first = bound(store, &license, "pc-1").await;
+    let second = device("pc-2", now());
+    let write = ActivationWrite { license: &license, device: &second, evict: None, now: now(), receipt: None };
+    conflict(store.activate(&write).await, "no seat left");
+    let again = ActivationWrite { license: &license, device: &first, evict: None, now: now(), receipt: None };
+    conflict(store.activate(&again).await, "already bound");
+    let (read, devices) = store.license_with_devices(&license.license_key).await.unwrap().unwrap();
+    assert_eq!((read.times_activated, devices), (1, vec![first]));
+}
+
+async fn release_as_read<S: Store>(store: &S) {
+    let license = created(store, 2).await;
+    let device = bound(store, &license, "pc-1").await;
+    let read = stored(store, &license.license_key).await;
+    let moved = Device { credential_until: device.credential_until.map(|t| t.plus_seconds(1)), ..device.clone() };
+    fn write<'a>(license: &'a License, device: &'a Device) -> DeactivationWrite<'a> {
+        DeactivationWrite {
+            license,
+            device,
+            seat: SeatRelease::Counted { count_transfer: true },
+            allowance: None,
+            released_by: ReleasedBy::Client,
+            now: now(),
+            receipt: None,
+        }
+    }
+    conflict(store.deactivate(&write(&read, &moved)).await, "the horizon moved since it was read");
+    store.deactivate(&write(&read, &device)).await.unwrap();
+    let (after, gone) = store.license_and_device(&license.license_key, &device.hardware_id).await.unwrap();
+    let after = after.unwrap();
+    assert_eq!((after.times_activated, after.transfer_count, gone), (0, 1, None), "a tombstone reads as absent");
+    conflict(store.deactivate(&write(&read, &device)).await, "released already");
+}
+
+async fn consumption_limit<S: Store>(store: &S) {
+    let license = License { max_consumptions: Some(5), ..license(1, now()) };
+    store.create_licenses(std::slice::from_ref(&license), None).await.unwrap();
+    let read = stored(store, &license.license_key).await;
+    let terms = read.metering();
+    let four = rules::plan_consumption(&read, "*", &terms, 4, now()).unwrap();
+    let stale = rules::plan_consumption(&read, "*", &terms, 2, now()).unwrap();
+    store.consume(&license.license_key, &four, None, None).await.unwrap();
+    conflict(store.consume(&license.license_key, &stale, None, None).await, "planned before the other write");
+    assert_eq!(stored(store, &license.license_key).await.consumption["*"].used, 4);
+}
+
+async fn replace_at_version<S: Store>(store: &S) {
+    let license = created(store, 1).await;
+    let changed = License { max_activations: 3, version: license.version + 1, ..license.clone() };
+    store.replace_license(&license, &changed).await.unwrap();
+    let late = License { max_activations: 9, version: license.version + 1, ..license.clone() };
+    conflict(store.replace_license(&license, &late).await, "a change made since the read");
+    assert_eq!(stored(store, &license.license_key).await.max_activations, 3);
+}
+
+async fn sighting_forward<S: Store>(store: &S) {
+    let license = created(store, 1).await;
+    let device = bound(store, &license, "pc-1").await;
+    let horizon = device.credential_until.unwrap();
+    let sighting = |until: Timestamp| Sighting { now: now(), stale_before: now(), credential_until: Some(until) };
+    store.touch_device(&license.license_key, &device.hardware_id, &sighting(horizon.plus_seconds(60))).await.unwrap();
+    let back = sighting(horizon.plus_seconds(30));
+    conflict(store.touch_device(&license.license_key, &device.hardware_id, &back).await, "a horizon moved back");
+    let (_, read) = store.license_and_device(&license.license_key, &device.hardware_id).await.unwrap();
+    assert_eq!(read.unwrap().credential_until, Some(horizon.plus_seconds(60)));
+    let unbound = sighting(horizon.plus_seconds(600));
+    conflict(store.touch_device(&license.license_key, &hwid("pc-none"), &unbound).await, "a device never bound");
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn the_memory_store_keeps_the_store_contract() {
+        for (name, case) in super::cases::<crate::store::MemoryStore>() {
+            let store = crate::store::MemoryStore::new();
+            let outcome = tokio::spawn(async move { case(&store).await });
+            if let Err(err) = outcome.await {
+                panic!("{name}: {err}");
+            }
+        }
+    }
+}
