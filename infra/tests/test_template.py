@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 TEMPLATE = os.path.join(ROOT, "infra", "template.yaml")
 OPENAPI = os.path.join(ROOT, "docs", "openapi.yaml")
 
-# The DynamoDB actions each function's code performs (see shared/src/store/dynamo.rs), and nothing more.
+# The DynamoDB actions each function's code performs (see shared/src/store/dynamo/), and nothing more.
 TABLE_ACTIONS = {
     "IssueFunction": {
         "dynamodb:GetItem",  # idempotency record

@@ -4,6 +4,24 @@
 //! and records (`T#...`), a vendor issue's idempotency record (`I#<key>`), and the answers of client
 //! writes made with an `Idempotency-Key` (`R#<scope>#<key>`, written in the write's own transaction).
 
+mod errors;
+mod expression;
+mod records;
+mod schema;
+mod sdk;
+
+pub use schema::create_table;
+pub use sdk::{sdk_config, sdk_config_with};
+
+use errors::{classify, conditional_error, transaction_error};
+use expression::{releases, Expression, MapAttribute, MAX_TAKE_OVER_PER_WRITE};
+use records::{
+    built, decode_cursor, device_from, device_item, device_sk, encode_cursor, idempotency_pk, is_released,
+    license_from, license_item, license_pk, lookup_index, n, receipt_pk, s, trial_marker_pk, trial_terms_pk, Item,
+    BOUND, CONSUMPTION, DEVICE_PREFIX, IDEMPOTENCY_SK, LEASES, LICENSE_SK, MAX_TRANSACTION_ITEMS, OPERATION_OWNED,
+    RECEIPT_SK, RELEASED, RELEASES, TRIAL_SK,
+};
+
 use super::{
     freeze_cutoff, reclaimed, tombstone_expires, ActivationWrite, DeactivationWrite, IdempotencyRecord, LeaseWrite,
     Lookup, Page, Receipt, SeatRelease, Sighting, Store, StoreError, WriteError,
@@ -12,426 +30,18 @@ use crate::input::{HardwareId, LicenseKey, Product};
 use crate::model::{Device, License, ReleasedBy, TrialMarker, TrialTerms};
 use crate::rules::{ConsumptionPlan, LeasePlan, Slot};
 use crate::time::Timestamp;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, ConditionCheck, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification,
-    TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{ConditionCheck, KeysAndAttributes, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-type Item = HashMap<String, AttributeValue>;
-
-const LICENSE_SK: &str = "L";
-const DEVICE_PREFIX: &str = "D#";
-pub const CUSTOMER_INDEX: &str = "GSI1";
-pub const ORDER_INDEX: &str = "GSI2";
-/// A released device: kept as a tombstone until TTL deletes it, read as absent everywhere.
-const RELEASED: &str = "attribute_exists(released_at)";
-const BOUND: &str = "attribute_not_exists(released_at)";
-/// The license attribute holding a floating license's leases (hardware id -> lease end).
-const LEASES: &str = "leases";
-/// The license attribute holding the release allowance in use (hardware id -> credential end).
-const RELEASES: &str = "releases";
-/// The license attribute holding consumption counters (counter key -> {period, used}).
-const CONSUMPTION: &str = "consumption";
-/// Attributes only their own operations write; a patch keeps them as they are.
-const OPERATION_OWNED: [&str; 3] = [LEASES, RELEASES, CONSUMPTION];
-
-fn is_released(item: &Item) -> bool {
-    item.contains_key("released_at")
-}
-
-/// TransactWriteItems takes at most 100 items.
-const MAX_TRANSACTION_ITEMS: usize = 100;
-
-/// SDK configuration for Keygate: rustls with ring (no second TLS stack), and timeouts short
-/// enough that a slow store becomes a clean 503 well before a Lambda function's own timeout.
-/// The endpoint comes from the SDK's standard `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL`.
-pub async fn sdk_config() -> SdkConfig {
-    sdk_config_with(|name| std::env::var(name).ok()).await
-}
-
-/// [`sdk_config`] with the environment variables that pick the Lambda fast path read through `env`.
-pub async fn sdk_config_with(env: impl Fn(&str) -> Option<String>) -> SdkConfig {
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .tls_context(tls_context())
-        .build_https();
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(Duration::from_millis(1_000))
-        .operation_attempt_timeout(Duration::from_millis(1_500))
-        .operation_timeout(Duration::from_millis(4_000))
-        .build();
-    let loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client)
-        .timeout_config(timeouts)
-        .retry_config(RetryConfig::standard().with_max_attempts(3));
-    let loader = match lambda_region(env) {
-        // On Lambda the region and the role's credentials are always in the environment: skip
-        // building the default provider chains (profile files, SSO, web identity, container,
-        // IMDS), about 0.3 ms of every cold start (docs/benchmarks.md). Anywhere else, the chains.
-        Some(region) => loader
-            .region(aws_config::Region::new(region))
-            .credentials_provider(aws_config::environment::EnvironmentVariableCredentialsProvider::new()),
-        None => loader,
-    };
-    loader.load().await
-}
-
-/// The region, when running in Lambda with the role's credentials in the environment.
-fn lambda_region(env: impl Fn(&str) -> Option<String>) -> Option<String> {
-    let set = |name: &str| env(name).filter(|v| !v.is_empty());
-    set("AWS_LAMBDA_FUNCTION_NAME")?;
-    set("AWS_ACCESS_KEY_ID")?;
-    set("AWS_REGION")
-}
-
-/// The roots of Amazon Trust Services, which sign every AWS service endpoint. Trusting only these,
-/// instead of loading and parsing the system's ~140 roots, takes about 4 ms off every cold start
-/// (docs/benchmarks.md). `KEYGATE_TLS_SYSTEM_ROOTS=1` trusts the system store instead (for a TLS proxy).
-const AWS_ROOT_CAS: &str = include_str!("aws_root_cas.pem");
-pub const TLS_SYSTEM_ROOTS: &str = "KEYGATE_TLS_SYSTEM_ROOTS";
-
-fn tls_context() -> tls::TlsContext {
-    let system = std::env::var(TLS_SYSTEM_ROOTS).is_ok_and(|v| v == "1");
-    let store = if system {
-        tls::TrustStore::default()
-    } else {
-        tls::TrustStore::empty().with_native_roots(false).with_pem_certificate(AWS_ROOT_CAS.as_bytes())
-    };
-    tls::TlsContext::builder().with_trust_store(store).build().unwrap_or_default()
-}
 
 pub struct DynamoStore {
     client: Client,
     table: String,
     round_trips: AtomicU64,
-}
-
-fn license_pk(key: &LicenseKey) -> AttributeValue {
-    AttributeValue::S(format!("L#{key}"))
-}
-
-/// A product's trial terms: `P#<product>` / `TRIAL`.
-fn trial_terms_pk(product: &Product) -> AttributeValue {
-    AttributeValue::S(format!("P#{product}"))
-}
-
-/// A device's trial of a product: `T#<product>#<hardware_id>` / `TRIAL` (products have no `#`).
-fn trial_marker_pk(product: &Product, hardware_id: &HardwareId) -> AttributeValue {
-    AttributeValue::S(format!("T#{product}#{hardware_id}"))
-}
-
-const TRIAL_SK: &str = "TRIAL";
-
-fn device_sk(hardware_id: &HardwareId) -> AttributeValue {
-    AttributeValue::S(format!("{DEVICE_PREFIX}{hardware_id}"))
-}
-
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_string())
-}
-
-fn n(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-/// Maps an SDK failure: no answer, throttling or a server fault is `Unavailable` (503, retry later);
-/// anything else is a bug or misconfiguration (500).
-fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
-    err: SdkError<E, R>,
-) -> StoreError {
-    let detail = DisplayErrorContext(&err).to_string();
-    match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            StoreError::Unavailable(detail)
-        }
-        _ => match err.code() {
-            Some(
-                "ProvisionedThroughputExceededException"
-                | "ThrottlingException"
-                | "RequestLimitExceeded"
-                | "InternalServerError"
-                | "ServiceUnavailable"
-                | "LimitExceededException",
-            ) => StoreError::Unavailable(detail),
-            _ => StoreError::Internal(detail),
-        },
-    }
-}
-
-fn transaction_error<R: std::fmt::Debug>(err: SdkError<TransactWriteItemsError, R>) -> WriteError {
-    if let SdkError::ServiceError(service) = &err {
-        match service.err() {
-            TransactWriteItemsError::TransactionCanceledException(cancelled) => {
-                let reasons: Vec<(&str, &str)> = cancelled
-                    .cancellation_reasons()
-                    .iter()
-                    .map(|r| (r.code().unwrap_or("None"), r.message().unwrap_or("")))
-                    .collect();
-                return cancellation(&reasons);
-            }
-            TransactWriteItemsError::TransactionInProgressException(_) => return WriteError::Conflict,
-            _ => {}
-        }
-    }
-    WriteError::Store(classify(err))
-}
-
-/// A cancelled transaction, by its items' reasons: a condition that no longer holds or a
-/// concurrent transaction is a conflict (read again and re-decide); throttling is a passing
-/// unavailability; anything else (a ValidationError, an item collection over its size limit) is a
-/// fault of this code, with its cause, never a "retry later".
-fn cancellation(reasons: &[(&str, &str)]) -> WriteError {
-    let any = |codes: &[&str]| reasons.iter().any(|(code, _)| codes.contains(code));
-    let described = || {
-        let failed: Vec<String> = reasons
-            .iter()
-            .filter(|(code, _)| *code != "None")
-            .map(|(code, message)| format!("{code}: {message}"))
-            .collect();
-        format!("transaction cancelled: {}", failed.join("; "))
-    };
-    if any(&["ConditionalCheckFailed", "TransactionConflict"]) {
-        WriteError::Conflict
-    } else if any(&["ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"]) {
-        WriteError::Store(StoreError::Unavailable(described()))
-    } else {
-        WriteError::Store(StoreError::Internal(described()))
-    }
-}
-
-/// A single-item write whose condition failed is a conflict; anything else is classified as usual.
-fn conditional_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
-    err: SdkError<E, R>,
-) -> WriteError {
-    if err.code() == Some("ConditionalCheckFailedException") {
-        WriteError::Conflict
-    } else {
-        WriteError::Store(classify(err))
-    }
-}
-
-const IDEMPOTENCY_SK: &str = "I";
-
-fn idempotency_pk(idempotency_key: &str) -> AttributeValue {
-    AttributeValue::S(format!("I#{idempotency_key}"))
-}
-
-const RECEIPT_SK: &str = "R";
-
-/// A receipt's partition: its scope (which holds no `#` after its kind) and then the key.
-fn receipt_pk(scope: &str, idempotency_key: &str) -> AttributeValue {
-    AttributeValue::S(format!("R#{scope}#{idempotency_key}"))
-}
-
-/// The index, its partition-key attribute and value for a lookup.
-fn lookup_index(lookup: &Lookup) -> (&'static str, &'static str, String) {
-    match lookup {
-        Lookup::CustomerEmail(email) => (CUSTOMER_INDEX, "GSI1PK", format!("C#{}", email.as_str())),
-        Lookup::OrderId(order) => (ORDER_INDEX, "GSI2PK", format!("O#{order}")),
-        Lookup::TrialEmail(email) => (CUSTOMER_INDEX, "GSI1PK", format!("{TRIAL_EMAIL_PREFIX}{}", email.as_str())),
-    }
-}
-
-/// Trial e-mails share the customer index under their own prefix, so a customer lookup never
-/// finds an address nobody verified.
-const TRIAL_EMAIL_PREFIX: &str = "TE#";
-
-/// A cursor is DynamoDB's LastEvaluatedKey (all strings) as base64url JSON.
-fn encode_cursor(key: &Item) -> Option<String> {
-    let object: serde_json::Map<String, serde_json::Value> = key
-        .iter()
-        .map(|(name, value)| value.as_s().ok().map(|s| (name.clone(), serde_json::Value::String(s.clone()))))
-        .collect::<Option<_>>()?;
-    Some(URL_SAFE_NO_PAD.encode(serde_json::Value::Object(object).to_string()))
-}
-
-/// Accepts only a cursor of the shape this lookup hands out, for this lookup's partition.
-fn decode_cursor(cursor: &str, partition_attribute: &str, partition_value: &str) -> Result<Item, StoreError> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| StoreError::InvalidCursor)?;
-    let object: HashMap<String, String> = serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)?;
-    let mut names: Vec<&str> = object.keys().map(String::as_str).collect();
-    names.sort_unstable();
-    let mut expected = vec!["PK", "SK", "created_at", partition_attribute];
-    expected.sort_unstable();
-    if names != expected || object.get(partition_attribute).map(String::as_str) != Some(partition_value) {
-        return Err(StoreError::InvalidCursor);
-    }
-    // The key of a license item: DynamoDB refuses a start key with empty or foreign values (a 500).
-    let license_key = object["PK"].strip_prefix("L#").map(LicenseKey::parse);
-    let created_at = crate::time::Timestamp::parse(&object["created_at"]).ok();
-    if object["SK"] != LICENSE_SK || !matches!(license_key, Some(Ok(_))) || created_at.is_none() {
-        return Err(StoreError::InvalidCursor);
-    }
-    Ok(object.into_iter().map(|(name, value)| (name, AttributeValue::S(value))).collect())
-}
-
-fn license_from(item: Item) -> Result<License, StoreError> {
-    serde_dynamo::from_item(item).map_err(|e| StoreError::Internal(format!("unreadable license item: {e}")))
-}
-
-fn device_from(item: Item) -> Result<Device, StoreError> {
-    serde_dynamo::from_item(item).map_err(|e| StoreError::Internal(format!("unreadable device item: {e}")))
-}
-
-fn license_item(license: &License) -> Result<Item, StoreError> {
-    let mut item: Item =
-        serde_dynamo::to_item(license).map_err(|e| StoreError::Internal(format!("license not storable: {e}")))?;
-    item.insert("PK".into(), license_pk(&license.license_key));
-    item.insert("SK".into(), s(LICENSE_SK));
-    if let Some(email) = license.customer.as_ref().and_then(|c| c.email.as_ref()) {
-        item.insert("GSI1PK".into(), AttributeValue::S(format!("C#{}", email.as_str())));
-    }
-    if let Some(email) = &license.trial_email {
-        item.insert("GSI1PK".into(), AttributeValue::S(format!("{TRIAL_EMAIL_PREFIX}{}", email.as_str())));
-    }
-    if let Some(order) = &license.order_id {
-        item.insert("GSI2PK".into(), AttributeValue::S(format!("O#{order}")));
-    }
-    Ok(item)
-}
-
-fn device_item(key: &LicenseKey, device: &Device) -> Result<Item, StoreError> {
-    let mut item: Item =
-        serde_dynamo::to_item(device).map_err(|e| StoreError::Internal(format!("device not storable: {e}")))?;
-    item.insert("PK".into(), license_pk(key));
-    item.insert("SK".into(), device_sk(&device.hardware_id));
-    // A lease's end lives in the license's `leases` map; on a device it is only ever shown.
-    item.remove("lease_expires_at");
-    Ok(item)
-}
-
-fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError> {
-    result.map_err(|e| StoreError::Internal(format!("request not buildable: {e}")))
-}
-
-/// The most lapsed entries one write removes: each adds a condition and a REMOVE to expressions
-/// DynamoDB caps at 4 KB. More (after a vendor lowered the seats far) are trimmed first.
-const MAX_TAKE_OVER_PER_WRITE: usize = 64;
-
-/// A map attribute of the license item as read, and the prefix of its placeholders.
-struct MapAttribute<'a> {
-    prefix: &'static str,
-    name: &'static str,
-    read: &'a std::collections::BTreeMap<HardwareId, Timestamp>,
-}
-
-/// The parts of one update or condition expression, built up by the operations below.
-#[derive(Default)]
-struct Expression {
-    sets: Vec<String>,
-    removes: Vec<String>,
-    conditions: Vec<String>,
-    names: HashMap<String, String>,
-    values: Item,
-}
-
-impl Expression {
-    fn name(&mut self, placeholder: &str, name: &str) -> &mut Self {
-        self.names.insert(placeholder.into(), name.into());
-        self
-    }
-
-    fn value(&mut self, placeholder: &str, value: AttributeValue) -> &mut Self {
-        self.values.insert(placeholder.into(), value);
-        self
-    }
-
-    fn set(&mut self, clause: impl Into<String>) -> &mut Self {
-        self.sets.push(clause.into());
-        self
-    }
-
-    fn condition(&mut self, condition: impl Into<String>) -> &mut Self {
-        self.conditions.push(condition.into());
-        self
-    }
-
-    fn update_expression(&self) -> String {
-        let mut expression = String::new();
-        if !self.sets.is_empty() {
-            expression = format!("SET {}", self.sets.join(", "));
-        }
-        if !self.removes.is_empty() {
-            expression.push_str(&format!(" REMOVE {}", self.removes.join(", ")));
-        }
-        expression.trim_start().to_string()
-    }
-
-    fn condition_expression(&self) -> Option<String> {
-        (!self.conditions.is_empty()).then(|| self.conditions.join(" AND "))
-    }
-
-    /// Puts `holder`'s entry `until` into `map`, as `slot` says: its own entry replaced if it
-    /// still reads as observed (or added if still absent), the lapsed entries of `take_over`
-    /// removed if they still read as observed, and at most `room` entries afterwards (counting
-    /// before any entry another part of the same write removes).
-    fn put_slot(&mut self, map: MapAttribute<'_>, holder: &HardwareId, slot: &Slot, until: Timestamp, room: u32) {
-        let MapAttribute { prefix: p, name: map, read } = map;
-        let map_name = format!("#{p}");
-        self.name(&map_name, map);
-        if read.is_empty() {
-            // The map may not exist yet (a document path into it would be invalid): write it whole.
-            let whole = HashMap::from([(holder.to_string(), s(&until.to_string()))]);
-            self.set(format!("{map_name} = :{p}_whole")).value(&format!(":{p}_whole"), AttributeValue::M(whole));
-            self.condition(format!("(attribute_not_exists({map_name}) OR size({map_name}) = :zero)"));
-            self.value(":zero", n(0));
-            return;
-        }
-        let own = format!("{map_name}.#{p}_h");
-        self.name(&format!("#{p}_h"), holder.as_str());
-        self.set(format!("{own} = :{p}_until")).value(&format!(":{p}_until"), s(&until.to_string()));
-        match slot.own {
-            Some(observed) => {
-                self.condition(format!("{own} = :{p}_own")).value(&format!(":{p}_own"), s(&observed.to_string()));
-            }
-            None => {
-                self.condition(format!("attribute_not_exists({own})"));
-            }
-        }
-        for (index, (other, end)) in slot.take_over.iter().enumerate() {
-            let path = format!("{map_name}.#{p}_t{index}");
-            self.name(&format!("#{p}_t{index}"), other.as_str());
-            self.value(&format!(":{p}_t{index}"), s(&end.to_string()));
-            self.condition(format!("{path} = :{p}_t{index}"));
-            self.removes.push(path);
-        }
-        let bound = i64::from(room) + slot.take_over.len() as i64 - i64::from(slot.own.is_none());
-        self.condition(format!("size({map_name}) <= :{p}_bound")).value(&format!(":{p}_bound"), n(bound));
-    }
-
-    /// Removes `holder`'s entry from the map attribute `map` if it still reads `observed`, or
-    /// requires it to be still absent.
-    fn remove_entry(&mut self, p: &str, map: &str, holder: &HardwareId, observed: Option<Timestamp>) {
-        let path = format!("#{p}.#{p}_h");
-        self.name(&format!("#{p}"), map).name(&format!("#{p}_h"), holder.as_str());
-        match observed {
-            Some(observed) => {
-                self.condition(format!("{path} = :{p}_own")).value(&format!(":{p}_own"), s(&observed.to_string()));
-                self.removes.push(path);
-            }
-            None => {
-                self.condition(format!("attribute_not_exists({path})"));
-            }
-        }
-    }
-}
-
-fn releases(license: &License) -> MapAttribute<'_> {
-    MapAttribute { prefix: "r", name: RELEASES, read: &license.releases }
 }
 
 impl DynamoStore {
@@ -1164,51 +774,12 @@ impl Store for DynamoStore {
     }
 }
 
-/// Create the table with its two lookup indexes (customer e-mail, order id) and TTL on `ttl`.
-/// Returns false, changing nothing, when the table exists already.
-pub async fn create_table(client: &Client, table: &str) -> Result<bool, StoreError> {
-    let attribute =
-        |name: &str| AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build();
-    let key =
-        |name: &str, key_type: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(key_type).build();
-    let index = |name: &str, partition: &str| {
-        GlobalSecondaryIndex::builder()
-            .index_name(name)
-            .key_schema(built(key(partition, KeyType::Hash))?)
-            .key_schema(built(key("created_at", KeyType::Range))?)
-            .projection(Projection::builder().projection_type(ProjectionType::All).build())
-            .build()
-            .map_err(|e| StoreError::Internal(e.to_string()))
-    };
-    let created = client
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(built(attribute("PK"))?)
-        .attribute_definitions(built(attribute("SK"))?)
-        .attribute_definitions(built(attribute("GSI1PK"))?)
-        .attribute_definitions(built(attribute("GSI2PK"))?)
-        .attribute_definitions(built(attribute("created_at"))?)
-        .key_schema(built(key("PK", KeyType::Hash))?)
-        .key_schema(built(key("SK", KeyType::Range))?)
-        .global_secondary_indexes(index(CUSTOMER_INDEX, "GSI1PK")?)
-        .global_secondary_indexes(index(ORDER_INDEX, "GSI2PK")?)
-        .send()
-        .await;
-    match created {
-        Err(err) if err.code() == Some("ResourceInUseException") => return Ok(false),
-        other => other.map_err(classify)?,
-    };
-    let ttl = built(TimeToLiveSpecification::builder().attribute_name("ttl").enabled(true).build())?;
-    client.update_time_to_live().table_name(table).time_to_live_specification(ttl).send().await.map_err(classify)?;
-    Ok(true)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{
-        cancellation, decode_cursor, encode_cursor, lambda_region, AttributeValue, StoreError, WriteError, AWS_ROOT_CAS,
-    };
+    use super::errors::cancellation;
+    use super::records::{decode_cursor, encode_cursor};
+    use super::sdk::{lambda_region, AWS_ROOT_CAS};
+    use super::{AttributeValue, StoreError, WriteError};
 
     #[test]
     fn a_cancelled_transaction_is_mapped_by_its_reasons() {

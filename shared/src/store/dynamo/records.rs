@@ -1,0 +1,161 @@
+//! The table's keys and items: partition and sort keys of each kind of item, listing cursors, and
+//! the mapping between items and the model.
+
+use crate::input::{HardwareId, LicenseKey, Product};
+use crate::model::{Device, License};
+use crate::store::{Lookup, StoreError};
+use aws_sdk_dynamodb::types::AttributeValue;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use std::collections::HashMap;
+
+pub(super) type Item = HashMap<String, AttributeValue>;
+
+pub(super) const LICENSE_SK: &str = "L";
+pub(super) const DEVICE_PREFIX: &str = "D#";
+pub(super) const CUSTOMER_INDEX: &str = "GSI1";
+pub(super) const ORDER_INDEX: &str = "GSI2";
+/// A released device: kept as a tombstone until TTL deletes it, read as absent everywhere.
+pub(super) const RELEASED: &str = "attribute_exists(released_at)";
+pub(super) const BOUND: &str = "attribute_not_exists(released_at)";
+/// The license attribute holding a floating license's leases (hardware id -> lease end).
+pub(super) const LEASES: &str = "leases";
+/// The license attribute holding the release allowance in use (hardware id -> credential end).
+pub(super) const RELEASES: &str = "releases";
+/// The license attribute holding consumption counters (counter key -> {period, used}).
+pub(super) const CONSUMPTION: &str = "consumption";
+/// Attributes only their own operations write; a patch keeps them as they are.
+pub(super) const OPERATION_OWNED: [&str; 3] = [LEASES, RELEASES, CONSUMPTION];
+
+pub(super) fn is_released(item: &Item) -> bool {
+    item.contains_key("released_at")
+}
+
+/// TransactWriteItems takes at most 100 items.
+pub(super) const MAX_TRANSACTION_ITEMS: usize = 100;
+
+pub(super) fn license_pk(key: &LicenseKey) -> AttributeValue {
+    AttributeValue::S(format!("L#{key}"))
+}
+
+/// A product's trial terms: `P#<product>` / `TRIAL`.
+pub(super) fn trial_terms_pk(product: &Product) -> AttributeValue {
+    AttributeValue::S(format!("P#{product}"))
+}
+
+/// A device's trial of a product: `T#<product>#<hardware_id>` / `TRIAL` (products have no `#`).
+pub(super) fn trial_marker_pk(product: &Product, hardware_id: &HardwareId) -> AttributeValue {
+    AttributeValue::S(format!("T#{product}#{hardware_id}"))
+}
+
+pub(super) const TRIAL_SK: &str = "TRIAL";
+
+pub(super) fn device_sk(hardware_id: &HardwareId) -> AttributeValue {
+    AttributeValue::S(format!("{DEVICE_PREFIX}{hardware_id}"))
+}
+
+pub(super) fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_string())
+}
+
+pub(super) fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+pub(super) const IDEMPOTENCY_SK: &str = "I";
+
+pub(super) fn idempotency_pk(idempotency_key: &str) -> AttributeValue {
+    AttributeValue::S(format!("I#{idempotency_key}"))
+}
+
+pub(super) const RECEIPT_SK: &str = "R";
+
+/// A receipt's partition: its scope (which holds no `#` after its kind) and then the key.
+pub(super) fn receipt_pk(scope: &str, idempotency_key: &str) -> AttributeValue {
+    AttributeValue::S(format!("R#{scope}#{idempotency_key}"))
+}
+
+/// The index, its partition-key attribute and value for a lookup.
+pub(super) fn lookup_index(lookup: &Lookup) -> (&'static str, &'static str, String) {
+    match lookup {
+        Lookup::CustomerEmail(email) => (CUSTOMER_INDEX, "GSI1PK", format!("C#{}", email.as_str())),
+        Lookup::OrderId(order) => (ORDER_INDEX, "GSI2PK", format!("O#{order}")),
+        Lookup::TrialEmail(email) => (CUSTOMER_INDEX, "GSI1PK", format!("{TRIAL_EMAIL_PREFIX}{}", email.as_str())),
+    }
+}
+
+/// Trial e-mails share the customer index under their own prefix, so a customer lookup never
+/// finds an address nobody verified.
+pub(super) const TRIAL_EMAIL_PREFIX: &str = "TE#";
+
+/// A cursor is DynamoDB's LastEvaluatedKey (all strings) as base64url JSON.
+pub(super) fn encode_cursor(key: &Item) -> Option<String> {
+    let object: serde_json::Map<String, serde_json::Value> = key
+        .iter()
+        .map(|(name, value)| value.as_s().ok().map(|s| (name.clone(), serde_json::Value::String(s.clone()))))
+        .collect::<Option<_>>()?;
+    Some(URL_SAFE_NO_PAD.encode(serde_json::Value::Object(object).to_string()))
+}
+
+/// Accepts only a cursor of the shape this lookup hands out, for this lookup's partition.
+pub(super) fn decode_cursor(
+    cursor: &str,
+    partition_attribute: &str,
+    partition_value: &str,
+) -> Result<Item, StoreError> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| StoreError::InvalidCursor)?;
+    let object: HashMap<String, String> = serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)?;
+    let mut names: Vec<&str> = object.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    let mut expected = vec!["PK", "SK", "created_at", partition_attribute];
+    expected.sort_unstable();
+    if names != expected || object.get(partition_attribute).map(String::as_str) != Some(partition_value) {
+        return Err(StoreError::InvalidCursor);
+    }
+    // The key of a license item: DynamoDB refuses a start key with empty or foreign values (a 500).
+    let license_key = object["PK"].strip_prefix("L#").map(LicenseKey::parse);
+    let created_at = crate::time::Timestamp::parse(&object["created_at"]).ok();
+    if object["SK"] != LICENSE_SK || !matches!(license_key, Some(Ok(_))) || created_at.is_none() {
+        return Err(StoreError::InvalidCursor);
+    }
+    Ok(object.into_iter().map(|(name, value)| (name, AttributeValue::S(value))).collect())
+}
+
+pub(super) fn license_from(item: Item) -> Result<License, StoreError> {
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Internal(format!("unreadable license item: {e}")))
+}
+
+pub(super) fn device_from(item: Item) -> Result<Device, StoreError> {
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Internal(format!("unreadable device item: {e}")))
+}
+
+pub(super) fn license_item(license: &License) -> Result<Item, StoreError> {
+    let mut item: Item =
+        serde_dynamo::to_item(license).map_err(|e| StoreError::Internal(format!("license not storable: {e}")))?;
+    item.insert("PK".into(), license_pk(&license.license_key));
+    item.insert("SK".into(), s(LICENSE_SK));
+    if let Some(email) = license.customer.as_ref().and_then(|c| c.email.as_ref()) {
+        item.insert("GSI1PK".into(), AttributeValue::S(format!("C#{}", email.as_str())));
+    }
+    if let Some(email) = &license.trial_email {
+        item.insert("GSI1PK".into(), AttributeValue::S(format!("{TRIAL_EMAIL_PREFIX}{}", email.as_str())));
+    }
+    if let Some(order) = &license.order_id {
+        item.insert("GSI2PK".into(), AttributeValue::S(format!("O#{order}")));
+    }
+    Ok(item)
+}
+
+pub(super) fn device_item(key: &LicenseKey, device: &Device) -> Result<Item, StoreError> {
+    let mut item: Item =
+        serde_dynamo::to_item(device).map_err(|e| StoreError::Internal(format!("device not storable: {e}")))?;
+    item.insert("PK".into(), license_pk(key));
+    item.insert("SK".into(), device_sk(&device.hardware_id));
+    // A lease's end lives in the license's `leases` map; on a device it is only ever shown.
+    item.remove("lease_expires_at");
+    Ok(item)
+}
+
+pub(super) fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError> {
+    result.map_err(|e| StoreError::Internal(format!("request not buildable: {e}")))
+}

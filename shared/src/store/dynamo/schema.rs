@@ -1,0 +1,52 @@
+//! The table and its indexes, as `keygate table create` (and the tests) make them.
+
+use crate::store::StoreError;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_dynamodb::Client;
+
+use super::errors::classify;
+use super::records::{built, CUSTOMER_INDEX, ORDER_INDEX};
+
+/// Create the table with its two lookup indexes (customer e-mail, order id) and TTL on `ttl`.
+/// Returns false, changing nothing, when the table exists already.
+pub async fn create_table(client: &Client, table: &str) -> Result<bool, StoreError> {
+    let attribute =
+        |name: &str| AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build();
+    let key =
+        |name: &str, key_type: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(key_type).build();
+    let index = |name: &str, partition: &str| {
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .key_schema(built(key(partition, KeyType::Hash))?)
+            .key_schema(built(key("created_at", KeyType::Range))?)
+            .projection(Projection::builder().projection_type(ProjectionType::All).build())
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))
+    };
+    let created = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(built(attribute("PK"))?)
+        .attribute_definitions(built(attribute("SK"))?)
+        .attribute_definitions(built(attribute("GSI1PK"))?)
+        .attribute_definitions(built(attribute("GSI2PK"))?)
+        .attribute_definitions(built(attribute("created_at"))?)
+        .key_schema(built(key("PK", KeyType::Hash))?)
+        .key_schema(built(key("SK", KeyType::Range))?)
+        .global_secondary_indexes(index(CUSTOMER_INDEX, "GSI1PK")?)
+        .global_secondary_indexes(index(ORDER_INDEX, "GSI2PK")?)
+        .send()
+        .await;
+    match created {
+        Err(err) if err.code() == Some("ResourceInUseException") => return Ok(false),
+        other => other.map_err(classify)?,
+    };
+    let ttl = built(TimeToLiveSpecification::builder().attribute_name("ttl").enabled(true).build())?;
+    client.update_time_to_live().table_name(table).time_to_live_specification(ttl).send().await.map_err(classify)?;
+    Ok(true)
+}
