@@ -85,10 +85,13 @@ impl FaultProxy {
         let client: Upstream = Client::builder(TokioExecutor::new()).build_http();
         let (shared, upstream) = (plan.clone(), upstream.trim_end_matches('/').to_string());
         let task = tokio::spawn(async move {
+            // Owned by this task, so stopping the proxy also ends the connections it holds (hung ones too).
+            let mut connections = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
                 let (plan, client, upstream) = (shared.clone(), client.clone(), upstream.clone());
-                tokio::spawn(async move {
+                while connections.try_join_next().is_some() {}
+                connections.spawn(async move {
                     let service = service_fn(move |request| {
                         let (plan, client, upstream) = (plan.clone(), client.clone(), upstream.clone());
                         async move { relay(&plan, &client, &upstream, request).await }

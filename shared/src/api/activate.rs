@@ -2,12 +2,12 @@
 
 use super::idempotency::{receipt, replay, Idempotency};
 use super::views::{sign_verdict, ClientLicense};
-use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
+use super::{committed, redecided, store_error, App, Reply, Settled};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{DeviceName, HardwareId, LicenseKey, Nonce, Platform, Product};
 use crate::model::{Device, License};
 use crate::rules::{self, ActivationPlan, ActivationRefusal, ActivationRequest, Eviction, NoFreeSeat};
-use crate::store::{reclaimed, ActivationWrite, LeaseWrite, Receipt, Sighting, Store, WriteError};
+use crate::store::{reclaimed, ActivationWrite, LeaseWrite, Receipt, Sighting, Store};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -120,9 +120,10 @@ pub(super) async fn activate_device<S: Store>(
 ) -> Result<Reply, ApiError> {
     let rules_request =
         ActivationRequest { product: &request.product, hardware_id: &request.hardware_id, is_vm: request.is_vm };
-    for attempt in 0..MAX_WRITE_ATTEMPTS {
+    let rules_request = &rules_request;
+    redecided(|| async move {
         if let Some(reply) = replay(app, idempotency).await? {
-            return Ok(reply);
+            return Ok(Some(reply));
         }
         let now = Timestamp::now();
         let (license, devices) = app
@@ -131,7 +132,7 @@ pub(super) async fn activate_device<S: Store>(
             .await
             .map_err(store_error)?
             .ok_or_else(|| license_not_found(&request.license_key))?;
-        let plan = rules::plan_activation(&license, &devices, &rules_request, now).map_err(refusal)?;
+        let plan = rules::plan_activation(&license, &devices, rules_request, now).map_err(refusal)?;
         if offline && license.is_floating {
             return Err(ApiError::new(
                 ErrorCode::OfflineNotAllowed,
@@ -140,18 +141,13 @@ pub(super) async fn activate_device<S: Store>(
         }
         let bound = devices.into_iter().find(|d| d.hardware_id == request.hardware_id);
         let written = Written { idempotency, answer, now };
-        let written = if license.is_floating {
+        if license.is_floating {
             take_lease(app, request, license, bound, written).await
         } else {
             bind_device(app, request, license, bound, &plan, offline, written).await
-        };
-        match written {
-            Ok(Some(reply)) => return Ok(reply),
-            Ok(None) => back_off(attempt).await,
-            Err(err) => return Err(err),
         }
-    }
-    Err(concurrent_update())
+    })
+    .await
 }
 
 /// How an activation's write is answered, and when it was decided.
@@ -182,7 +178,7 @@ async fn bind_device<S: Store>(
     plan: &ActivationPlan,
     offline: bool,
     written: Written<'_>,
-) -> Result<Option<Reply>, ApiError> {
+) -> Settled<Reply> {
     let now = written.now;
     let evict = match plan {
         ActivationPlan::AlreadyActive => {
@@ -191,11 +187,11 @@ async fn bind_device<S: Store>(
             let exp = rules::credential_exp(&license, code, offline, now);
             if let Some(horizon) = exp.and_then(|exp| rules::horizon_to_record(device.credential_until, exp)) {
                 let sighting = Sighting { now, stale_before: now, credential_until: Some(horizon) };
-                match app.store.touch_device(&license.license_key, &device.hardware_id, &sighting).await {
-                    Ok(()) => (device.credential_until, device.last_seen_at) = (Some(horizon), now),
-                    Err(WriteError::Conflict) => return Ok(None),
-                    Err(WriteError::Store(err)) => return Err(store_error(err)),
+                let touched = app.store.touch_device(&license.license_key, &device.hardware_id, &sighting).await;
+                if committed(touched, ())?.is_none() {
+                    return Ok(None);
                 }
+                (device.credential_until, device.last_seen_at) = (Some(horizon), now);
             }
             // Nothing changed that a retry could repeat: no receipt.
             return (written.answer)(&license, &device, now).map(Some);
@@ -212,11 +208,7 @@ async fn bind_device<S: Store>(
         exp.and_then(|exp| rules::horizon_to_record(None, exp)).max(reclaimed(&license, &device.hardware_id, now));
     let (reply, receipt) = written.reply(&after_release(after, evict, &device.hardware_id, now), &device)?;
     let write = ActivationWrite { license: &license, device: &device, evict, now, receipt: receipt.as_ref() };
-    match app.store.activate(&write).await {
-        Ok(()) => Ok(Some(reply)),
-        Err(WriteError::Conflict) => Ok(None),
-        Err(WriteError::Store(err)) => Err(store_error(err)),
-    }
+    committed(app.store.activate(&write).await, reply)
 }
 
 /// The license once the activation's release entries are written: the eviction's place taken, and
@@ -239,7 +231,7 @@ async fn take_lease<S: Store>(
     license: License,
     bound: Option<Device>,
     written: Written<'_>,
-) -> Result<Option<Reply>, ApiError> {
+) -> Settled<Reply> {
     let now = written.now;
     let plan = rules::plan_lease(&license, &request.hardware_id, rules::lease_end(&license, now), now)
         .map_err(no_free_seat)?;
@@ -268,9 +260,5 @@ async fn take_lease<S: Store>(
         now,
         receipt: receipt.as_ref(),
     };
-    match app.store.lease(&write).await {
-        Ok(()) => Ok(Some(reply)),
-        Err(WriteError::Conflict) => Ok(None),
-        Err(WriteError::Store(err)) => Err(store_error(err)),
-    }
+    committed(app.store.lease(&write).await, reply)
 }

@@ -5,7 +5,7 @@ use super::activate::license_not_found;
 use super::consume::Consumption;
 use super::lease::{hold_lease, Held};
 use super::views::{verdict_claims, ClientLicense, FeatureClaim};
-use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
+use super::{redecided, store_error, App, Reply};
 use crate::error::ApiError;
 use crate::input::{FeatureCode, HardwareId, LicenseKey, Nonce, Product};
 use crate::model::License;
@@ -69,7 +69,8 @@ impl<'a> FeatureAnswer<'a> {
 }
 
 pub(super) async fn check<S: Store>(app: &App<S>, request: CheckRequest) -> Result<Reply, ApiError> {
-    for attempt in 0..MAX_WRITE_ATTEMPTS {
+    let request = &request;
+    redecided(|| async move {
         let now = Timestamp::now();
         let (license, mut device) =
             app.store.license_and_device(&request.license_key, &request.hardware_id).await.map_err(store_error)?;
@@ -80,10 +81,7 @@ pub(super) async fn check<S: Store>(app: &App<S>, request: CheckRequest) -> Resu
             match hold_lease(app, &mut license, device, until, false, now, |_, _| Ok(None)).await? {
                 Held::Yes => {}
                 Held::No(_) => code = CheckCode::LeaseExpired,
-                Held::Raced => {
-                    back_off(attempt).await;
-                    continue;
-                }
+                Held::Raced => return Ok(None),
             }
         }
         if let Some(device) = device.as_mut() {
@@ -100,10 +98,7 @@ pub(super) async fn check<S: Store>(app: &App<S>, request: CheckRequest) -> Resu
                     }
                     // The token about to be signed depends on the new horizon: re-read and decide again
                     // (a concurrent check extended it, or a release made the device a tombstone).
-                    Err(WriteError::Conflict) if horizon.is_some() => {
-                        back_off(attempt).await;
-                        continue;
-                    }
+                    Err(WriteError::Conflict) if horizon.is_some() => return Ok(None),
                     // A sighting alone is best effort: a concurrent check may have written it first.
                     Err(WriteError::Conflict) => {}
                     // The token is cut to the recorded horizon while that is ahead; else nothing valid can be signed.
@@ -121,10 +116,9 @@ pub(super) async fn check<S: Store>(app: &App<S>, request: CheckRequest) -> Resu
             verdict_claims(app, &license, &request.hardware_id, device.as_ref(), code, request.nonce.as_ref(), now);
         claims.feature = feature.as_ref().map(|f| FeatureClaim { code: f.code.as_str(), usable: f.usable });
         let token = app.signer()?.sign(&claims).map_err(ApiError::internal)?;
-        return Reply::json(
-            StatusCode::OK,
-            &Checked { valid: code.is_valid(), code, license: ClientLicense::of(&license, now), feature, token },
-        );
-    }
-    Err(concurrent_update())
+        let checked =
+            Checked { valid: code.is_valid(), code, license: ClientLicense::of(&license, now), feature, token };
+        Reply::json(StatusCode::OK, &checked).map(Some)
+    })
+    .await
 }

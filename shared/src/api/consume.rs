@@ -3,12 +3,12 @@
 
 use super::activate::{license_not_found, refusal};
 use super::idempotency::{receipt, replay, Idempotency};
-use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
+use super::{committed, redecided, store_error, App, Reply};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{FeatureCode, HardwareId, LicenseKey, Product};
 use crate::model::{ConsumptionPeriod, Metering, LICENSE_COUNTER};
 use crate::rules::{self, ConsumptionLimitReached, FeatureRefusal};
-use crate::store::{Store, WriteError};
+use crate::store::Store;
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -105,10 +105,11 @@ pub(super) async fn consume<S: Store>(
     if !(1..=MAX_AMOUNT).contains(&request.amount) {
         return Err(ApiError::field("amount", format!("must be between 1 and {MAX_AMOUNT}")));
     }
-    for attempt in 0..MAX_WRITE_ATTEMPTS {
+    let request = &request;
+    redecided(|| async move {
         // Made before with this key (or by a concurrent retry that just won): its answer.
         if let Some(reply) = replay(app, idempotency).await? {
-            return Ok(reply);
+            return Ok(Some(reply));
         }
         let now = Timestamp::now();
         let (license, device) =
@@ -141,11 +142,7 @@ pub(super) async fn consume<S: Store>(
         let answer = Consumed { consumed: request.amount, feature: request.feature.as_ref(), usage };
         let reply = Reply::json(StatusCode::OK, &answer)?;
         let receipt = receipt(idempotency, &reply, now);
-        match app.store.consume(&request.license_key, &plan, lease_holder, receipt.as_ref()).await {
-            Ok(()) => return Ok(reply),
-            Err(WriteError::Conflict) => back_off(attempt).await,
-            Err(WriteError::Store(err)) => return Err(store_error(err)),
-        }
-    }
-    Err(concurrent_update())
+        committed(app.store.consume(&request.license_key, &plan, lease_holder, receipt.as_ref()).await, reply)
+    })
+    .await
 }

@@ -6,12 +6,12 @@
 use super::activate::license_not_found;
 use super::idempotency::{receipt, replay, Idempotency};
 use super::views::ClientLicense;
-use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
+use super::{committed, redecided, store_error, App, Reply};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{HardwareId, LicenseKey, Product};
 use crate::model::{License, ReleasedBy};
 use crate::rules::{self, AllowanceEntry, AllowanceUsed, DeactivationRefusal};
-use crate::store::{DeactivationWrite, SeatRelease, Store, WriteError};
+use crate::store::{DeactivationWrite, SeatRelease, Store};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -93,9 +93,10 @@ pub(super) async fn release<S: Store>(
         Releaser::Client { idempotency, .. } => idempotency,
         Releaser::Vendor => None,
     };
-    for attempt in 0..MAX_WRITE_ATTEMPTS {
+    let answer = &answer;
+    redecided(|| async move {
         if let Some(reply) = replay(app, idempotency).await? {
-            return Ok(reply);
+            return Ok(Some(reply));
         }
         let now = Timestamp::now();
         let (license, device) = app.store.license_and_device(key, hardware_id).await.map_err(store_error)?;
@@ -131,13 +132,9 @@ pub(super) async fn release<S: Store>(
             now,
             receipt: receipt.as_ref(),
         };
-        match app.store.deactivate(&write).await {
-            Ok(()) => return Ok(reply),
-            Err(WriteError::Conflict) => back_off(attempt).await,
-            Err(WriteError::Store(err)) => return Err(store_error(err)),
-        }
-    }
-    Err(concurrent_update())
+        committed(app.store.deactivate(&write).await, reply)
+    })
+    .await
 }
 
 /// The license as it stands once the device is released.

@@ -4,14 +4,14 @@ use super::activate::license_not_found;
 use super::deactivate::{release, Releaser};
 use super::idempotency;
 use super::views::{FloatingLeases, Usage, VendorLicense};
-use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
+use super::{committed, redecided, store_error, App, Reply};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{random_id, Email, HardwareId, IdempotencyKey, LicenseKey, MetadataInput, OrderId, Product};
 use crate::model::{
     ConsumptionPeriod, Customer, Expiration, Feature, License, LicenseStatus, LicenseType, Metadata, Metering,
     DEFAULT_RELEASE_ALLOWANCE, MAX_RELEASE_ALLOWANCE,
 };
-use crate::store::{IdempotencyRecord, Lookup, Store, WriteError};
+use crate::store::{IdempotencyRecord, Lookup, Store};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -316,9 +316,10 @@ pub(super) async fn create<S: Store>(
         }
     }
     let now = Timestamp::now();
-    for attempt in 0..MAX_WRITE_ATTEMPTS {
+    let (request, metadata, idempotency) = (&request, &metadata, &idempotency);
+    redecided(|| async move {
         // Keys are random; a clash with an existing key (2^-125 per pair) only means drawing again.
-        let licenses = request.new_licenses(&metadata, now)?;
+        let licenses = request.new_licenses(metadata, now)?;
         let record = idempotency.as_ref().map(|(key, fingerprint)| IdempotencyRecord {
             idempotency_key: key.to_string(),
             fingerprint: fingerprint.clone(),
@@ -326,21 +327,18 @@ pub(super) async fn create<S: Store>(
             created_at: now,
             ttl: now.unix() + idempotency::TTL_SECONDS,
         });
-        match app.store.create_licenses(&licenses, record.as_ref()).await {
-            Ok(()) => return issued(&licenses),
-            Err(WriteError::Conflict) => {
-                // A concurrent request with the same key may have won: answer as it did.
-                if let Some((key, fingerprint)) = &idempotency {
-                    if let Some(record) = app.store.idempotency_record(key.as_str()).await.map_err(store_error)? {
-                        return replay(app, &record, fingerprint).await;
-                    }
-                }
-                back_off(attempt).await;
-            }
-            Err(WriteError::Store(err)) => return Err(store_error(err)),
+        if committed(app.store.create_licenses(&licenses, record.as_ref()).await, ())?.is_some() {
+            return issued(&licenses).map(Some);
         }
-    }
-    Err(concurrent_update())
+        // A concurrent request with the same key may have won: answer as it did.
+        if let Some((key, fingerprint)) = idempotency {
+            if let Some(record) = app.store.idempotency_record(key.as_str()).await.map_err(store_error)? {
+                return replay(app, &record, fingerprint).await.map(Some);
+            }
+        }
+        Ok(None)
+    })
+    .await
 }
 
 fn issued(licenses: &[License]) -> Result<Reply, ApiError> {
@@ -592,9 +590,10 @@ pub(super) async fn update<S: Store>(app: &App<S>, raw_key: &str, patch: License
     let key = parse_key(raw_key)?;
     patch.validate()?;
     let metadata = patch.metadata_changes()?;
-    for attempt in 0..MAX_WRITE_ATTEMPTS {
-        let license = app.store.licenses(std::slice::from_ref(&key)).await.map_err(store_error)?.pop();
-        let license = license.ok_or_else(|| license_not_found(&key))?;
+    let (key, patch, metadata) = (&key, &patch, &metadata);
+    redecided(|| async move {
+        let license = app.store.licenses(std::slice::from_ref(key)).await.map_err(store_error)?.pop();
+        let license = license.ok_or_else(|| license_not_found(key))?;
         if let Some(expected) = patch.version.filter(|v| *v != license.version) {
             return Err(ApiError::new(
                 ErrorCode::VersionConflict,
@@ -602,13 +601,12 @@ pub(super) async fn update<S: Store>(app: &App<S>, raw_key: &str, patch: License
             ));
         }
         let updated = patch.apply(&license, metadata.as_ref(), Timestamp::now())?;
-        match app.store.replace_license(&license, &updated).await {
-            Ok(()) => return Reply::json(StatusCode::OK, &Updated { license: VendorLicense::of(&updated) }),
-            Err(WriteError::Conflict) => back_off(attempt).await,
-            Err(WriteError::Store(err)) => return Err(store_error(err)),
+        if committed(app.store.replace_license(&license, &updated).await, ())?.is_none() {
+            return Ok(None);
         }
-    }
-    Err(concurrent_update())
+        Reply::json(StatusCode::OK, &Updated { license: VendorLicense::of(&updated) }).map(Some)
+    })
+    .await
 }
 
 #[derive(Serialize)]

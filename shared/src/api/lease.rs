@@ -3,7 +3,7 @@
 use super::activate::{license_not_found, no_free_seat, refusal};
 use super::idempotency::{receipt, replay, Idempotency};
 use super::views::{sign_verdict, ClientLicense};
-use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
+use super::{redecided, store_error, App, Reply};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{HardwareId, LicenseKey, Nonce, Product};
 use crate::model::{Device, License};
@@ -105,9 +105,10 @@ pub(super) async fn borrow<S: Store>(
     request: BorrowRequest,
     idempotency: Option<&Idempotency>,
 ) -> Result<Reply, ApiError> {
-    for attempt in 0..MAX_WRITE_ATTEMPTS {
+    let request = &request;
+    redecided(|| async move {
         if let Some(reply) = replay(app, idempotency).await? {
-            return Ok(reply);
+            return Ok(Some(reply));
         }
         let now = Timestamp::now();
         let (license, device) =
@@ -138,10 +139,10 @@ pub(super) async fn borrow<S: Store>(
         })
         .await?;
         match held {
-            Held::Yes => return reply.map_or_else(|| answer(&license, &device), Ok),
-            Held::No(no_seat) => return Err(no_free_seat(no_seat)),
-            Held::Raced => back_off(attempt).await,
+            Held::Yes => reply.map_or_else(|| answer(&license, &device), Ok).map(Some),
+            Held::No(no_seat) => Err(no_free_seat(no_seat)),
+            Held::Raced => Ok(None),
         }
-    }
-    Err(concurrent_update())
+    })
+    .await
 }

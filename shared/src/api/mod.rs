@@ -27,6 +27,7 @@ use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::future::Future;
 
 /// Bodies above this are refused with 413 before parsing.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -475,8 +476,35 @@ fn describe_json_error(err: serde_path_to_error::Error<serde_json::Error>) -> Ap
     ApiError::field(field, detail)
 }
 
+/// One attempt at a write: `Some` once it committed, `None` when a concurrent writer changed what it
+/// read first (read again and re-decide), or a refusal.
+pub(crate) type Settled<T> = Result<Option<T>, ApiError>;
+
+/// What a store write came to, as an attempt that answers `value` once committed.
+pub(crate) fn committed<T>(result: Result<(), crate::store::WriteError>, value: T) -> Settled<T> {
+    match result {
+        Ok(()) => Ok(Some(value)),
+        Err(crate::store::WriteError::Conflict) => Ok(None),
+        Err(crate::store::WriteError::Store(err)) => Err(store_error(err)),
+    }
+}
+
+/// Runs `attempt` (read, decide, write) until one commits, pausing after each lost race; after
+/// [`MAX_WRITE_ATTEMPTS`] lost races it gives up with a 503 to retry.
+pub(crate) async fn redecided<T, F: Future<Output = Settled<T>>>(
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, ApiError> {
+    for n in 0..MAX_WRITE_ATTEMPTS {
+        if let Some(done) = attempt().await? {
+            return Ok(done);
+        }
+        back_off(n).await;
+    }
+    Err(concurrent_update())
+}
+
 /// Refusal once a write was re-decided [`MAX_WRITE_ATTEMPTS`] times and concurrent writers won each race.
-pub(crate) fn concurrent_update() -> ApiError {
+fn concurrent_update() -> ApiError {
     ApiError::new(ErrorCode::ConcurrentUpdate, "the license kept changing concurrently; retry the request")
         .retry_after(1)
 }
@@ -484,7 +512,7 @@ pub(crate) fn concurrent_update() -> ApiError {
 /// A short, growing, jittered pause before re-reading after a lost race.
 /// "Full jitter": a random pause up to a ceiling that doubles per attempt (10 ms, 20 ms, … 160 ms),
 /// so writers that collided once spread out instead of colliding again in step.
-pub(crate) async fn back_off(attempt: u32) {
+async fn back_off(attempt: u32) {
     let ceiling = 10u64 << attempt.min(4);
     let mut random = [0u8; 2];
     let _ = getrandom::getrandom(&mut random);

@@ -4,12 +4,12 @@ use super::activate::ActivateRequest;
 use super::idempotency::{receipt, replay, Idempotency};
 use super::issue::{validate_features, within};
 use super::views::{sign_verdict, ClientLicense};
-use super::{back_off, concurrent_update, store_error, App, Reply, MAX_WRITE_ATTEMPTS};
+use super::{committed, redecided, store_error, App, Reply};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{random_id, DeviceName, Email, HardwareId, LicenseKey, Nonce, Platform, Product};
 use crate::model::{Device, Expiration, Feature, License, LicenseType, TrialMarker, TrialTerms};
 use crate::rules;
-use crate::store::{Store, WriteError};
+use crate::store::Store;
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -117,9 +117,10 @@ pub(super) async fn start<S: Store>(
         app.store.trial_terms(&request.product).await.map_err(store_error)?.ok_or_else(|| {
             ApiError::new(ErrorCode::TrialNotAvailable, format!("{} offers no trial", request.product))
         })?;
-    for attempt in 0..MAX_WRITE_ATTEMPTS {
+    let (request, terms) = (&request, &terms);
+    redecided(|| async move {
         let now = Timestamp::now();
-        let license = trial_license(&terms, request.email.as_ref(), now)?;
+        let license = trial_license(terms, request.email.as_ref(), now)?;
         let activation = ActivateRequest {
             license_key: license.license_key.clone(),
             product: request.product.clone(),
@@ -144,24 +145,20 @@ pub(super) async fn start<S: Store>(
         let answer = Started { license: ClientLicense::of(&license, now), device: &device, token };
         let reply = Reply::json(StatusCode::CREATED, &answer)?;
         let receipt = receipt(idempotency, &reply, now);
-        match app.store.start_trial(&marker, &license, &device, receipt.as_ref()).await {
-            Ok(()) => return Ok(reply),
-            Err(WriteError::Conflict) => {
-                // A retry of this request that won answers as it did.
-                if let Some(reply) = replay(app, idempotency).await? {
-                    return Ok(reply);
-                }
-                // Another request for this device won (or, once in 2^125, the key existed).
-                if app.store.trial_marker(&request.product, &request.hardware_id).await.map_err(store_error)?.is_some()
-                {
-                    return Err(already_used(&request.product));
-                }
-                back_off(attempt).await;
+        let started = committed(app.store.start_trial(&marker, &license, &device, receipt.as_ref()).await, reply)?;
+        if started.is_none() {
+            // A retry of this request that won answers as it did.
+            if let Some(reply) = replay(app, idempotency).await? {
+                return Ok(Some(reply));
             }
-            Err(WriteError::Store(err)) => return Err(store_error(err)),
+            // Another request for this device won (or, once in 2^125, the key existed).
+            if app.store.trial_marker(&request.product, &request.hardware_id).await.map_err(store_error)?.is_some() {
+                return Err(already_used(&request.product));
+            }
         }
-    }
-    Err(concurrent_update())
+        Ok(started)
+    })
+    .await
 }
 
 #[cfg(test)]
