@@ -138,15 +138,88 @@ impl Feature {
     }
 }
 
-/// Use counted in one period: `period` names it (`2026-11` for a monthly counter, `all` without one).
+/// Use counted in one period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counter {
-    pub period: String,
+    pub period: Period,
     pub used: u64,
 }
 
-/// The counter key of the license's own consumption (feature codes never contain `*`).
-pub const LICENSE_COUNTER: &str = "*";
+/// The period a counter counts in, as stored: `2026-11-25` (day), `2026-W48` (ISO week),
+/// `2026-11` (month), `2026` (year), or `all` for a counter that never resets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Period(String);
+
+impl Period {
+    /// The period a counter of this kind counts in at `now`.
+    pub fn at(period: Option<ConsumptionPeriod>, now: Timestamp) -> Self {
+        let name = match (period, now.date()) {
+            (None, _) | (_, None) => Self::ALL_TIME.to_string(),
+            (Some(ConsumptionPeriod::Day), Some(date)) => {
+                format!("{}-{:02}-{:02}", date.year(), date.month() as u8, date.day())
+            }
+            (Some(ConsumptionPeriod::Week), Some(date)) => {
+                let (year, week, _) = date.to_iso_week_date();
+                format!("{year}-W{week:02}")
+            }
+            (Some(ConsumptionPeriod::Month), Some(date)) => format!("{}-{:02}", date.year(), date.month() as u8),
+            (Some(ConsumptionPeriod::Year), Some(date)) => date.year().to_string(),
+        };
+        Period(name)
+    }
+
+    /// The name of a never-resetting counter's one period.
+    pub const ALL_TIME: &str = "all";
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A period by its stored name (for tests).
+    #[cfg(test)]
+    pub(crate) fn named(name: &str) -> Self {
+        Period(name.to_string())
+    }
+}
+
+/// Which counter: the license's own (stored as `*`; feature codes never contain it) or a feature's.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CounterKey {
+    License,
+    Feature(FeatureCode),
+}
+
+impl CounterKey {
+    const LICENSE: &str = "*";
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            CounterKey::License => Self::LICENSE,
+            CounterKey::Feature(code) => code.as_str(),
+        }
+    }
+
+    pub fn parse(stored: &str) -> Result<Self, String> {
+        match stored {
+            Self::LICENSE => Ok(CounterKey::License),
+            code => FeatureCode::parse(code).map(CounterKey::Feature),
+        }
+    }
+}
+
+impl Serialize for CounterKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for CounterKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let stored = String::deserialize(deserializer)?;
+        CounterKey::parse(&stored).map_err(serde::de::Error::custom)
+    }
+}
 
 /// How many devices released by a client may still hold a valid credential at once, unless the
 /// license says otherwise (README, "Seat integrity").
@@ -246,10 +319,10 @@ pub struct License {
     /// write. Written only by releases and re-activations, never by a patch.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub releases: BTreeMap<HardwareId, Timestamp>,
-    /// Consumption counters: [`LICENSE_COUNTER`] for the license, a feature code for a feature.
+    /// Consumption counters, the license's own and its features'.
     /// Written only by `consume` (atomically, resetting lazily per period), never by a patch.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub consumption: BTreeMap<String, Counter>,
+    pub consumption: BTreeMap<CounterKey, Counter>,
 }
 
 impl License {
@@ -378,4 +451,26 @@ pub struct TrialMarker {
     pub hardware_id: HardwareId,
     pub license_key: LicenseKey,
     pub created_at: Timestamp,
+}
+
+#[cfg(test)]
+mod counter_tests {
+    use super::*;
+
+    /// Stored counters keep the layout they always had: `*` for the license, the feature code for a feature.
+    #[test]
+    fn counters_are_stored_as_they_always_were() {
+        let counters: BTreeMap<CounterKey, Counter> =
+            serde_json::from_str(r#"{"*": {"period": "2026-11", "used": 3}, "export": {"period": "all", "used": 1}}"#)
+                .unwrap();
+        let export = CounterKey::Feature(FeatureCode::parse("export").unwrap());
+        assert_eq!(counters[&CounterKey::License].used, 3);
+        assert_eq!(counters[&export].period.as_str(), Period::ALL_TIME);
+        let stored = serde_json::to_value(&counters).unwrap();
+        assert_eq!(stored["*"]["period"], "2026-11");
+        assert!(serde_json::from_str::<BTreeMap<CounterKey, Counter>>(
+            r#"{"no spaces": {"period": "all", "used": 1}}"#
+        )
+        .is_err());
+    }
 }

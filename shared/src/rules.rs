@@ -2,7 +2,9 @@
 //! the handlers read the store, ask these functions what to do, and write the answer.
 
 use crate::input::{HardwareId, Product};
-use crate::model::{ConsumptionPeriod, Counter, Device, Expiration, Feature, License, LicenseStatus, Metering};
+use crate::model::{
+    ConsumptionPeriod, Counter, CounterKey, Device, Expiration, Feature, License, LicenseStatus, Metering, Period,
+};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -520,24 +522,6 @@ pub fn plan_borrow(license: &License, hours: u32) -> Result<(), BorrowRefusal> {
     Ok(())
 }
 
-/// The name of the period a consumption counter counts in at `now` (`all` when it never resets).
-pub fn period_key(period: Option<ConsumptionPeriod>, now: Timestamp) -> String {
-    let Some(date) = now.date() else { return ALL_TIME.into() };
-    match period {
-        None => ALL_TIME.into(),
-        Some(ConsumptionPeriod::Day) => format!("{}-{:02}-{:02}", date.year(), date.month() as u8, date.day()),
-        Some(ConsumptionPeriod::Week) => {
-            let (year, week, _) = date.to_iso_week_date();
-            format!("{year}-W{week:02}")
-        }
-        Some(ConsumptionPeriod::Month) => format!("{}-{:02}", date.year(), date.month() as u8),
-        Some(ConsumptionPeriod::Year) => date.year().to_string(),
-    }
-}
-
-/// The counter name of a never-resetting consumption counter.
-pub const ALL_TIME: &str = "all";
-
 /// When the period counting at `now` ends (midnight UTC; weeks start on Monday).
 pub fn period_ends_at(period: Option<ConsumptionPeriod>, now: Timestamp) -> Option<Timestamp> {
     let date = now.date()?;
@@ -572,7 +556,7 @@ pub fn consumption_limit(terms: &Metering) -> Option<u64> {
 
 /// What has been used in the period counting at `now` (a counter of an earlier period counts 0).
 pub fn used_now(terms: &Metering, counter: Option<&Counter>, now: Timestamp) -> u64 {
-    let period = period_key(terms.consumption_period, now);
+    let period = Period::at(terms.consumption_period, now);
     counter.filter(|c| c.period == period).map_or(0, |c| c.used)
 }
 
@@ -580,8 +564,8 @@ pub fn used_now(terms: &Metering, counter: Option<&Counter>, now: Timestamp) -> 
 /// reads `observed` as to its period (and, with a limit, has room for `amount`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumptionPlan {
-    pub key: String,
-    pub period: String,
+    pub key: CounterKey,
+    pub period: Period,
     pub amount: u64,
     /// The counter as read; a different period than `period` (or none) means it starts again.
     pub observed: Option<Counter>,
@@ -604,10 +588,10 @@ pub struct ConsumptionLimitReached {
     pub limit: u64,
 }
 
-/// How to add `amount` to the counter `key` (the license's, or a feature code) of `license`.
+/// How to add `amount` to the counter `key` (the license's, or a feature's) of `license`.
 pub fn plan_consumption(
     license: &License,
-    key: &str,
+    key: &CounterKey,
     terms: &Metering,
     amount: u64,
     now: Timestamp,
@@ -620,8 +604,8 @@ pub fn plan_consumption(
         return Err(ConsumptionLimitReached { used, limit });
     }
     Ok(ConsumptionPlan {
-        key: key.to_string(),
-        period: period_key(terms.consumption_period, now),
+        key: key.clone(),
+        period: Period::at(terms.consumption_period, now),
         amount,
         observed: counter.cloned(),
         limit,
@@ -652,7 +636,7 @@ pub fn feature_entitled<'a>(license: &'a License, code: &str, now: Timestamp) ->
 pub fn feature_usable<'a>(license: &'a License, code: &str, now: Timestamp) -> Result<&'a Feature, FeatureRefusal> {
     let feature = feature_entitled(license, code, now)?;
     let terms = feature.metering();
-    let used = used_now(&terms, license.consumption.get(code), now);
+    let used = used_now(&terms, license.consumption.get(&CounterKey::Feature(feature.code.clone())), now);
     if consumption_limit(&terms).is_some_and(|limit| used >= limit) {
         return Err(FeatureRefusal::ConsumptionLimitReached);
     }
@@ -1151,14 +1135,18 @@ pub(crate) mod tests {
             (Some(ConsumptionPeriod::Year), "2027", Some("2028-01-01T00:00:00Z")),
         ];
         for (period, key, end) in cases {
-            assert_eq!(period_key(period, at), key, "{period:?}");
+            assert_eq!(Period::at(period, at).as_str(), key, "{period:?}");
             assert_eq!(period_ends_at(period, at).map(|t| t.to_string()).as_deref(), end, "{period:?}");
         }
         // One second later every period but `all` is a new one.
         let next = at.plus_seconds(1);
-        assert_eq!(period_key(Some(ConsumptionPeriod::Month), next), "2027-04");
-        assert_eq!(period_key(Some(ConsumptionPeriod::Day), next), "2027-04-01");
-        assert_eq!(period_key(Some(ConsumptionPeriod::Week), next), "2027-W13", "Thursday is the same ISO week");
+        assert_eq!(Period::at(Some(ConsumptionPeriod::Month), next).as_str(), "2027-04");
+        assert_eq!(Period::at(Some(ConsumptionPeriod::Day), next).as_str(), "2027-04-01");
+        assert_eq!(
+            Period::at(Some(ConsumptionPeriod::Week), next).as_str(),
+            "2027-W13",
+            "Thursday is the same ISO week"
+        );
         let december = Timestamp::parse("2027-12-15").unwrap();
         assert_eq!(
             period_ends_at(Some(ConsumptionPeriod::Month), december).unwrap().to_string(),
@@ -1190,24 +1178,28 @@ pub(crate) mod tests {
             consumption_period: Some(ConsumptionPeriod::Month),
         };
         let with = |period: &str, used: u64| License {
-            consumption: [("*".to_string(), Counter { period: period.into(), used })].into_iter().collect(),
+            consumption: [(CounterKey::License, Counter { period: Period::named(period), used })].into_iter().collect(),
             ..license()
         };
         let at = END_OF_MARCH;
-        let plan = plan_consumption(&with("2027-03", 9), "*", &monthly, 3, at).unwrap();
+        let plan = plan_consumption(&with("2027-03", 9), &CounterKey::License, &monthly, 3, at).unwrap();
         assert_eq!((plan.used_after, plan.limit, plan.continues()), (12, Some(12), true), "into the overages");
         assert_eq!(
-            plan_consumption(&with("2027-03", 10), "*", &monthly, 3, at),
+            plan_consumption(&with("2027-03", 10), &CounterKey::License, &monthly, 3, at),
             Err(ConsumptionLimitReached { used: 10, limit: 12 })
         );
-        let reset = plan_consumption(&with("2027-02", 12), "*", &monthly, 3, at).unwrap();
+        let reset = plan_consumption(&with("2027-02", 12), &CounterKey::License, &monthly, 3, at).unwrap();
         assert_eq!((reset.used_after, reset.continues(), reset.period.as_str()), (3, false, "2027-03"));
-        let first = plan_consumption(&license(), "*", &monthly, 12, at).unwrap();
+        let first = plan_consumption(&license(), &CounterKey::License, &monthly, 12, at).unwrap();
         assert_eq!((first.used_after, first.counters_exist, first.observed), (12, false, None));
-        assert!(plan_consumption(&license(), "*", &monthly, 13, at).is_err());
-        let unlimited = plan_consumption(&with("all", u64::MAX - 1), "*", &Metering::default(), 1, at).unwrap();
+        assert!(plan_consumption(&license(), &CounterKey::License, &monthly, 13, at).is_err());
+        let unlimited =
+            plan_consumption(&with("all", u64::MAX - 1), &CounterKey::License, &Metering::default(), 1, at).unwrap();
         assert_eq!(unlimited.limit, None);
-        assert!(plan_consumption(&with("all", u64::MAX), "*", &Metering::default(), 1, at).is_err(), "no overflow");
+        assert!(
+            plan_consumption(&with("all", u64::MAX), &CounterKey::License, &Metering::default(), 1, at).is_err(),
+            "no overflow"
+        );
     }
 
     #[test]
@@ -1226,7 +1218,9 @@ pub(crate) mod tests {
                 feature("old", Some(NOW), None),
                 feature("credits", None, Some(5)),
             ],
-            consumption: [("credits".to_string(), Counter { period: "all".into(), used: 5 })].into_iter().collect(),
+            consumption: [(CounterKey::parse("credits").unwrap(), Counter { period: Period::named("all"), used: 5 })]
+                .into_iter()
+                .collect(),
             ..license()
         };
         assert!(feature_usable(&l, "export", NOW).is_ok());

@@ -56,7 +56,11 @@ impl<'a> FeatureAnswer<'a> {
         let feature = license.feature(code.as_str());
         let usage = feature.map(|f| {
             let terms = f.metering();
-            Consumption::of(&terms, rules::used_now(&terms, license.consumption.get(code.as_str()), now), now)
+            Consumption::of(
+                &terms,
+                rules::used_now(&terms, license.consumption.get(&crate::model::CounterKey::Feature(code.clone())), now),
+                now,
+            )
         });
         Self {
             code,

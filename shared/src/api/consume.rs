@@ -6,7 +6,7 @@ use super::idempotency::{receipt, replay, Idempotency};
 use super::{committed, redecided, store_error, App, Reply};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{FeatureCode, HardwareId, LicenseKey, Product};
-use crate::model::{ConsumptionPeriod, Metering, LICENSE_COUNTER};
+use crate::model::{ConsumptionPeriod, CounterKey, Metering};
 use crate::rules::{self, ConsumptionLimitReached, FeatureRefusal};
 use crate::store::Store;
 use crate::time::Timestamp;
@@ -126,11 +126,11 @@ pub(super) async fn consume<S: Store>(
             Some(code) => {
                 let feature = rules::feature_entitled(&license, code.as_str(), now)
                     .map_err(|refusal| feature_refusal(refusal, code.as_str()))?;
-                (code.as_str(), feature.metering())
+                (CounterKey::Feature(code.clone()), feature.metering())
             }
-            None => (LICENSE_COUNTER, license.metering()),
+            None => (CounterKey::License, license.metering()),
         };
-        let plan = rules::plan_consumption(&license, key, &terms, request.amount, now).map_err(limit_reached)?;
+        let plan = rules::plan_consumption(&license, &key, &terms, request.amount, now).map_err(limit_reached)?;
         // A floating device counts use only while it holds a seat (its live lease).
         let lease_holder = license.is_floating.then_some((&request.hardware_id, now));
         if license.is_floating

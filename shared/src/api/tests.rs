@@ -726,7 +726,9 @@ async fn the_memory_store_keeps_the_consumption_conditions() {
     let mut license = app.store.licenses(std::slice::from_ref(&license_key)).await.unwrap().pop().unwrap();
     let now = crate::time::Timestamp::now();
     license.consumption.clear();
-    let stale = crate::rules::plan_consumption(&license, "*", &license.metering(), 5, now).unwrap();
+    let stale =
+        crate::rules::plan_consumption(&license, &crate::model::CounterKey::License, &license.metering(), 5, now)
+            .unwrap();
     assert!(matches!(
         app.store.consume(&license_key, &stale, None, None).await,
         Err(crate::store::WriteError::Conflict)

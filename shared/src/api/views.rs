@@ -3,7 +3,7 @@
 use super::App;
 use crate::error::ApiError;
 use crate::input::{HardwareId, LicenseKey, Nonce, Product};
-use crate::model::{ConsumptionPeriod, Device, Feature, License, LicenseStatus, LicenseType, LICENSE_COUNTER};
+use crate::model::{ConsumptionPeriod, CounterKey, Device, Feature, License, LicenseStatus, LicenseType};
 use crate::rules::{self, CheckCode, Standing, TokenLease, DEFAULT_VALIDATION_INTERVAL_DAYS};
 use crate::store::Store;
 use crate::time::Timestamp;
@@ -81,7 +81,11 @@ impl<'a> ClientLicense<'a> {
             prevent_vm: license.prevent_vm,
             product_features: &license.features,
             max_consumptions: license.max_consumptions,
-            total_consumptions: rules::used_now(&license.metering(), license.consumption.get(LICENSE_COUNTER), now),
+            total_consumptions: rules::used_now(
+                &license.metering(),
+                license.consumption.get(&CounterKey::License),
+                now,
+            ),
             allow_overages: license.allow_overages,
             max_overages: license.max_overages,
             consumption_period: license.consumption_period,

@@ -8,7 +8,7 @@
 use super::{ActivationWrite, DeactivationWrite, IdempotencyRecord, Lookup, Receipt, SeatRelease, Sighting, Store};
 use super::{StoreError, WriteError};
 use crate::input::{Email, HardwareId, LicenseKey, Product};
-use crate::model::{Customer, Device, License, LicenseType, ReleasedBy};
+use crate::model::{CounterKey, Customer, Device, License, LicenseType, ReleasedBy};
 use crate::rules;
 use crate::time::Timestamp;
 use std::future::Future;
@@ -112,7 +112,7 @@ async fn receipt_once<S: Store>(store: &S) {
     bound(store, &license, "pc-1").await;
     let read = stored(store, &license.license_key).await;
     let terms = read.metering();
-    let plan = rules::plan_consumption(&read, crate::model::LICENSE_COUNTER, &terms, 2, now()).unwrap();
+    let plan = rules::plan_consumption(&read, &CounterKey::License, &terms, 2, now()).unwrap();
     let receipt = Receipt {
         scope: format!("L#{}", license.license_key),
         idempotency_key: "retry-1".into(),
@@ -124,9 +124,11 @@ async fn receipt_once<S: Store>(store: &S) {
     };
     store.consume(&license.license_key, &plan, None, Some(&receipt)).await.unwrap();
     assert_eq!(store.receipt(&receipt.scope, "retry-1").await.unwrap(), Some(receipt.clone()));
-    let again = rules::plan_consumption(&stored(store, &license.license_key).await, "*", &terms, 2, now()).unwrap();
+    let again =
+        rules::plan_consumption(&stored(store, &license.license_key).await, &CounterKey::License, &terms, 2, now())
+            .unwrap();
     conflict(store.consume(&license.license_key, &again, None, Some(&receipt)).await, "the receipt exists");
-    assert_eq!(stored(store, &license.license_key).await.consumption["*"].used, 2, "counted once");
+    assert_eq!(stored(store, &license.license_key).await.consumption[&CounterKey::License].used, 2, "counted once");
     assert_eq!(store.receipt(&receipt.scope, "retry-2").await.unwrap(), None);
     assert_eq!(store.receipt("L#OTHER", "retry-1").await.unwrap(), None, "scoped");
 }
@@ -203,11 +205,11 @@ async fn consumption_limit<S: Store>(store: &S) {
     store.create_licenses(std::slice::from_ref(&license), None).await.unwrap();
     let read = stored(store, &license.license_key).await;
     let terms = read.metering();
-    let four = rules::plan_consumption(&read, "*", &terms, 4, now()).unwrap();
-    let stale = rules::plan_consumption(&read, "*", &terms, 2, now()).unwrap();
+    let four = rules::plan_consumption(&read, &CounterKey::License, &terms, 4, now()).unwrap();
+    let stale = rules::plan_consumption(&read, &CounterKey::License, &terms, 2, now()).unwrap();
     store.consume(&license.license_key, &four, None, None).await.unwrap();
     conflict(store.consume(&license.license_key, &stale, None, None).await, "planned before the other write");
-    assert_eq!(stored(store, &license.license_key).await.consumption["*"].used, 4);
+    assert_eq!(stored(store, &license.license_key).await.consumption[&CounterKey::License].used, 4);
 }
 
 async fn replace_at_version<S: Store>(store: &S) {

@@ -618,28 +618,28 @@ impl Store for DynamoStore {
         e.name("#c", CONSUMPTION);
         let fresh = || {
             AttributeValue::M(HashMap::from([
-                ("period".to_string(), s(&plan.period)),
+                ("period".to_string(), s(plan.period.as_str())),
                 ("used".to_string(), n(plan.amount)),
             ]))
         };
         match &plan.observed {
             None if !plan.counters_exist => {
-                e.value(":whole", AttributeValue::M(HashMap::from([(plan.key.clone(), fresh())])))
+                e.value(":whole", AttributeValue::M(HashMap::from([(plan.key.as_str().to_string(), fresh())])))
                     .set("#c = :whole")
                     .condition("attribute_exists(PK) AND attribute_not_exists(#c)");
             }
             None => {
-                e.name("#k", &plan.key)
+                e.name("#k", plan.key.as_str())
                     .value(":fresh", fresh())
                     .set("#c.#k = :fresh")
                     .condition("attribute_exists(#c) AND attribute_not_exists(#c.#k)");
             }
             Some(observed) if plan.continues() => {
-                e.name("#k", &plan.key)
+                e.name("#k", plan.key.as_str())
                     .name("#p", "period")
                     .name("#u", "used")
                     .value(":amount", n(plan.amount))
-                    .value(":period", s(&observed.period))
+                    .value(":period", s(observed.period.as_str()))
                     .set("#c.#k.#u = #c.#k.#u + :amount")
                     .condition("#c.#k.#p = :period");
                 if let Some(limit) = plan.limit {
@@ -648,10 +648,10 @@ impl Store for DynamoStore {
                 }
             }
             Some(observed) => {
-                e.name("#k", &plan.key)
+                e.name("#k", plan.key.as_str())
                     .name("#p", "period")
                     .value(":fresh", fresh())
-                    .value(":old", s(&observed.period))
+                    .value(":old", s(observed.period.as_str()))
                     .set("#c.#k = :fresh")
                     .condition("#c.#k.#p = :old");
             }
