@@ -9,7 +9,7 @@ use lambda_http::{service_fn, Error, Request};
 ///
 /// The runtime is tokio's current-thread one: Lambda hands a sandbox one event at a time, so the
 /// multi-thread runtime's workers (one per core) would only add threads, their stacks and malloc
-/// arenas to every cold start, about 0.3 ms of it (docs/benchmarks.md), and to memory.
+/// arenas to every cold start and to memory (measured in docs/benchmarks.md).
 pub fn main(function: Function) -> Result<(), Error> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(serve(function))
 }

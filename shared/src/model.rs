@@ -25,7 +25,7 @@ pub enum LicenseStatus {
     Revoked,
 }
 
-/// When a license stops being valid (seed 002's expiration types).
+/// When a license stops being valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", try_from = "ExpirationFields")]
 pub enum Expiration {
@@ -98,7 +98,7 @@ pub enum ConsumptionPeriod {
     Year,
 }
 
-/// Consumption terms, of a license or of one feature (seed 003's metering fields).
+/// Consumption terms, of a license or of one feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Metering {
     /// Absent: consumption is counted but never limited.

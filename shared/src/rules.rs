@@ -226,7 +226,7 @@ fn transfer_left(license: &License) -> bool {
     license.max_transfers.is_none_or(|max| license.transfer_count < max)
 }
 
-/// After each new activation, further new activations wait `freeze_days` (seed 002).
+/// After each new activation, further new activations wait `freeze_days`.
 pub fn frozen_until(license: &License) -> Option<Timestamp> {
     match (license.freeze_days, license.last_activated_at) {
         (0, _) | (_, None) => None,

@@ -9,7 +9,7 @@ use crate::store::Store;
 use crate::time::Timestamp;
 use serde::Serialize;
 
-/// The client-facing license fields of a check answer (named as in seed 004 where it has them).
+/// The client-facing license fields of a check answer.
 #[derive(Debug, Serialize)]
 pub struct ClientLicense<'a> {
     pub license_key: &'a LicenseKey,
@@ -206,7 +206,7 @@ pub(crate) fn capped_exp(exp: Timestamp, license: &License, device: Option<&Devi
     }
 }
 
-/// How the seats in use compare with the seats bought (seed 001).
+/// How the seats in use compare with the seats bought.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Compliance {

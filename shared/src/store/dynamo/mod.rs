@@ -17,9 +17,9 @@ use errors::{classify, conditional_error, transaction_error};
 use expression::{releases, Expression, MapAttribute, MAX_TAKE_OVER_PER_WRITE};
 use records::{
     built, decode_cursor, device_from, device_item, device_sk, encode_cursor, idempotency_pk, is_released,
-    license_from, license_item, license_pk, lookup_index, n, receipt_pk, s, trial_marker_pk, trial_terms_pk, Item,
-    BOUND, CONSUMPTION, DEVICE_PREFIX, IDEMPOTENCY_SK, LEASES, LICENSE_SK, MAX_TRANSACTION_ITEMS, OPERATION_OWNED,
-    RECEIPT_SK, RELEASED, RELEASES, TRIAL_SK,
+    license_from, license_item, license_pk, lookup_index, n, receipt_pk, s, status, trial_marker_pk, trial_terms_pk,
+    Item, BOUND, CONSUMPTION, DEVICE_PREFIX, IDEMPOTENCY_SK, LEASES, LICENSE_SK, MAX_TRANSACTION_ITEMS,
+    OPERATION_OWNED, RECEIPT_SK, RELEASED, RELEASES, TRIAL_SK,
 };
 
 use super::{
@@ -27,7 +27,7 @@ use super::{
     Lookup, Page, Receipt, SeatRelease, Sighting, Store, StoreError, WriteError,
 };
 use crate::input::{HardwareId, LicenseKey, Product};
-use crate::model::{Device, License, ReleasedBy, TrialMarker, TrialTerms};
+use crate::model::{Device, License, LicenseStatus, ReleasedBy, TrialMarker, TrialTerms};
 use crate::rules::{ConsumptionPlan, LeasePlan, Slot};
 use crate::time::Timestamp;
 use aws_config::SdkConfig;
@@ -459,7 +459,7 @@ impl Store for DynamoStore {
         let key = &license.license_key;
         let mut e = Expression::default();
         e.name("#status", "status")
-            .value(":active", s("active"))
+            .value(":active", status(LicenseStatus::Active))
             .value(":now", s(&write.now.to_string()))
             .value(":one", n(1))
             .condition("attribute_exists(PK)")
@@ -571,7 +571,7 @@ impl Store for DynamoStore {
                 .value(":one", n(1))
                 .name("#status", "status")
                 .condition("#status = :active")
-                .value(":active", s("active"));
+                .value(":active", status(LicenseStatus::Active));
         }
         let device_write = match (write.new_device, write.borrowed_until) {
             (Some(device), _) => {

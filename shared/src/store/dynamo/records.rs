@@ -2,7 +2,7 @@
 //! the mapping between items and the model.
 
 use crate::input::{HardwareId, LicenseKey, Product};
-use crate::model::{Device, License};
+use crate::model::{Device, License, LicenseStatus};
 use crate::store::{Lookup, StoreError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -56,6 +56,12 @@ pub(super) fn device_sk(hardware_id: &HardwareId) -> AttributeValue {
 
 pub(super) fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_string())
+}
+
+/// A license status as stored (its serde name), for conditions on it.
+pub(super) fn status(status: LicenseStatus) -> AttributeValue {
+    let name = serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string));
+    AttributeValue::S(name.unwrap_or_default())
 }
 
 pub(super) fn n(value: impl ToString) -> AttributeValue {

@@ -31,7 +31,7 @@ pub async fn sdk_config_with(env: impl Fn(&str) -> Option<String>) -> SdkConfig 
     let loader = match lambda_region(env) {
         // On Lambda the region and the role's credentials are always in the environment: skip
         // building the default provider chains (profile files, SSO, web identity, container,
-        // IMDS), about 0.3 ms of every cold start (docs/benchmarks.md). Anywhere else, the chains.
+        // IMDS), a measurable part of every cold start. Anywhere else, the chains.
         Some(region) => loader
             .region(aws_config::Region::new(region))
             .credentials_provider(aws_config::environment::EnvironmentVariableCredentialsProvider::new()),
@@ -49,8 +49,8 @@ pub(super) fn lambda_region(env: impl Fn(&str) -> Option<String>) -> Option<Stri
 }
 
 /// The roots of Amazon Trust Services, which sign every AWS service endpoint. Trusting only these,
-/// instead of loading and parsing the system's ~140 roots, takes about 4 ms off every cold start
-/// (docs/benchmarks.md). `KEYGATE_TLS_SYSTEM_ROOTS=1` trusts the system store instead (for a TLS proxy).
+/// instead of loading and parsing the whole system store, takes a measurable part off every cold
+/// start (bench/examples/init_stages.rs shows it). `KEYGATE_TLS_SYSTEM_ROOTS=1` trusts the system store instead (for a TLS proxy).
 pub(super) const AWS_ROOT_CAS: &str = include_str!("aws_root_cas.pem");
 pub(super) const TLS_SYSTEM_ROOTS: &str = "KEYGATE_TLS_SYSTEM_ROOTS";
 
