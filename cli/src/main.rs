@@ -405,7 +405,8 @@ async fn offline(command: OfflineCommand) -> Result<(), String> {
                 hardware_id: &hardware_id,
                 nonce: nonce.as_ref(),
             };
-            let verified = offline::verify_license_file(&file, &keys, &expected, Timestamp::now())?;
+            let verified =
+                offline::verify_license_file(&file, &keys, &expected, Timestamp::now()).map_err(|e| e.to_string())?;
             // Only what was signed: the file's other fields are for people and could be edited.
             let claims = &verified.claims;
             let summary = serde_json::json!({

@@ -138,6 +138,45 @@ pub struct Verified {
     pub expires_at: Timestamp,
 }
 
+/// Why a license file does not verify (each says what is wrong, for the person holding the file).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileRefusal {
+    #[error("not a license file of format {LICENSE_FILE_FORMAT}")]
+    Format,
+    #[error("the token is not a compact JWS")]
+    NotCompactJws,
+    #[error("the token is not {0}")]
+    Undecodable(&'static str),
+    #[error("the token is not signed with EdDSA")]
+    NotEdDsa,
+    #[error("the token's signature is malformed")]
+    MalformedSignature,
+    #[error("the signature does not verify with the given public key(s)")]
+    BadSignature,
+    #[error("the token's claims are not a license's: {0}")]
+    NotLicenseClaims(String),
+    #[error("the token is not an offline license")]
+    NotOffline,
+    #[error("the license file is from another issuer ({found}, not {expected})")]
+    OtherIssuer { found: String, expected: String },
+    #[error("the license file is for another product ({found}, not {expected})")]
+    OtherProduct { found: String, expected: String },
+    #[error("the license file is for another machine ({0})")]
+    OtherMachine(String),
+    #[error("the license file does not answer this request (nonce)")]
+    OtherRequest,
+    #[error("the license is not valid: {0}")]
+    NotValid(String),
+    #[error("the license file expired at {0}")]
+    Expired(Timestamp),
+}
+
+/// A JWS header: only its algorithm matters here.
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+}
+
 /// Verifies a license file on the offline machine: the token's EdDSA signature with one of `keys`,
 /// that it is an offline grant from `expected.issuer` for `expected.product` (its audience) on
 /// `expected.hardware_id` (and for the request's nonce, when given), that its verdict is valid, and
@@ -147,60 +186,57 @@ pub fn verify_license_file(
     keys: &[VerifyingKey],
     expected: &Expected<'_>,
     now: Timestamp,
-) -> Result<Verified, String> {
+) -> Result<Verified, FileRefusal> {
     if file.format != LICENSE_FILE_FORMAT {
-        return Err(format!("not a license file of format {LICENSE_FILE_FORMAT}"));
+        return Err(FileRefusal::Format);
     }
     let mut parts = file.token.split('.');
     let (Some(header_b64), Some(payload), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err("the token is not a compact JWS".into());
+        return Err(FileRefusal::NotCompactJws);
     };
-    let header: Value = decode_json(header_b64)?;
-    if header["alg"] != "EdDSA" {
-        return Err("the token is not signed with EdDSA".into());
+    let header: Header = serde_json::from_slice(&decode(header_b64)?).map_err(|_| FileRefusal::Undecodable("JSON"))?;
+    if header.alg != "EdDSA" {
+        return Err(FileRefusal::NotEdDsa);
     }
     let signature = URL_SAFE_NO_PAD
         .decode(signature)
         .ok()
         .and_then(|bytes| Signature::from_slice(&bytes).ok())
-        .ok_or("the token's signature is malformed")?;
+        .ok_or(FileRefusal::MalformedSignature)?;
     let signed = format!("{header_b64}.{payload}");
     if !keys.iter().any(|key| key.verify_strict(signed.as_bytes(), &signature).is_ok()) {
-        return Err("the signature does not verify with the given public key(s)".into());
+        return Err(FileRefusal::BadSignature);
     }
-    let claims: LicenseClaims = serde_json::from_value(decode_json(payload)?)
-        .map_err(|e| format!("the token's claims are not a license's: {e}"))?;
+    let claims: LicenseClaims =
+        serde_json::from_slice(&decode(payload)?).map_err(|e| FileRefusal::NotLicenseClaims(e.to_string()))?;
     if !claims.offline {
-        return Err("the token is not an offline license".into());
+        return Err(FileRefusal::NotOffline);
     }
     if claims.iss != expected.issuer {
-        return Err(format!("the license file is from another issuer ({}, not {})", claims.iss, expected.issuer));
+        return Err(FileRefusal::OtherIssuer { found: claims.iss, expected: expected.issuer.to_string() });
     }
     if claims.aud != expected.product.as_str() {
-        return Err(format!("the license file is for another product ({}, not {})", claims.aud, expected.product));
+        return Err(FileRefusal::OtherProduct { found: claims.aud, expected: expected.product.to_string() });
     }
     if claims.hwid != expected.hardware_id.as_str() {
-        return Err(format!("the license file is for another machine ({})", claims.hwid));
+        return Err(FileRefusal::OtherMachine(claims.hwid));
     }
-    if let Some(nonce) = expected.nonce {
-        if claims.nonce.as_deref() != Some(nonce.as_str()) {
-            return Err("the license file does not answer this request (nonce)".into());
-        }
+    if expected.nonce.is_some_and(|nonce| claims.nonce.as_deref() != Some(nonce.as_str())) {
+        return Err(FileRefusal::OtherRequest);
     }
     if !claims.valid {
-        return Err(format!("the license is not valid: {}", claims.code));
+        return Err(FileRefusal::NotValid(claims.code));
     }
     if claims.exp <= now.unix() {
-        return Err(format!("the license file expired at {}", Timestamp::from_unix(claims.exp)));
+        return Err(FileRefusal::Expired(Timestamp::from_unix(claims.exp)));
     }
     Ok(Verified { expires_at: Timestamp::from_unix(claims.exp), claims })
 }
 
-fn decode_json(part: &str) -> Result<Value, String> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| "the token is not base64url".to_string())?;
-    serde_json::from_slice(&bytes).map_err(|_| "the token is not JSON".to_string())
+fn decode(part: &str) -> Result<Vec<u8>, FileRefusal> {
+    URL_SAFE_NO_PAD.decode(part).map_err(|_| FileRefusal::Undecodable("base64url"))
 }
 
 #[cfg(test)]
@@ -242,9 +278,9 @@ mod tests {
             |file: &LicenseFile, keys: &[VerifyingKey], now: Timestamp| verify_license_file(file, keys, &expected, now);
         let good = file(&signer, claims(|_| {}));
         assert_eq!(verify(&good, &keys, NOW).unwrap().expires_at, NOW.plus_seconds(60));
-        assert!(verify(&good, &keys, NOW.plus_seconds(60)).unwrap_err().contains("expired"));
+        assert!(matches!(verify(&good, &keys, NOW.plus_seconds(60)), Err(FileRefusal::Expired(_))));
         let other_key = [public_key(&TokenSigner::new([4; 32], &[]).unwrap().public_key_b64()).unwrap()];
-        assert!(verify(&good, &other_key, NOW).unwrap_err().contains("signature"));
+        assert_eq!(verify(&good, &other_key, NOW).unwrap_err(), FileRefusal::BadSignature);
         let cases: [(&str, Value); 6] = [
             ("another product", claims(|c| c["aud"] = json!("other-product"))),
             ("another issuer", claims(|c| c["iss"] = json!("https://other.example"))),
@@ -254,7 +290,7 @@ mod tests {
             ("not an offline", claims(|c| c["offline"] = json!(false))),
         ];
         for (expected, claims) in cases {
-            let err = verify(&file(&signer, claims), &keys, NOW).unwrap_err();
+            let err = verify(&file(&signer, claims), &keys, NOW).unwrap_err().to_string();
             assert!(err.contains(expected), "{expected}: {err}");
         }
         let mut swapped = good.clone();
@@ -262,7 +298,11 @@ mod tests {
         let ((other_head, _), (_, good_signature)) =
             (other.token.rsplit_once('.').unwrap(), good.token.rsplit_once('.').unwrap());
         swapped.token = format!("{other_head}.{good_signature}");
-        assert!(verify(&swapped, &keys, NOW).unwrap_err().contains("signature"), "payload swapped under a signature");
+        assert_eq!(
+            verify(&swapped, &keys, NOW).unwrap_err(),
+            FileRefusal::BadSignature,
+            "payload swapped under a signature"
+        );
         let jwks = signer.jwks_json();
         assert_eq!(jwks_keys(jwks).unwrap()[0].1, keys[0]);
     }
