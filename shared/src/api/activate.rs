@@ -1,7 +1,7 @@
 //! `POST /v1/activate`: bind a device to a license, consuming a seat atomically.
 
 use super::idempotency::{receipt, replay, Idempotency};
-use super::views::{sign_verdict, ClientLicense};
+use super::views::granted;
 use super::{committed, redecided, store_error, App, Reply, Settled};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{DeviceName, HardwareId, LicenseKey, Nonce, Platform, Product};
@@ -10,7 +10,7 @@ use crate::rules::{self, ActivationPlan, ActivationRefusal, ActivationRequest, E
 use crate::store::{reclaimed, ActivationWrite, LeaseWrite, Receipt, Sighting, Store};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,13 +26,6 @@ pub struct ActivateRequest {
     pub is_vm: bool,
     #[serde(default)]
     pub nonce: Option<Nonce>,
-}
-
-#[derive(Serialize)]
-struct Activated<'a> {
-    license: ClientLicense<'a>,
-    device: &'a Device,
-    token: String,
 }
 
 pub(crate) fn license_not_found(key: &LicenseKey) -> ApiError {
@@ -98,9 +91,7 @@ pub(super) async fn activate<S: Store>(
     idempotency: Option<&Idempotency>,
 ) -> Result<Reply, ApiError> {
     let answer = |license: &License, device: &Device, now: Timestamp| {
-        let code = rules::check(license, &request.product, Some(device), now);
-        let token = sign_verdict(app, license, &request.hardware_id, Some(device), code, request.nonce.as_ref(), now)?;
-        Reply::json(StatusCode::OK, &Activated { license: ClientLicense::of(license, now), device, token })
+        granted(app, StatusCode::OK, (license, device), &request.product, request.nonce.as_ref(), now)
     };
     activate_device(app, &request, false, idempotency, &answer).await
 }

@@ -2,7 +2,7 @@
 
 use super::activate::{license_not_found, no_free_seat, refusal};
 use super::idempotency::{receipt, replay, Idempotency};
-use super::views::{sign_verdict, ClientLicense};
+use super::views::granted;
 use super::{redecided, store_error, App, Reply};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{HardwareId, LicenseKey, Nonce, Product};
@@ -11,7 +11,7 @@ use crate::rules::{self, BorrowRefusal, NoFreeSeat};
 use crate::store::{LeaseWrite, Receipt, Store, WriteError};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 pub(super) enum Held {
     /// The device holds its lease until `device.lease_expires_at`; `license` shows it.
@@ -82,13 +82,6 @@ pub struct BorrowRequest {
     pub nonce: Option<Nonce>,
 }
 
-#[derive(Serialize)]
-struct Borrowed<'a> {
-    license: ClientLicense<'a>,
-    device: &'a Device,
-    token: String,
-}
-
 fn borrow_refusal(refusal: BorrowRefusal) -> ApiError {
     match refusal {
         BorrowRefusal::NotAllowed => ApiError::new(
@@ -124,10 +117,7 @@ pub(super) async fn borrow<S: Store>(
         })?;
         let until = now.plus_seconds(i64::from(request.hours) * 3_600);
         let answer = |license: &License, device: &Device| {
-            let code = rules::check(license, &request.product, Some(device), now);
-            let token =
-                sign_verdict(app, license, &request.hardware_id, Some(device), code, request.nonce.as_ref(), now)?;
-            Reply::json(StatusCode::OK, &Borrowed { license: ClientLicense::of(license, now), device, token })
+            granted(app, StatusCode::OK, (license, device), &request.product, request.nonce.as_ref(), now)
         };
         // A borrow always writes (it is recorded on the device), so its answer is made before.
         let mut reply = None;

@@ -3,11 +3,11 @@
 use super::activate::ActivateRequest;
 use super::idempotency::{receipt, replay, Idempotency};
 use super::issue::{validate_features, within};
-use super::views::{sign_verdict, ClientLicense};
+use super::views::granted;
 use super::{committed, redecided, store_error, App, Reply};
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{random_id, DeviceName, Email, HardwareId, LicenseKey, Nonce, Platform, Product};
-use crate::model::{Device, Expiration, Feature, License, LicenseType, TrialMarker, TrialTerms};
+use crate::model::{Expiration, Feature, License, LicenseType, TrialMarker, TrialTerms};
 use crate::rules;
 use crate::store::Store;
 use crate::time::Timestamp;
@@ -75,13 +75,6 @@ pub struct TrialRequest {
     pub nonce: Option<Nonce>,
 }
 
-#[derive(Serialize)]
-struct Started<'a> {
-    license: ClientLicense<'a>,
-    device: &'a Device,
-    token: String,
-}
-
 fn already_used(product: &Product) -> ApiError {
     ApiError::new(ErrorCode::TrialAlreadyUsed, format!("this device has already had its trial of {product}"))
 }
@@ -140,10 +133,8 @@ pub(super) async fn start<S: Store>(
             license_key: license.license_key.clone(),
             created_at: now,
         };
-        let token =
-            sign_verdict(app, &license, &request.hardware_id, Some(&device), code, request.nonce.as_ref(), now)?;
-        let answer = Started { license: ClientLicense::of(&license, now), device: &device, token };
-        let reply = Reply::json(StatusCode::CREATED, &answer)?;
+        let reply =
+            granted(app, StatusCode::CREATED, (&license, &device), &request.product, request.nonce.as_ref(), now)?;
         let receipt = receipt(idempotency, &reply, now);
         let started = committed(app.store.start_trial(&marker, &license, &device, receipt.as_ref()).await, reply)?;
         if started.is_none() {

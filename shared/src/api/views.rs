@@ -1,12 +1,13 @@
 //! What clients and vendors are shown of a license, and the claims signed into tokens.
 
-use super::App;
+use super::{App, Reply};
 use crate::error::ApiError;
 use crate::input::{HardwareId, LicenseKey, Nonce, Product};
 use crate::model::{ConsumptionPeriod, CounterKey, Device, Feature, License, LicenseStatus, LicenseType};
 use crate::rules::{self, CheckCode, Standing, TokenLease, DEFAULT_VALIDATION_INTERVAL_DAYS};
 use crate::store::Store;
 use crate::time::Timestamp;
+use lambda_http::http::StatusCode;
 use serde::Serialize;
 
 /// The client-facing license fields of a check answer.
@@ -138,6 +139,29 @@ pub struct FeatureClaim<'a> {
 }
 
 /// Signs the verdict `code` about `hardware_id` on `license`.
+/// What a device is granted (by an activation, a borrow or a trial): the license, the device, and
+/// the signed verdict for it.
+#[derive(Serialize)]
+struct Granted<'a> {
+    license: ClientLicense<'a>,
+    device: &'a Device,
+    token: String,
+}
+
+/// The answer granting `device` the license for `product` at `now`, with its verdict signed.
+pub(super) fn granted<S: Store>(
+    app: &App<S>,
+    status: StatusCode,
+    (license, device): (&License, &Device),
+    product: &Product,
+    nonce: Option<&Nonce>,
+    now: Timestamp,
+) -> Result<Reply, ApiError> {
+    let code = rules::check(license, product, Some(device), now);
+    let token = sign_verdict(app, license, &device.hardware_id, Some(device), code, nonce, now)?;
+    Reply::json(status, &Granted { license: ClientLicense::of(license, now), device, token })
+}
+
 pub(crate) fn sign_verdict<S: Store>(
     app: &App<S>,
     license: &License,
