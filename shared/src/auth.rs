@@ -17,7 +17,7 @@ impl std::fmt::Debug for AdminTokens {
 
 /// The hex SHA-256 of a token: what goes into `KEYGATE_ADMIN_TOKEN_SHA256`.
 pub fn hash_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// The least an admin token must carry (NIST's floor for security strength); `keygate admin-token

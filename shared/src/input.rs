@@ -404,13 +404,7 @@ fn decimal(literal: &str) -> (bool, String, i64) {
 pub fn random_id(prefix: &str) -> Result<String, getrandom::Error> {
     let mut random = [0u8; 16];
     getrandom::getrandom(&mut random)?;
-    let mut id = String::with_capacity(prefix.len() + 33);
-    id.push_str(prefix);
-    id.push('_');
-    for byte in random {
-        id.push_str(&format!("{byte:02x}"));
-    }
-    Ok(id)
+    Ok(format!("{prefix}_{}", hex::encode(random)))
 }
 
 #[cfg(test)]

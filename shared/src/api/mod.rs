@@ -160,8 +160,8 @@ fn json_response(status: StatusCode, body: String) -> Response<Body> {
 /// The methods the client routes of `functions` serve on `path`; `None` when the path is not one
 /// of theirs or is a vendor path (which no browser may call).
 fn client_methods(functions: &[Function], path: &str) -> Option<Vec<&'static str>> {
-    let matching: Vec<&Route> =
-        ROUTES.iter().filter(|r| functions.contains(&r.function) && match_path(r.path, path).is_some()).collect();
+    let (routes, _) = routes_at(path)?;
+    let matching: Vec<&Route> = routes.iter().copied().filter(|r| functions.contains(&r.function)).collect();
     let vendor = matching.iter().any(|r| r.auth == Auth::Vendor);
     (!matching.is_empty() && !vendor).then(|| matching.iter().map(|r| r.method.as_str()).collect())
 }
@@ -249,10 +249,8 @@ fn request_id(request: &Request) -> String {
 async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Request) -> Result<Reply, ApiError> {
     let path = request.uri().path();
     let mut allowed: Vec<&str> = Vec::new();
-    for route in ROUTES.iter().filter(|r| functions.contains(&r.function)) {
-        let Some(params) = match_path(route.path, path) else {
-            continue;
-        };
+    let (routes, params) = routes_at(path).unwrap_or_default();
+    for route in routes.iter().copied().filter(|r| functions.contains(&r.function)) {
         if route.method != request.method() {
             allowed.push(route.method.as_str());
             continue;
@@ -375,25 +373,31 @@ fn header_str(request: &Request, name: header::HeaderName) -> Option<&str> {
     request.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Matches `/v1/licenses/{license_key}` against a path, returning the percent-decoded parameters.
-fn match_path(pattern: &str, path: &str) -> Option<Vec<String>> {
-    let mut params = Vec::new();
-    let mut pattern_segments = pattern.split('/');
-    let mut path_segments = path.split('/');
-    loop {
-        match (pattern_segments.next(), path_segments.next()) {
-            (None, None) => return Some(params),
-            (Some(p), Some(s)) if p.starts_with('{') => {
-                if s.is_empty() {
-                    return None;
-                }
-                // Bytes that are not UTF-8 become U+FFFD, which no parameter accepts: a 400 naming it, not a 404.
-                params.push(percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned());
+/// The route table as a router (matchit): each path pattern leads to its routes, one per method.
+fn router() -> &'static matchit::Router<Vec<&'static Route>> {
+    static ROUTER: std::sync::OnceLock<matchit::Router<Vec<&'static Route>>> = std::sync::OnceLock::new();
+    ROUTER.get_or_init(|| {
+        let mut router = matchit::Router::new();
+        let mut patterns: Vec<&str> = ROUTES.iter().map(|r| r.path).collect();
+        patterns.dedup();
+        for pattern in patterns {
+            let routes = ROUTES.iter().filter(|r| r.path == pattern).collect();
+            // A bad pattern is a bug in ROUTES, which every routing test would show at once.
+            if let Err(err) = router.insert(pattern, routes) {
+                tracing::error!(%pattern, error = %err, "route not added");
             }
-            (Some(p), Some(s)) if p == s => {}
-            _ => return None,
         }
-    }
+        router
+    })
+}
+
+/// The routes on `path` (one per method) and its percent-decoded parameters, in order.
+fn routes_at(path: &str) -> Option<(&'static [&'static Route], Vec<String>)> {
+    let matched = router().at(path).ok()?;
+    // Bytes that are not UTF-8 become U+FFFD, which no parameter accepts: a 400 naming it, not a 404.
+    let decode = |raw: &str| percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned();
+    let params = matched.params.iter().map(|(_, raw)| decode(raw)).collect();
+    Some((matched.value.as_slice(), params))
 }
 
 fn body(request: &Request) -> Result<&[u8], ApiError> {

@@ -392,10 +392,21 @@ async fn a_function_serves_only_its_own_routes() {
 }
 
 #[test]
-fn path_parameters_are_percent_decoded() {
-    assert_eq!(match_path("/v1/licenses/{license_key}", "/v1/licenses/AB%2DCD"), Some(vec!["AB-CD".to_string()]));
-    assert_eq!(match_path("/v1/licenses/{license_key}", "/v1/licenses/"), None);
-    assert_eq!(match_path("/v1/licenses/{license_key}", "/v1/licenses/a/b"), None);
+fn path_parameters_are_percent_decoded_and_every_route_is_routed() {
+    let params = |path: &str| routes_at(path).map(|(_, params)| params);
+    assert_eq!(params("/v1/licenses/AB%2DCD"), Some(vec!["AB-CD".to_string()]));
+    assert_eq!(params("/v1/licenses/AB/devices/pc%201"), Some(vec!["AB".to_string(), "pc 1".to_string()]));
+    assert_eq!(params("/v1/licenses/a/b"), None);
+    assert_eq!(params("/v1/licenses/").unwrap_or_default(), Vec::<String>::new(), "no empty parameter");
+    for route in ROUTES {
+        let (routes, _) = routes_at(route.path).expect("every pattern is routed");
+        assert!(
+            routes.iter().any(|r| r.method == route.method && r.path == route.path),
+            "{} {}",
+            route.method,
+            route.path
+        );
+    }
 }
 
 async fn patch(app: &App<MemoryStore>, key: &str, body: Value) -> (u16, Value) {
