@@ -407,6 +407,55 @@ pub fn random_id(prefix: &str) -> Result<String, getrandom::Error> {
     Ok(format!("{prefix}_{}", hex::encode(random)))
 }
 
+/// Nested objects of a request taken only from JSON objects: serde's derived structs would also
+/// take an array of their fields' values (`"customer": [null, null]`), which no client means.
+/// For `#[serde(deserialize_with = ...)]` on the fields that hold one.
+pub mod object {
+    use serde::de::value::MapAccessDeserializer;
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use serde::Deserialize;
+    use std::marker::PhantomData;
+
+    /// A `T` read from a JSON object, and from nothing else.
+    pub struct Object<T>(pub T);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Fields<T>(PhantomData<T>);
+            impl<'de, T: Deserialize<'de>> Visitor<'de> for Fields<T> {
+                type Value = Object<T>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+                    T::deserialize(MapAccessDeserializer::new(map)).map(Object)
+                }
+            }
+            deserializer.deserialize_map(Fields(PhantomData))
+        }
+    }
+
+    /// An optional object (`null` or left out: none).
+    pub fn optional<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+        Ok(Option::<Object<T>>::deserialize(d)?.map(|o| o.0))
+    }
+
+    /// An object a patch may clear with `null` (`Some(None)`), distinct from leaving it out (`None`).
+    pub fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+        optional(d).map(Some)
+    }
+
+    /// A list of objects.
+    pub fn list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+        Ok(Vec::<Object<T>>::deserialize(d)?.into_iter().map(|o| o.0).collect())
+    }
+
+    /// An optional list of objects.
+    pub fn optional_list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Vec<T>>, D::Error> {
+        Ok(Option::<Vec<Object<T>>>::deserialize(d)?.map(|list| list.into_iter().map(|o| o.0).collect()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

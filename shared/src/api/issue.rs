@@ -6,7 +6,7 @@ use super::idempotency;
 use super::views::{FloatingLeases, Usage, VendorLicense};
 use super::{committed, redecided, store_error, App, Reply};
 use crate::error::{ApiError, ErrorCode};
-use crate::input::{random_id, Email, HardwareId, IdempotencyKey, LicenseKey, MetadataInput, OrderId, Product};
+use crate::input::{object, random_id, Email, HardwareId, IdempotencyKey, LicenseKey, MetadataInput, OrderId, Product};
 use crate::model::{
     ConsumptionPeriod, Customer, Expiration, Feature, License, LicenseStatus, LicenseType, Metadata, Metering,
     DEFAULT_RELEASE_ALLOWANCE, MAX_RELEASE_ALLOWANCE,
@@ -35,7 +35,7 @@ pub struct IssueRequest {
     pub product: Product,
     #[serde(default)]
     pub quantity: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object::optional")]
     pub customer: Option<Customer>,
     #[serde(default)]
     pub order_id: Option<OrderId>,
@@ -43,7 +43,7 @@ pub struct IssueRequest {
     pub max_activations: u32,
     #[serde(default)]
     pub allow_unlimited_activations: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object::optional")]
     pub expiration: Option<Expiration>,
     #[serde(default)]
     pub grace_period_days: Option<u32>,
@@ -83,7 +83,7 @@ pub struct IssueRequest {
     pub max_overages: Option<u64>,
     #[serde(default)]
     pub consumption_period: Option<ConsumptionPeriod>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object::list")]
     pub features: Vec<Feature>,
     #[serde(default)]
     pub metadata: Option<MetadataInput>,
@@ -432,7 +432,7 @@ fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
 pub struct LicensePatch {
     #[serde(default)]
     pub status: Option<LicenseStatus>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object::optional")]
     pub expiration: Option<Expiration>,
     #[serde(default)]
     pub max_activations: Option<u32>,
@@ -456,7 +456,7 @@ pub struct LicensePatch {
     pub validation_interval_days: Option<Option<u32>>,
     #[serde(default)]
     pub work_if_validation_blocked: Option<bool>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "object::nullable")]
     pub customer: Option<Option<Customer>>,
     #[serde(default, deserialize_with = "nullable")]
     pub order_id: Option<Option<OrderId>>,
@@ -468,7 +468,7 @@ pub struct LicensePatch {
     pub max_overages: Option<Option<u64>>,
     #[serde(default, deserialize_with = "nullable")]
     pub consumption_period: Option<Option<ConsumptionPeriod>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object::optional_list")]
     pub features: Option<Vec<Feature>>,
     #[serde(default, deserialize_with = "nullable")]
     pub metadata: Option<Option<MetadataInput>>,

@@ -418,12 +418,85 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
         Some(b'{') => {}
         Some(_) => return Err(ApiError::new(ErrorCode::MalformedJson, "the body must be a JSON object")),
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let bytes = whole_numbers_as_integers(bytes);
+    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(describe_json_error)?;
     deserializer.end().map_err(|e| {
         ApiError::new(ErrorCode::MalformedJson, format!("the body is not valid JSON: {}", without_position(&e)))
     })?;
     Ok(value)
+}
+
+/// Rewrites whole numbers written with a fraction or an exponent (`2.0`, `1e3`) as integers, outside
+/// strings: JSON Schema counts them as integers, serde's integer fields would refuse them. Only
+/// valid JSON number literals up to 2^53 are touched, so invalid JSON stays invalid.
+fn whole_numbers_as_integers(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let mut rewritten: Option<Vec<u8>> = None;
+    let (mut at, mut copied, mut in_string, mut escaped) = (0, 0, false, false);
+    while at < bytes.len() {
+        let byte = bytes[at];
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            at += 1;
+            continue;
+        }
+        if byte != b'-' && !byte.is_ascii_digit() {
+            in_string = byte == b'"';
+            at += 1;
+            continue;
+        }
+        let start = at;
+        while at < bytes.len() && matches!(bytes[at], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+            at += 1;
+        }
+        let token = std::str::from_utf8(&bytes[start..at]).unwrap_or("");
+        let whole = (token.contains(['.', 'e', 'E']) && is_json_number(token))
+            .then(|| token.parse::<f64>().ok())
+            .flatten()
+            .filter(|value| value.fract() == 0.0 && value.abs() <= 9_007_199_254_740_992.0);
+        if let Some(value) = whole {
+            let out = rewritten.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
+            out.extend_from_slice(&bytes[copied..start]);
+            out.extend_from_slice((value as i64).to_string().as_bytes());
+            copied = at;
+        }
+    }
+    match rewritten {
+        None => std::borrow::Cow::Borrowed(bytes),
+        Some(mut out) => {
+            out.extend_from_slice(&bytes[copied..]);
+            std::borrow::Cow::Owned(out)
+        }
+    }
+}
+
+/// Whether `token` is a JSON number literal: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn is_json_number(token: &str) -> bool {
+    let digits = |s: &str| s.len() - s.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let rest = token.strip_prefix('-').unwrap_or(token);
+    let integer = digits(rest);
+    if integer == 0 || (integer > 1 && rest.starts_with('0')) {
+        return false;
+    }
+    let mut rest = &rest[integer..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let n = digits(fraction);
+        if n == 0 {
+            return false;
+        }
+        rest = &fraction[n..];
+    }
+    if let Some(exponent) = rest.strip_prefix(['e', 'E']) {
+        let exponent = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+        let n = digits(exponent);
+        return n > 0 && n == exponent.len();
+    }
+    rest.is_empty()
 }
 
 /// Query parameters are read as a JSON object of strings and then parsed like a body, so both

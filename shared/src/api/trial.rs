@@ -24,7 +24,7 @@ pub struct TrialTermsRequest {
     pub days: u32,
     #[serde(default = "one")]
     pub max_activations: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::input::object::list")]
     pub features: Vec<Feature>,
 }
 
