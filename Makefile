@@ -21,13 +21,15 @@ local: deps ## run DynamoDB Local, create the table, make a dev key and serve ev
 	$(CARGO) build -p keygate-cli
 	bash scripts/local.sh
 
-test: test-unit test-contract test-integration test-readme ## unit tests, the spec's validity, then integration tests against a DynamoDB Local it starts and stops
+test: test-unit test-contract test-integration test-readme ## unit tests, the OpenAPI contract (validity, schemathesis), then integration tests against a DynamoDB Local it starts and stops
 
 test-unit: ## the shared crate's rules, store and handler tests (in-memory store), the client library's core
 	$(CARGO) test --workspace --exclude keygate-tests
 
-test-contract: $(CONTRACT_VENV)/.installed ## docs/openapi.yaml is a valid OpenAPI document (openapi-spec-validator)
+test-contract: deps $(CONTRACT_VENV)/.installed ## docs/openapi.yaml is valid OpenAPI, and the server keeps to it (schemathesis on a local stack)
 	$(CONTRACT_VENV)/bin/openapi-spec-validator docs/openapi.yaml
+	$(if $(KEYGATE_BIN),,$(CARGO) build -p keygate-cli)
+	timeout 600 bash tests/contract/schemathesis.sh
 
 $(CONTRACT_VENV)/.installed: tests/contract/requirements.txt
 	python3 -m venv $(CONTRACT_VENV)
