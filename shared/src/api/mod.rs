@@ -263,8 +263,8 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
         }
         return match route.endpoint {
             Endpoint::CreateLicenses => {
-                let bytes = body(request)?;
-                issue::create(app, parse_json(bytes)?, idempotency_key(request)?, bytes).await
+                let (bytes, key) = (body(request)?, idempotency_key(request)?);
+                issue::create(app, parse_json(bytes)?, key, bytes).await
             }
             Endpoint::ListLicenses => issue::list(app, parse_query(request.uri().query())?).await,
             Endpoint::ShowLicense => issue::show(app, &params[0]).await,

@@ -490,6 +490,39 @@ async fn idempotent_issues_replay_and_refuse_a_different_request() {
     assert_eq!(other.status(), 409);
 }
 
+/// A route's operation in docs/openapi.yaml: its lines from `    post:` to the next line indented
+/// as little.
+fn spec_operation(route: &Route) -> String {
+    let spec = include_str!("../../../docs/openapi.yaml");
+    let lines: Vec<&str> = spec.lines().collect();
+    let path = lines.iter().position(|l| *l == format!("  {}:", route.path)).expect("documented");
+    let method = format!("    {}:", route.method.as_str().to_lowercase());
+    let start = path + lines[path..].iter().position(|l| *l == method).expect("documented");
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let end = lines[start + 1..].iter().position(|l| !l.trim().is_empty() && indent(l) <= 4);
+    lines[start..end.map_or(lines.len(), |n| start + 1 + n)].join("\n")
+}
+
+/// The routes that read an `Idempotency-Key` are those the spec gives one: each route is sent an
+/// empty key, which only a route that reads it refuses (naming the header).
+#[tokio::test]
+async fn the_spec_documents_the_idempotency_key_of_exactly_the_routes_that_read_it() {
+    let app = app();
+    for route in ROUTES {
+        let path =
+            route.path.replace("{license_key}", "AAAAA-BBBBB").replace("{hardware_id}", "pc").replace("{product}", "p");
+        let mut request = http::Request::builder().method(route.method.clone()).uri(path).header("idempotency-key", "");
+        if route.auth == Auth::Vendor {
+            request = request.header("authorization", format!("Bearer {ADMIN}"));
+        }
+        let response = handle(&app, &Function::ALL, request.body(Body::from("{}")).unwrap()).await;
+        let answer: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        let reads_key = answer["error"]["field"] == "Idempotency-Key";
+        let documented = spec_operation(route).contains("IdempotencyKey");
+        assert_eq!(documented, reads_key, "{} {}: {answer}", route.method, route.path);
+    }
+}
+
 /// docs/openapi.yaml must describe exactly the served routes, and every error and check code.
 #[test]
 fn openapi_describes_every_route_and_code() {
@@ -516,6 +549,11 @@ fn openapi_describes_every_route_and_code() {
     let served: std::collections::BTreeSet<(String, String)> =
         ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_string())).collect();
     assert_eq!(documented, served, "docs/openapi.yaml and ROUTES differ");
+    for route in ROUTES {
+        let vendor = spec_operation(route).contains("security: [{ adminToken: [] }]");
+        assert_eq!(vendor, route.auth == Auth::Vendor, "{} {}: security", route.method, route.path);
+    }
+
     for code in ErrorCode::ALL {
         let name = serde_json::to_value(code).unwrap();
         assert!(
