@@ -32,6 +32,9 @@ pub enum Fault {
     Throttle(Throttling),
     /// A transaction cancelled for a conflicting concurrent transaction (other operations pass).
     TransactionConflict,
+    /// DynamoDB still applying the same call (`TransactionInProgressException`): the first faulted
+    /// request is applied this long later, as a slow original would be; none is answered.
+    InProgressThenCommit(Duration),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +63,8 @@ struct Plan {
     injected: u32,
     /// Every operation forwarded to DynamoDB Local, in order.
     forwarded: Vec<String>,
+    /// Whether the late request of an `InProgressThenCommit` burst has been sent on.
+    late_sent: bool,
 }
 
 pub struct FaultProxy {
@@ -110,6 +115,7 @@ impl FaultProxy {
         plan.fault = Some(fault);
         plan.operations = operations.iter().map(|o| o.to_string()).collect();
         plan.remaining = count;
+        plan.late_sent = false;
     }
 
     /// Stops faulting; returns how many requests were faulted since the proxy started.
@@ -163,6 +169,15 @@ impl std::fmt::Display for Dropped {
 
 impl std::error::Error for Dropped {}
 
+/// The request as DynamoDB Local is to receive it.
+fn forwarded(upstream: &str, parts: &hyper::http::request::Parts, body: Bytes) -> Request<Full<Bytes>> {
+    let mut forward = Request::builder().method(parts.method.clone()).uri(format!("{upstream}{}", parts.uri));
+    for (name, value) in &parts.headers {
+        forward = forward.header(name, value);
+    }
+    forward.body(Full::new(body)).unwrap()
+}
+
 async fn relay(
     plan: &Mutex<Plan>,
     client: &Upstream,
@@ -212,17 +227,23 @@ async fn relay(
                 serde_json::json!({"CancellationReasons": reasons}),
             ))
         }
+        Some(Fault::InProgressThenCommit(delay)) => {
+            if !std::mem::replace(&mut plan.lock().unwrap().late_sent, true) {
+                let (client, late) = (client.clone(), forwarded(upstream, &parts, body.clone()));
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = client.request(late).await;
+                });
+            }
+            Some(dynamodb_error(400, "TransactionInProgressException", serde_json::Value::Null))
+        }
         _ => None,
     };
     if let Some(response) = before {
         return Ok(response);
     }
-    let mut forward = Request::builder().method(parts.method).uri(format!("{upstream}{}", parts.uri));
-    for (name, value) in &parts.headers {
-        forward = forward.header(name, value);
-    }
     plan.lock().unwrap().forwarded.push(operation);
-    let response = client.request(forward.body(Full::new(body)).unwrap()).await.map_err(|_| Dropped)?;
+    let response = client.request(forwarded(upstream, &parts, body)).await.map_err(|_| Dropped)?;
     let (parts, body) = response.into_parts();
     let body = body.collect().await.map_err(|_| Dropped)?.to_bytes();
     match fault {

@@ -150,6 +150,15 @@ struct Written<'a> {
 }
 
 impl Written<'_> {
+    /// The answer when nothing is written. A concurrent request with this key that committed before
+    /// the state was read answers as it did (its receipt is there by now); otherwise, afresh.
+    async fn unchanged<S: Store>(&self, app: &App<S>, license: &License, device: &Device) -> Settled<Reply> {
+        if let Some(reply) = replay(app, self.idempotency).await? {
+            return Ok(Some(reply));
+        }
+        (self.answer)(license, device, self.now).map(Some)
+    }
+
     /// The answer to a write that binds or seats a device, and the receipt to store with it.
     fn reply(&self, license: &License, device: &Device) -> Result<(Reply, Option<Receipt>), ApiError> {
         let reply = (self.answer)(license, device, self.now)?;
@@ -185,7 +194,7 @@ async fn bind_device<S: Store>(
                 (device.credential_until, device.last_seen_at) = (Some(horizon), now);
             }
             // Nothing changed that a retry could repeat: no receipt.
-            return (written.answer)(&license, &device, now).map(Some);
+            return written.unchanged(app, &license, &device).await;
         }
         ActivationPlan::NewSeat => None,
         ActivationPlan::Replace(eviction) => Some(eviction),
@@ -239,7 +248,7 @@ async fn take_lease<S: Store>(
     device.lease_expires_at = Some(plan.until());
     if plan.is_noop() && new_device.is_none() {
         // Nothing to write (the lease runs long enough), so nothing a retry could repeat.
-        return (written.answer)(&after, &device, now).map(Some);
+        return written.unchanged(app, &after, &device).await;
     }
     let (reply, receipt) = written.reply(&after, &device)?;
     let write = LeaseWrite {

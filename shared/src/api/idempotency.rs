@@ -5,7 +5,7 @@
 
 use super::{App, Reply};
 use crate::error::{ApiError, ErrorCode};
-use crate::input::{IdempotencyKey, LicenseKey, Product};
+use crate::input::{HardwareId, IdempotencyKey, LicenseKey, Product};
 use crate::store::{Receipt, Store};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
@@ -25,7 +25,7 @@ pub(super) fn key_reused() -> ApiError {
 }
 
 /// A client write made with an `Idempotency-Key`, scoped to the license it acts on (or, for a
-/// trial, the product), so one customer's keys never meet another's.
+/// trial, the product and device), so one customer's keys never meet another's.
 #[derive(Debug, Clone)]
 pub(super) struct Idempotency {
     scope: String,
@@ -39,9 +39,10 @@ impl Idempotency {
         format!("L#{license_key}")
     }
 
-    /// The scope of a trial (which has no license yet).
-    pub(super) fn trial(product: &Product) -> String {
-        format!("T#{product}")
+    /// The scope of a trial (which has no license yet): the product and the device, so no other
+    /// customer's keys meet this one's (the hardware id hashed: it may hold `#`).
+    pub(super) fn trial(product: &Product, hardware_id: &HardwareId) -> String {
+        format!("T#{product}#{}", crate::auth::hash_token(hardware_id.as_str()))
     }
 
     pub(super) fn new(scope: String, key: IdempotencyKey, route: &str, body: &[u8]) -> Self {
@@ -70,7 +71,8 @@ pub(super) async fn replay<S: Store>(
 ) -> Result<Option<Reply>, ApiError> {
     let Some(idempotency) = idempotency else { return Ok(None) };
     let stored = app.store.receipt(&idempotency.scope, idempotency.key.as_str()).await.map_err(super::store_error)?;
-    let Some(receipt) = stored else { return Ok(None) };
+    // Past its TTL a receipt is gone, whenever DynamoDB gets round to deleting it.
+    let Some(receipt) = stored.filter(|r| r.ttl > Timestamp::now().unix()) else { return Ok(None) };
     if receipt.fingerprint != idempotency.fingerprint {
         return Err(key_reused());
     }

@@ -181,7 +181,11 @@ fn preflight<S: Store>(app: &App<S>, functions: &[Function], request: &Request) 
     if let Some(methods) = value(&methods.join(", ")) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, methods);
     }
-    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, header::HeaderValue::from_static("content-type"));
+    // A browser's safe retries need their Idempotency-Key too.
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        header::HeaderValue::from_static("content-type, idempotency-key"),
+    );
     headers.insert(header::ACCESS_CONTROL_MAX_AGE, header::HeaderValue::from(MAX_AGE_SECONDS));
     headers.insert(header::VARY, header::HeaderValue::from_static("origin"));
     Some(response)
@@ -300,8 +304,9 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
             }
             Endpoint::TrialTerms => trial::put_terms(app, &params[0], parse_json(body(request)?)?).await,
             Endpoint::Trial => {
-                let (parsed, key) =
-                    client_write(request, route, |r: &trial::TrialRequest| Idempotency::trial(&r.product))?;
+                let (parsed, key) = client_write(request, route, |r: &trial::TrialRequest| {
+                    Idempotency::trial(&r.product, &r.hardware_id)
+                })?;
                 let result = trial::start(app, parsed, key.as_ref()).await;
                 settled(app, key.as_ref(), result).await
             }
@@ -364,7 +369,12 @@ async fn settled<S: Store>(
 /// The request's `Idempotency-Key`: a header that is there but not text is refused, never taken
 /// for no key at all.
 fn idempotency_key(request: &Request) -> Result<Option<IdempotencyKey>, ApiError> {
-    let Some(value) = request.headers().get("idempotency-key") else { return Ok(None) };
+    let mut values = request.headers().get_all("idempotency-key").iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    // Two keys are no key: API Gateway would join them into one (`a,b`), a local server take the first.
+    if values.next().is_some() {
+        return Err(ApiError::field("Idempotency-Key", "is given more than once"));
+    }
     let text = value.to_str().map_err(|_| "may contain only printable ASCII without spaces".to_string());
     text.and_then(IdempotencyKey::parse).map(Some).map_err(|e| ApiError::field("Idempotency-Key", e))
 }

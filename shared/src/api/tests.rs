@@ -352,7 +352,7 @@ async fn browsers_at_allowed_origins_may_call_client_routes_and_never_vendor_rou
     let headers = preflight.headers();
     assert_eq!(headers["access-control-allow-origin"], "https://app.example.com");
     assert_eq!(headers["access-control-allow-methods"], "POST, GET");
-    assert_eq!(headers["access-control-allow-headers"], "content-type");
+    assert_eq!(headers["access-control-allow-headers"], "content-type, idempotency-key", "safe retries from browsers");
     let answer = with_origin(&app, "POST", "/v1/check", "https://app.example.com").await;
     assert_eq!(answer.headers()["access-control-allow-origin"], "https://app.example.com", "a refusal too");
     for (method, path, origin) in [
@@ -783,6 +783,22 @@ async fn the_memory_store_keeps_the_consumption_conditions() {
         Err(crate::store::WriteError::Conflict)
     ));
     assert_eq!(stored(&app, &key).await["license"]["consumption"]["*"]["used"], 4);
+}
+
+#[tokio::test]
+async fn two_idempotency_keys_are_refused() {
+    let app = app();
+    let body = json!({"license_key": "AAAAA-BBBBB", "product": "editor", "hardware_id": "pc-1", "amount": 1});
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("/v1/consume")
+        .header("idempotency-key", "a")
+        .header("idempotency-key", "b")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = handle(&app, &Function::ALL, request).await;
+    let answer: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    assert_eq!((response.status().as_u16(), answer["error"]["field"].as_str()), (400, Some("Idempotency-Key")));
 }
 
 #[tokio::test]

@@ -90,7 +90,10 @@ impl MemoryStore {
     ) -> Result<(), WriteError> {
         let mut receipts = self.receipts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let id = receipt.map(|r| (r.scope.clone(), r.idempotency_key.clone()));
-        if id.as_ref().is_some_and(|id| receipts.contains_key(id)) {
+        let live = |id: &(String, String)| {
+            receipts.get(id).zip(receipt).is_some_and(|(old, new)| old.ttl > new.created_at.unix())
+        };
+        if id.as_ref().is_some_and(live) {
             return Err(WriteError::Conflict);
         }
         write()?;

@@ -182,3 +182,24 @@ async fn sdk_retries_of_a_write_whose_answer_was_lost_never_act_twice() {
         assert_eq!(state(&direct, &license).await["used"], used, "{fault:?}: stored once");
     }
 }
+
+/// DynamoDB answers TransactionInProgressException while the same call (the SDK's repeat, same
+/// token) is still being applied; that original may still commit. Re-deciding then wrote a second
+/// time: an unkeyed consume answered 200 and counted twice (found by review, fails on that code).
+/// Now it is a 503 that may have acted, and the original commits once.
+#[tokio::test]
+async fn a_transaction_still_in_progress_is_a_503_and_never_written_twice() {
+    let (t, proxy, direct) = TestApp::spawn_behind_proxy().await;
+    let license = t.issue(json!({"max_consumptions": 100})).await;
+    let device = json!({"license_key": license, "product": "editor", "hardware_id": "pc-1"});
+    assert_eq!(t.post("/v1/activate", &device).await.status, 200);
+    let consume = json!({"license_key": license, "product": "editor", "hardware_id": "pc-1", "amount": 10});
+    let delay = Duration::from_millis(1_500);
+    proxy.inject(Fault::InProgressThenCommit(delay), 6, &["TransactWriteItems"]);
+    let answer = t.post("/v1/consume", &consume).await;
+    proxy.clear();
+    tokio::time::sleep(delay + Duration::from_millis(500)).await;
+    let used = state(&direct, &license).await["used"].clone();
+    assert_eq!((answer.status, answer.error_code(), used), (503, "STORE_UNAVAILABLE", json!(10)), "{}", answer.body);
+    assert!(answer.retry_after.is_some());
+}

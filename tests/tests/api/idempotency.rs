@@ -127,8 +127,43 @@ async fn a_retried_trial_returns_the_first_trial_and_a_key_is_scoped_to_its_prod
     assert_eq!((retry.status, &retry.body), (201, &first.body), "the same trial, not TRIAL_ALREADY_USED");
     let unkeyed = t.post("/v1/trial", &body).await;
     assert_eq!((unkeyed.status, unkeyed.error_code()), (409, "TRIAL_ALREADY_USED"));
+    let changed = json!({"product": "editor", "hardware_id": "pc-1", "email": "eve@example.com"});
+    let reused = keyed(&t, "/v1/trial", &changed, "trial-1").await;
+    assert_eq!((reused.status, reused.error_code()), (409, "IDEMPOTENCY_KEY_REUSED"));
+    // Another device's key never meets this one's (a guessed key reveals and blocks nothing).
     let other = keyed(&t, "/v1/trial", &json!({"product": "editor", "hardware_id": "pc-2"}), "trial-1").await;
-    assert_eq!((other.status, other.error_code()), (409, "IDEMPOTENCY_KEY_REUSED"));
+    assert_eq!(other.status, 201, "{}", other.body);
+    assert_ne!(other.body["license"]["license_key"], first.body["license"]["license_key"]);
+}
+
+/// A receipt past its TTL is gone even before DynamoDB deletes it (TTL deletion may lag by days):
+/// the key then names a new request. Found by review: the old receipt kept answering and refusing.
+#[tokio::test]
+async fn a_receipt_past_its_ttl_answers_nothing() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let t = TestApp::spawn().await;
+    let key = t.issue(json!({"max_consumptions": 100})).await;
+    assert_eq!(t.post("/v1/activate", &device(&key, "pc-1")).await.status, 200);
+    let consume =
+        |amount: u64| json!({"license_key": key, "product": "editor", "hardware_id": "pc-1", "amount": amount});
+    assert_eq!(keyed(&t, "/v1/consume", &consume(2), "old-key").await.body["total_consumptions"], 2);
+    t.app
+        .store
+        .client()
+        .update_item()
+        .table_name(t.app.store.table())
+        .key("PK", AttributeValue::S(format!("R#L#{key}#old-key")))
+        .key("SK", AttributeValue::S("R".into()))
+        .update_expression("SET #ttl = :past")
+        .expression_attribute_names("#ttl", "ttl")
+        .expression_attribute_values(":past", AttributeValue::N("1000".into()))
+        .send()
+        .await
+        .expect("the receipt is where the store keeps it");
+    let again = keyed(&t, "/v1/consume", &consume(3), "old-key").await;
+    assert_eq!((again.status, again.body["total_consumptions"].clone()), (200, json!(5)), "{}", again.body);
+    let replayed = keyed(&t, "/v1/consume", &consume(3), "old-key").await;
+    assert_eq!(replayed.body, again.body, "the new receipt answers retries of the new request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -40,7 +40,12 @@ pub(super) fn transaction_error<R: std::fmt::Debug>(err: SdkError<TransactWriteI
                     .collect();
                 return cancellation(&reasons);
             }
-            TransactWriteItemsError::TransactionInProgressException(_) => return WriteError::Conflict,
+            // The same call (our SDK's repeat, same token) is still being applied and may yet
+            // commit: re-deciding would write a second time, so it is a passing outage (a 503 that
+            // may have acted, which a retry with an Idempotency-Key resolves).
+            TransactWriteItemsError::TransactionInProgressException(_) => {
+                return WriteError::Store(StoreError::Unavailable("transaction still in progress".into()));
+            }
             _ => {}
         }
     }

@@ -225,10 +225,13 @@ impl DynamoStore {
             serde_dynamo::to_item(receipt).map_err(|e| StoreError::Internal(format!("receipt not storable: {e}")))?;
         item.insert("PK".into(), receipt_pk(&receipt.scope, &receipt.idempotency_key));
         item.insert("SK".into(), s(RECEIPT_SK));
+        // A receipt past its TTL is gone, even before DynamoDB deletes it.
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(PK)")
+            .condition_expression("attribute_not_exists(PK) OR #ttl <= :now")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":now", n(receipt.created_at.unix()))
             .build();
         Ok(TransactWriteItem::builder().put(built(put)?).build())
     }
