@@ -601,6 +601,12 @@ pub(super) async fn update<S: Store>(app: &App<S>, raw_key: &str, patch: License
             ));
         }
         let updated = patch.apply(&license, metadata.as_ref(), Timestamp::now())?;
+        // A patch that changes nothing (suspending a suspended license) writes nothing: the version
+        // and `updated_at` stay, and no change is reported where none happened.
+        let unchanged = License { version: license.version, updated_at: license.updated_at, ..updated.clone() };
+        if unchanged == license {
+            return Reply::json(StatusCode::OK, &Updated { license: VendorLicense::of(&license) }).map(Some);
+        }
         if committed(app.store.replace_license(&license, &updated).await, ())?.is_none() {
             return Ok(None);
         }

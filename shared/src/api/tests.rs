@@ -785,6 +785,23 @@ async fn the_memory_store_keeps_the_consumption_conditions() {
     assert_eq!(stored(&app, &key).await["license"]["consumption"]["*"]["used"], 4);
 }
 
+/// Suspending a suspended license used to write again and move the version although nothing
+/// changed (a newcomer's finding); a patch that changes nothing now writes nothing.
+#[tokio::test]
+async fn a_patch_that_changes_nothing_writes_nothing() {
+    let app = app();
+    let key = issue(&app, json!({})).await;
+    let (status, first) = patch(&app, &key, json!({"status": "suspended"})).await;
+    assert_eq!((status, first["license"]["version"].clone()), (200, json!(1)));
+    let writes = app.store.round_trips();
+    let (status, again) = patch(&app, &key, json!({"status": "suspended", "version": 1})).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["license"], first["license"], "same version, same updated_at");
+    assert_eq!(app.store.round_trips() - writes, 1, "one read, no write");
+    let (_, changed) = patch(&app, &key, json!({"status": "active"})).await;
+    assert_eq!(changed["license"]["version"], 2);
+}
+
 #[tokio::test]
 async fn two_idempotency_keys_are_refused() {
     let app = app();
