@@ -77,7 +77,7 @@ pub(super) async fn replay<S: Store>(
         return Err(key_reused());
     }
     let status = StatusCode::from_u16(receipt.status).map_err(ApiError::internal)?;
-    Ok(Some(Reply { status, body: receipt.body }))
+    Ok(Some(Reply { status, body: receipt.body, headers: Vec::new() }))
 }
 
 /// The receipt to store with a write whose answer is `reply`, if the request has a key.

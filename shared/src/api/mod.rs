@@ -141,13 +141,35 @@ pub const ROUTES: &[Route] = &[
 pub(crate) struct Reply {
     status: StatusCode,
     body: String,
+    headers: Vec<(header::HeaderName, header::HeaderValue)>,
 }
 
 impl Reply {
     pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Self, ApiError> {
         let body = serde_json::to_string(value).map_err(ApiError::internal)?;
-        Ok(Self { status, body })
+        Ok(Self { status, body, headers: Vec::new() })
     }
+}
+
+/// How long clients and CDNs may keep the signing keys: short, since a new key is announced one
+/// release ahead (docs/deploy.md) and must be published before tokens signed with it arrive.
+const JWKS_MAX_AGE_SECONDS: u32 = 300;
+
+/// `GET /.well-known/jwks.json`: the keys with `Cache-Control` and an `ETag`, and 304 with no body
+/// for a client that already holds them (`If-None-Match`).
+fn jwks<S: Store>(app: &App<S>, request: &Request) -> Result<Reply, ApiError> {
+    let body = app.signer()?.jwks_json().to_string();
+    let etag = format!("\"{}\"", &crate::auth::hash_token(&body)[..32]);
+    let held = header_str(request, header::IF_NONE_MATCH).is_some_and(|tags| {
+        tags.split(',').map(|tag| tag.trim().trim_start_matches("W/")).any(|tag| tag == "*" || tag == etag)
+    });
+    let value = |text: &str| header::HeaderValue::from_str(text).map_err(ApiError::internal);
+    let headers = vec![
+        (header::ETAG, value(&etag)?),
+        (header::CACHE_CONTROL, value(&format!("public, max-age={JWKS_MAX_AGE_SECONDS}"))?),
+    ];
+    let (status, body) = if held { (StatusCode::NOT_MODIFIED, String::new()) } else { (StatusCode::OK, body) };
+    Ok(Reply { status, body, headers })
 }
 
 fn json_response(status: StatusCode, body: String) -> Response<Body> {
@@ -220,7 +242,17 @@ pub async fn handle<S: Store>(app: &App<S>, functions: &[Function], request: Req
 async fn answer<S: Store>(app: &App<S>, functions: &[Function], request: &Request) -> Response<Body> {
     let request_id = request_id(request);
     match dispatch(app, functions, request).await {
-        Ok(reply) => json_response(reply.status, reply.body),
+        Ok(reply) if reply.status == StatusCode::NOT_MODIFIED => {
+            let mut response = Response::new(Body::Empty);
+            *response.status_mut() = reply.status;
+            response.headers_mut().extend(reply.headers);
+            response
+        }
+        Ok(reply) => {
+            let mut response = json_response(reply.status, reply.body);
+            response.headers_mut().extend(reply.headers);
+            response
+        }
         Err(err) => {
             if err.status() >= 500 {
                 tracing::error!(%request_id, code = ?err.code, cause = err.cause.as_deref().unwrap_or(""), "request failed");
@@ -282,7 +314,7 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
             }
             Endpoint::CheckJson => check::check(app, parse_json(body(request)?)?).await,
             Endpoint::CheckQuery => check::check(app, parse_query(request.uri().query())?).await,
-            Endpoint::Jwks => Ok(Reply { status: StatusCode::OK, body: app.signer()?.jwks_json().to_string() }),
+            Endpoint::Jwks => jwks(app, request),
             Endpoint::Deactivate => {
                 let (parsed, key) = client_write(request, route, |r: &deactivate::DeactivateRequest| {
                     Idempotency::license(&r.license_key)

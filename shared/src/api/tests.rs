@@ -802,6 +802,29 @@ async fn a_patch_that_changes_nothing_writes_nothing() {
     assert_eq!(changed["license"]["version"], 2);
 }
 
+/// Clients and CDNs may cache the signing keys, and revalidate them for nothing (a newcomer's finding:
+/// the JWKS came with no Cache-Control or ETag).
+#[tokio::test]
+async fn the_signing_keys_can_be_cached_and_revalidated() {
+    let app = app();
+    let get = |if_none_match: Option<&str>| {
+        let mut request = http::Request::builder().method("GET").uri("/.well-known/jwks.json");
+        if let Some(tags) = if_none_match {
+            request = request.header("if-none-match", tags);
+        }
+        handle(&app, &Function::ALL, request.body(Body::Empty).unwrap())
+    };
+    let first = get(None).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["cache-control"], "public, max-age=300");
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    let revalidated = get(Some(&format!("\"other\", W/{etag}"))).await;
+    assert_eq!((revalidated.status().as_u16(), revalidated.body().as_ref().is_empty()), (304, true));
+    assert_eq!(revalidated.headers()["etag"], etag.as_str());
+    assert_eq!(get(Some("\"stale\"")).await.status(), 200);
+}
+
 #[tokio::test]
 async fn two_idempotency_keys_are_refused() {
     let app = app();
