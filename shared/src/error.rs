@@ -123,9 +123,9 @@ impl ApiError {
         self
     }
 
-    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn field(field: impl Into<String>, message: impl std::fmt::Display) -> Self {
         let field = field.into();
-        let message = format!("`{field}` {}", message.into());
+        let message = format!("`{field}` {message}");
         Self { code: ErrorCode::InvalidField, message, field: Some(field), cause: None, retry_after: None, allow: None }
     }
 

@@ -33,16 +33,32 @@ impl Charset {
     }
 }
 
-fn check_text(value: &str, min: usize, max: usize, charset: Charset) -> Result<(), String> {
+/// Why a request value is refused. Its message follows the field's name in an error
+/// (`` `hardware_id` must not be empty ``).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidValue {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at least {0} characters")]
+    TooShort(usize),
+    #[error("must be at most {max} characters (got {got})")]
+    TooLong { max: usize, got: usize },
+    #[error("may contain only {0}")]
+    Characters(&'static str),
+    #[error("must be an e-mail address")]
+    NotEmail,
+}
+
+fn check_text(value: &str, min: usize, max: usize, charset: Charset) -> Result<(), InvalidValue> {
     let length = value.chars().count();
     if length < min {
-        return Err(if min == 1 { "must not be empty".into() } else { format!("must be at least {min} characters") });
+        return Err(if min == 1 { InvalidValue::Empty } else { InvalidValue::TooShort(min) });
     }
     if length > max {
-        return Err(format!("must be at most {max} characters (got {length})"));
+        return Err(InvalidValue::TooLong { max, got: length });
     }
     if !value.chars().all(|c| charset.allows(c)) {
-        return Err(format!("may contain only {}", charset.describe()));
+        return Err(InvalidValue::Characters(charset.describe()));
     }
     Ok(())
 }
@@ -57,7 +73,7 @@ macro_rules! text_type {
         impl $name {
             pub const MAX_LEN: usize = $max;
 
-            pub fn parse(value: impl Into<String>) -> Result<Self, String> {
+            pub fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
                 let value = value.into();
                 check_text(&value, $min, $max, $charset)?;
                 Ok(Self(value))
@@ -69,8 +85,8 @@ macro_rules! text_type {
         }
 
         impl TryFrom<String> for $name {
-            type Error = String;
-            fn try_from(value: String) -> Result<Self, String> {
+            type Error = InvalidValue;
+            fn try_from(value: String) -> Result<Self, InvalidValue> {
                 Self::parse(value)
             }
         }
@@ -117,14 +133,14 @@ text_type!(
 pub struct Email(String);
 
 impl Email {
-    pub fn parse(value: impl Into<String>) -> Result<Self, String> {
+    pub fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
         let value: String = value.into();
         check_text(&value, 3, 254, Charset::Token)?;
         match value.split_once('@') {
             Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@') => {
                 Ok(Self(value.to_lowercase()))
             }
-            _ => Err("must be an e-mail address".into()),
+            _ => Err(InvalidValue::NotEmail),
         }
     }
 
@@ -134,8 +150,8 @@ impl Email {
 }
 
 impl TryFrom<String> for Email {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, InvalidValue> {
         Self::parse(value)
     }
 }
@@ -178,17 +194,17 @@ impl LicenseKey {
         Ok(Self(key))
     }
 
-    pub fn parse(value: impl Into<String>) -> Result<Self, String> {
+    pub fn parse(value: impl Into<String>) -> Result<Self, InvalidValue> {
         let value: String = value.into();
         let trimmed = value.trim();
         if trimmed.is_empty() {
-            return Err("must not be empty".into());
+            return Err(InvalidValue::Empty);
         }
         if trimmed.len() > 64 {
-            return Err(format!("must be at most 64 characters (got {})", trimmed.chars().count()));
+            return Err(InvalidValue::TooLong { max: 64, got: trimmed.chars().count() });
         }
         if !trimmed.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err("may contain only letters, digits and '-'".into());
+            return Err(InvalidValue::Characters("letters, digits and '-'"));
         }
         Ok(Self(trimmed.to_ascii_uppercase()))
     }
@@ -199,8 +215,8 @@ impl LicenseKey {
 }
 
 impl TryFrom<String> for LicenseKey {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, InvalidValue> {
         Self::parse(value)
     }
 }
@@ -487,9 +503,9 @@ mod tests {
     #[test]
     fn text_fields_enforce_length_and_charset() {
         assert!(Product::parse("acme-editor_2.0").is_ok());
-        assert!(Product::parse("").unwrap_err().contains("empty"));
-        assert!(Product::parse("a b").unwrap_err().contains("may contain only"));
-        assert!(Product::parse("x".repeat(129)).unwrap_err().contains("at most 128"));
+        assert!(Product::parse("").unwrap_err() == InvalidValue::Empty);
+        assert!(Product::parse("a b").unwrap_err().to_string().contains("may contain only"));
+        assert!(Product::parse("x".repeat(129)).unwrap_err() == InvalidValue::TooLong { max: 128, got: 129 });
         assert!(HardwareId::parse("9f:3a:00:11").is_ok());
         assert!(HardwareId::parse("tab\there").is_err());
         assert!(DeviceName::parse("Büro-PC").is_ok());

@@ -200,7 +200,7 @@ impl CounterKey {
         }
     }
 
-    pub fn parse(stored: &str) -> Result<Self, String> {
+    pub fn parse(stored: &str) -> Result<Self, crate::input::InvalidValue> {
         match stored {
             Self::LICENSE => Ok(CounterKey::License),
             code => FeatureCode::parse(code).map(CounterKey::Feature),

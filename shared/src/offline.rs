@@ -46,7 +46,7 @@ impl OfflineRequest {
         hardware_id: HardwareId,
         now: Timestamp,
     ) -> Result<Self, String> {
-        let nonce = Nonce::parse(random_id("off").map_err(|e| e.to_string())?)?;
+        let nonce = Nonce::parse(random_id("off").map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
         Ok(Self {
             format: REQUEST_FORMAT.into(),
             kind,

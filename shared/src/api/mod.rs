@@ -19,7 +19,7 @@ use crate::auth::AdminTokens;
 use crate::config::Config;
 use crate::cors::{AllowedOrigins, MAX_AGE_SECONDS};
 use crate::error::{ApiError, ErrorCode};
-use crate::input::IdempotencyKey;
+use crate::input::{IdempotencyKey, InvalidValue};
 use crate::signing::TokenSigner;
 use crate::store::Store;
 use idempotency::Idempotency;
@@ -407,7 +407,7 @@ fn idempotency_key(request: &Request) -> Result<Option<IdempotencyKey>, ApiError
     if values.next().is_some() {
         return Err(ApiError::field("Idempotency-Key", "is given more than once"));
     }
-    let text = value.to_str().map_err(|_| "may contain only printable ASCII without spaces".to_string());
+    let text = value.to_str().map_err(|_| InvalidValue::Characters("printable ASCII without spaces"));
     text.and_then(IdempotencyKey::parse).map(Some).map_err(|e| ApiError::field("Idempotency-Key", e))
 }
 
