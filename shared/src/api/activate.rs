@@ -116,7 +116,7 @@ pub(super) async fn activate_device<S: Store>(
         if let Some(reply) = replay(app, idempotency).await? {
             return Ok(Some(reply));
         }
-        let now = Timestamp::now();
+        let now = app.now();
         let (license, devices) = app
             .store
             .license_with_devices(&request.license_key)

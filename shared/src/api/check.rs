@@ -75,7 +75,7 @@ impl<'a> FeatureAnswer<'a> {
 pub(super) async fn check<S: Store>(app: &App<S>, request: CheckRequest) -> Result<Reply, ApiError> {
     let request = &request;
     redecided(|| async move {
-        let now = Timestamp::now();
+        let now = app.now();
         let (license, mut device) =
             app.store.license_and_device(&request.license_key, &request.hardware_id).await.map_err(store_error)?;
         let mut license = license.ok_or_else(|| license_not_found(&request.license_key))?;

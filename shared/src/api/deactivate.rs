@@ -98,7 +98,7 @@ pub(super) async fn release<S: Store>(
         if let Some(reply) = replay(app, idempotency).await? {
             return Ok(Some(reply));
         }
-        let now = Timestamp::now();
+        let now = app.now();
         let (license, device) = app.store.license_and_device(key, hardware_id).await.map_err(store_error)?;
         let license = license.ok_or_else(|| license_not_found(key))?;
         let (allowance, released_by) = match releaser {

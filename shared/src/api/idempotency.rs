@@ -72,7 +72,7 @@ pub(super) async fn replay<S: Store>(
     let Some(idempotency) = idempotency else { return Ok(None) };
     let stored = app.store.receipt(&idempotency.scope, idempotency.key.as_str()).await.map_err(super::store_error)?;
     // Past its TTL a receipt is gone, whenever DynamoDB gets round to deleting it.
-    let Some(receipt) = stored.filter(|r| r.ttl > Timestamp::now().unix()) else { return Ok(None) };
+    let Some(receipt) = stored.filter(|r| r.ttl > app.now().unix()) else { return Ok(None) };
     if receipt.fingerprint != idempotency.fingerprint {
         return Err(key_reused());
     }

@@ -315,7 +315,7 @@ pub(super) async fn create<S: Store>(
             return replay(app, &record, fingerprint).await;
         }
     }
-    let now = Timestamp::now();
+    let now = app.now();
     let (request, metadata, idempotency) = (&request, &metadata, &idempotency);
     redecided(|| async move {
         // Keys are random; a clash with an existing key (2^-125 per pair) only means drawing again.
@@ -600,7 +600,7 @@ pub(super) async fn update<S: Store>(app: &App<S>, raw_key: &str, patch: License
                 format!("the license is at version {}, not {expected}; read it again and retry", license.version),
             ));
         }
-        let updated = patch.apply(&license, metadata.as_ref(), Timestamp::now())?;
+        let updated = patch.apply(&license, metadata.as_ref(), app.now())?;
         // A patch that changes nothing (suspending a suspended license) writes nothing: the version
         // and `updated_at` stay, and no change is reported where none happened.
         let unchanged = License { version: license.version, updated_at: license.updated_at, ..updated.clone() };
@@ -658,7 +658,7 @@ pub(super) async fn show<S: Store>(app: &App<S>, raw_key: &str) -> Result<Reply,
     let key = parse_key(raw_key)?;
     let (license, mut devices) =
         app.store.license_with_devices(&key).await.map_err(store_error)?.ok_or_else(|| license_not_found(&key))?;
-    let now = Timestamp::now();
+    let now = app.now();
     for device in &mut devices {
         device.lease_expires_at = license.leases.get(&device.hardware_id).copied();
     }

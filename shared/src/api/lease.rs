@@ -103,7 +103,7 @@ pub(super) async fn borrow<S: Store>(
         if let Some(reply) = replay(app, idempotency).await? {
             return Ok(Some(reply));
         }
-        let now = Timestamp::now();
+        let now = app.now();
         let (license, device) =
             app.store.license_and_device(&request.license_key, &request.hardware_id).await.map_err(store_error)?;
         let mut license = license.ok_or_else(|| license_not_found(&request.license_key))?;

@@ -22,6 +22,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::input::{IdempotencyKey, InvalidValue};
 use crate::signing::TokenSigner;
 use crate::store::Store;
+use crate::time::Timestamp;
 use idempotency::Idempotency;
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -41,12 +42,22 @@ pub struct App<S> {
     pub admin_tokens: AdminTokens,
     pub issuer: String,
     pub cors: AllowedOrigins,
+    /// Where the operations read the time: the system clock, or a test's.
+    pub clock: Clock,
 }
+
+/// The time source of the operations (the system clock in every deployment).
+pub type Clock = fn() -> Timestamp;
 
 impl<S: Store> App<S> {
     pub fn new(store: S, config: Config) -> Self {
         let Config { signer, admin_tokens, issuer, cors, .. } = config;
-        Self { store, signer, admin_tokens, issuer, cors }
+        Self { store, signer, admin_tokens, issuer, cors, clock: Timestamp::now }
+    }
+
+    /// The time now, by the app's clock.
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
     }
 
     fn signer(&self) -> Result<&TokenSigner, ApiError> {

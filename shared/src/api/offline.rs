@@ -14,12 +14,12 @@ use crate::store::Store;
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
 
-fn expect(file: &OfflineRequest, kind: OfflineKind) -> Result<(), ApiError> {
+fn expect(file: &OfflineRequest, kind: OfflineKind, now: Timestamp) -> Result<(), ApiError> {
     if file.format != REQUEST_FORMAT {
         return Err(ApiError::field("format", format!("must be `{REQUEST_FORMAT}`")));
     }
     // A request file is a one-off: replayed later it would mint fresh license files.
-    if !rules::offline_request_is_fresh(file.created_at, Timestamp::now()) {
+    if !rules::offline_request_is_fresh(file.created_at, now) {
         return Err(ApiError::field(
             "created_at",
             format!(
@@ -45,7 +45,7 @@ pub(super) async fn activate<S: Store>(
     file: OfflineRequest,
     idempotency: Option<&Idempotency>,
 ) -> Result<Reply, ApiError> {
-    expect(&file, OfflineKind::Activate)?;
+    expect(&file, OfflineKind::Activate, app.now())?;
     let request = ActivateRequest {
         license_key: file.license_key,
         product: file.product,
@@ -82,7 +82,7 @@ pub(super) async fn deactivate_file<S: Store>(
     file: OfflineRequest,
     idempotency: Option<&Idempotency>,
 ) -> Result<Reply, ApiError> {
-    expect(&file, OfflineKind::Deactivate)?;
+    expect(&file, OfflineKind::Deactivate, app.now())?;
     let request =
         DeactivateRequest { license_key: file.license_key, product: file.product, hardware_id: file.hardware_id };
     deactivate(app, request, idempotency).await

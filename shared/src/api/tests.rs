@@ -15,6 +15,7 @@ fn app() -> App<MemoryStore> {
         admin_tokens: AdminTokens::parse(&hash_token(ADMIN)).unwrap(),
         issuer: "keygate-test".into(),
         cors: crate::cors::AllowedOrigins::parse("https://app.example.com").unwrap(),
+        clock: crate::time::Timestamp::now,
     }
 }
 
@@ -687,13 +688,14 @@ impl Store for AlwaysRaced {
 }
 
 #[tokio::test]
-async fn a_write_that_keeps_losing_races_gives_up_with_409_concurrent_update() {
+async fn a_write_that_keeps_losing_races_gives_up_with_503_concurrent_update() {
     let app = App {
         cors: crate::cors::AllowedOrigins::None,
         store: AlwaysRaced(MemoryStore::new()),
         signer: Some(TokenSigner::new([9; 32], &[]).unwrap()),
         admin_tokens: AdminTokens::parse(&hash_token(ADMIN)).unwrap(),
         issuer: "keygate-test".into(),
+        clock: crate::time::Timestamp::now,
     };
     let body = json!({"product": "editor", "license_type": "perpetual", "max_activations": 1}).to_string();
     let request = http::Request::builder()
@@ -823,6 +825,24 @@ async fn the_signing_keys_can_be_cached_and_revalidated() {
     assert_eq!((revalidated.status().as_u16(), revalidated.body().as_ref().is_empty()), (304, true));
     assert_eq!(revalidated.headers()["etag"], etag.as_str());
     assert_eq!(get(Some("\"stale\"")).await.status(), 200);
+}
+
+/// The operations read the time from the app's clock, so time can pass in a test without touching
+/// the store: a floating seat whose lease lapsed is taken by another device at once.
+#[tokio::test]
+async fn time_passes_by_the_apps_clock() {
+    static LATER: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    fn clock() -> crate::time::Timestamp {
+        crate::time::Timestamp::now().plus_seconds(LATER.load(std::sync::atomic::Ordering::SeqCst))
+    }
+    let app = App { clock, ..app() };
+    let key = issue(&app, json!({"is_floating": true, "max_activations": 1, "floating_timeout_minutes": 10})).await;
+    assert_eq!(call(&app, "POST", "/v1/activate", device_body(&key, "pc-1")).await.0, 200);
+    let (status, full) = call(&app, "POST", "/v1/activate", device_body(&key, "pc-2")).await;
+    assert_eq!((status, error_code(&full)), (409, "ACTIVATION_LIMIT_REACHED"));
+    LATER.store(11 * 60, std::sync::atomic::Ordering::SeqCst);
+    let (status, taken) = call(&app, "POST", "/v1/activate", device_body(&key, "pc-2")).await;
+    assert_eq!(status, 200, "the lapsed seat is free: {taken}");
 }
 
 #[tokio::test]

@@ -51,7 +51,7 @@ pub(super) async fn put_terms<S: Store>(
         days: request.days,
         max_activations: request.max_activations,
         features: request.features,
-        updated_at: Timestamp::now(),
+        updated_at: app.now(),
     };
     app.store.put_trial_terms(&terms).await.map_err(store_error)?;
     Reply::json(StatusCode::OK, &TermsSet { trial: &terms })
@@ -112,7 +112,7 @@ pub(super) async fn start<S: Store>(
         })?;
     let (request, terms) = (&request, &terms);
     redecided(|| async move {
-        let now = Timestamp::now();
+        let now = app.now();
         let license = trial_license(terms, request.email.as_ref(), now)?;
         let activation = ActivateRequest {
             license_key: license.license_key.clone(),
