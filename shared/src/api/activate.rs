@@ -113,9 +113,6 @@ pub(super) async fn activate_device<S: Store>(
         ActivationRequest { product: &request.product, hardware_id: &request.hardware_id, is_vm: request.is_vm };
     let rules_request = &rules_request;
     redecided(|| async move {
-        if let Some(reply) = replay(app, idempotency).await? {
-            return Ok(Some(reply));
-        }
         let now = app.now();
         let (license, devices) = app
             .store
@@ -123,6 +120,12 @@ pub(super) async fn activate_device<S: Store>(
             .await
             .map_err(store_error)?
             .ok_or_else(|| license_not_found(&request.license_key))?;
+        // Made before with this key: its answer (read after the state, so a concurrent request with
+        // the key that committed before that read answers as it did, not a refusal of its
+        // effect nor a fresh answer where this attempt would write nothing).
+        if let Some(reply) = replay(app, idempotency).await? {
+            return Ok(Some(reply));
+        }
         let plan = rules::plan_activation(&license, &devices, rules_request, now).map_err(refusal)?;
         if offline && license.is_floating {
             return Err(ApiError::new(
@@ -150,15 +153,6 @@ struct Written<'a> {
 }
 
 impl Written<'_> {
-    /// The answer when nothing is written. A concurrent request with this key that committed before
-    /// the state was read answers as it did (its receipt is there by now); otherwise, afresh.
-    async fn unchanged<S: Store>(&self, app: &App<S>, license: &License, device: &Device) -> Settled<Reply> {
-        if let Some(reply) = replay(app, self.idempotency).await? {
-            return Ok(Some(reply));
-        }
-        (self.answer)(license, device, self.now).map(Some)
-    }
-
     /// The answer to a write that binds or seats a device, and the receipt to store with it.
     fn reply(&self, license: &License, device: &Device) -> Result<(Reply, Option<Receipt>), ApiError> {
         let reply = (self.answer)(license, device, self.now)?;
@@ -194,7 +188,7 @@ async fn bind_device<S: Store>(
                 (device.credential_until, device.last_seen_at) = (Some(horizon), now);
             }
             // Nothing changed that a retry could repeat: no receipt.
-            return written.unchanged(app, &license, &device).await;
+            return (written.answer)(&license, &device, now).map(Some);
         }
         ActivationPlan::NewSeat => None,
         ActivationPlan::Replace(eviction) => Some(eviction),
@@ -248,7 +242,7 @@ async fn take_lease<S: Store>(
     device.lease_expires_at = Some(plan.until());
     if plan.is_noop() && new_device.is_none() {
         // Nothing to write (the lease runs long enough), so nothing a retry could repeat.
-        return written.unchanged(app, &after, &device).await;
+        return (written.answer)(&after, &device, now).map(Some);
     }
     let (reply, receipt) = written.reply(&after, &device)?;
     let write = LeaseWrite {

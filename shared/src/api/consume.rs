@@ -107,13 +107,14 @@ pub(super) async fn consume<S: Store>(
     }
     let request = &request;
     redecided(|| async move {
-        // Made before with this key (or by a concurrent retry that just won): its answer.
-        if let Some(reply) = replay(app, idempotency).await? {
-            return Ok(Some(reply));
-        }
         let now = app.now();
         let (license, device) =
             app.store.license_and_device(&request.license_key, &request.hardware_id).await.map_err(store_error)?;
+        // Made before with this key: its answer (read after the state, so a concurrent request with
+        // the key that committed before that read answers as it did, not a refusal of its effect).
+        if let Some(reply) = replay(app, idempotency).await? {
+            return Ok(Some(reply));
+        }
         let license = license.ok_or_else(|| license_not_found(&request.license_key))?;
         rules::usable(&license, &request.product, now).map_err(refusal)?;
         if device.is_none() {

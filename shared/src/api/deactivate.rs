@@ -95,11 +95,13 @@ pub(super) async fn release<S: Store>(
     };
     let answer = &answer;
     redecided(|| async move {
+        let now = app.now();
+        let (license, device) = app.store.license_and_device(key, hardware_id).await.map_err(store_error)?;
+        // Made before with this key: its answer (read after the state, so a concurrent request with
+        // the key that committed before that read answers as it did, not a refusal of its effect).
         if let Some(reply) = replay(app, idempotency).await? {
             return Ok(Some(reply));
         }
-        let now = app.now();
-        let (license, device) = app.store.license_and_device(key, hardware_id).await.map_err(store_error)?;
         let license = license.ok_or_else(|| license_not_found(key))?;
         let (allowance, released_by) = match releaser {
             Releaser::Client { product, .. } => {

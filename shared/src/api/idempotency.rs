@@ -5,7 +5,7 @@
 
 use super::{App, Reply};
 use crate::error::{ApiError, ErrorCode};
-use crate::input::{HardwareId, IdempotencyKey, LicenseKey, Product};
+use crate::input::IdempotencyKey;
 use crate::store::{Receipt, Store};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
@@ -34,17 +34,6 @@ pub(super) struct Idempotency {
 }
 
 impl Idempotency {
-    /// The scope of a write on a license.
-    pub(super) fn license(license_key: &LicenseKey) -> String {
-        format!("L#{license_key}")
-    }
-
-    /// The scope of a trial (which has no license yet): the product and the device, so no other
-    /// customer's keys meet this one's (the hardware id hashed: it may hold `#`).
-    pub(super) fn trial(product: &Product, hardware_id: &HardwareId) -> String {
-        format!("T#{product}#{}", crate::auth::hash_token(hardware_id.as_str()))
-    }
-
     pub(super) fn new(scope: String, key: IdempotencyKey, route: &str, body: &[u8]) -> Self {
         Self { scope, key, fingerprint: fingerprint(&format!("{route}\n"), body) }
     }
@@ -60,6 +49,38 @@ impl Idempotency {
             created_at: now,
             ttl: now.unix() + TTL_SECONDS,
         }
+    }
+}
+
+/// What a client write's key is scoped to: the license it acts on, or for a trial (which has no
+/// license yet) the product and the device, so no other customer's keys meet this one's (the
+/// hardware id hashed: it may hold `#`).
+pub(super) trait Scoped {
+    fn scope(&self) -> String;
+}
+
+/// Requests that act on the license they name: scoped to it.
+macro_rules! license_scoped {
+    ($($request:ty),*) => {
+        $(impl Scoped for $request {
+            fn scope(&self) -> String {
+                format!("L#{}", self.license_key)
+            }
+        })*
+    };
+}
+
+license_scoped!(
+    super::activate::ActivateRequest,
+    super::deactivate::DeactivateRequest,
+    super::lease::BorrowRequest,
+    super::consume::ConsumeRequest,
+    crate::offline::OfflineRequest
+);
+
+impl Scoped for super::trial::TrialRequest {
+    fn scope(&self) -> String {
+        format!("T#{}#{}", self.product, crate::auth::hash_token(self.hardware_id.as_str()))
     }
 }
 

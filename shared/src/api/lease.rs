@@ -21,9 +21,13 @@ pub(super) enum Held {
     Raced,
 }
 
+/// Makes the receipt of a write from the license and device as it will leave them.
+pub(super) type MakeReceipt<'a> = dyn FnMut(&License, &Device) -> Result<Option<Receipt>, ApiError> + Send + 'a;
+
 /// Takes or renews `device`'s lease until at least `until` (recording a borrow when `borrow`),
-/// updating `license` and `device` to match what was stored. `receipt` is given the license and
-/// device as a write will leave them, before it is made, and may return a receipt to store with it.
+/// updating `license` and `device` to match what was stored. `receipt`, when given, is given the
+/// license and device as a write will leave them, before it is made, and may return a receipt to
+/// store with it.
 pub(super) async fn hold_lease<S: Store>(
     app: &App<S>,
     license: &mut License,
@@ -31,7 +35,7 @@ pub(super) async fn hold_lease<S: Store>(
     until: Timestamp,
     borrow: bool,
     now: Timestamp,
-    receipt: impl FnOnce(&License, &Device) -> Result<Option<Receipt>, ApiError>,
+    receipt: Option<&mut MakeReceipt<'_>>,
 ) -> Result<Held, ApiError> {
     let hardware_id = device.hardware_id.clone();
     let plan = match rules::plan_lease(license, &hardware_id, until, now) {
@@ -42,15 +46,24 @@ pub(super) async fn hold_lease<S: Store>(
         }
     };
     let borrowed_until = borrow.then(|| plan.until());
-    let mut license_after = license.clone();
-    plan.apply(&mut license_after, &hardware_id);
-    let mut device_after = device.clone();
-    device_after.lease_expires_at = Some(plan.until());
-    if borrowed_until.is_some() {
-        device_after.borrowed_until = borrowed_until;
-    }
+    // The license and device as the write leaves them.
+    let held = |license: &mut License, device: &mut Device| {
+        plan.apply(license, &hardware_id);
+        device.lease_expires_at = Some(plan.until());
+        if borrowed_until.is_some() {
+            device.borrowed_until = borrowed_until;
+        }
+    };
     if !plan.is_noop() || borrowed_until.is_some() {
-        let receipt = receipt(&license_after, &device_after)?;
+        // Only a write with a receipt needs its outcome before it is made (a check's renewal does not).
+        let receipt = match receipt {
+            Some(make) => {
+                let (mut license_after, mut device_after) = (license.clone(), device.clone());
+                held(&mut license_after, &mut device_after);
+                make(&license_after, &device_after)?
+            }
+            None => None,
+        };
         let write = LeaseWrite {
             license,
             hardware_id: &hardware_id,
@@ -66,7 +79,7 @@ pub(super) async fn hold_lease<S: Store>(
             Err(WriteError::Store(err)) => return Err(store_error(err)),
         }
     }
-    (*license, *device) = (license_after, device_after);
+    held(license, device);
     Ok(Held::Yes)
 }
 
@@ -100,12 +113,14 @@ pub(super) async fn borrow<S: Store>(
 ) -> Result<Reply, ApiError> {
     let request = &request;
     redecided(|| async move {
-        if let Some(reply) = replay(app, idempotency).await? {
-            return Ok(Some(reply));
-        }
         let now = app.now();
         let (license, device) =
             app.store.license_and_device(&request.license_key, &request.hardware_id).await.map_err(store_error)?;
+        // Made before with this key: its answer (read after the state, so a concurrent request with
+        // the key that committed before that read answers as it did, not a refusal of its effect).
+        if let Some(reply) = replay(app, idempotency).await? {
+            return Ok(Some(reply));
+        }
         let mut license = license.ok_or_else(|| license_not_found(&request.license_key))?;
         rules::usable(&license, &request.product, now).map_err(refusal)?;
         rules::plan_borrow(&license, request.hours).map_err(borrow_refusal)?;
@@ -121,13 +136,13 @@ pub(super) async fn borrow<S: Store>(
         };
         // A borrow always writes (it is recorded on the device), so its answer is made before.
         let mut reply = None;
-        let held = hold_lease(app, &mut license, &mut device, until, true, now, |license, device| {
+        let mut make_receipt = |license: &License, device: &Device| {
             let answer = answer(license, device)?;
             let stored = receipt(idempotency, &answer, now);
             reply = Some(answer);
             Ok(stored)
-        })
-        .await?;
+        };
+        let held = hold_lease(app, &mut license, &mut device, until, true, now, Some(&mut make_receipt)).await?;
         match held {
             Held::Yes => reply.map_or_else(|| answer(&license, &device), Ok).map(Some),
             Held::No(no_seat) => Err(no_free_seat(no_seat)),

@@ -23,7 +23,7 @@ use crate::input::{IdempotencyKey, InvalidValue};
 use crate::signing::TokenSigner;
 use crate::store::Store;
 use crate::time::Timestamp;
-use idempotency::Idempotency;
+use idempotency::{Idempotency, Scoped};
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::de::DeserializeOwned;
@@ -253,14 +253,13 @@ pub async fn handle<S: Store>(app: &App<S>, functions: &[Function], request: Req
 async fn answer<S: Store>(app: &App<S>, functions: &[Function], request: &Request) -> Response<Body> {
     let request_id = request_id(request);
     match dispatch(app, functions, request).await {
-        Ok(reply) if reply.status == StatusCode::NOT_MODIFIED => {
-            let mut response = Response::new(Body::Empty);
-            *response.status_mut() = reply.status;
-            response.headers_mut().extend(reply.headers);
-            response
-        }
         Ok(reply) => {
             let mut response = json_response(reply.status, reply.body);
+            if reply.status == StatusCode::NOT_MODIFIED {
+                // A 304 has no body, so nothing to describe.
+                *response.body_mut() = Body::Empty;
+                response.headers_mut().remove(header::CONTENT_TYPE);
+            }
             response.headers_mut().extend(reply.headers);
             response
         }
@@ -308,6 +307,13 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
                 "a valid `Authorization: Bearer <admin token>` header is required",
             ));
         }
+        // A client write: its body and key, then the operation.
+        macro_rules! keyed {
+            ($operation:path) => {{
+                let (parsed, key) = client_write(request, route)?;
+                $operation(app, parsed, key.as_ref()).await
+            }};
+        }
         return match route.endpoint {
             Endpoint::CreateLicenses => {
                 let (bytes, key) = (body(request)?, idempotency_key(request)?);
@@ -317,56 +323,17 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
             Endpoint::ShowLicense => issue::show(app, &params[0]).await,
             Endpoint::UpdateLicense => issue::update(app, &params[0], parse_json(body(request)?)?).await,
             Endpoint::ReleaseDevice => issue::release_device(app, &params[0], &params[1]).await,
-            Endpoint::Activate => {
-                let (parsed, key) =
-                    client_write(request, route, |r: &activate::ActivateRequest| Idempotency::license(&r.license_key))?;
-                let result = activate::activate(app, parsed, key.as_ref()).await;
-                settled(app, key.as_ref(), result).await
-            }
+            Endpoint::Activate => keyed!(activate::activate),
             Endpoint::CheckJson => check::check(app, parse_json(body(request)?)?).await,
             Endpoint::CheckQuery => check::check(app, parse_query(request.uri().query())?).await,
             Endpoint::Jwks => jwks(app, request),
-            Endpoint::Deactivate => {
-                let (parsed, key) = client_write(request, route, |r: &deactivate::DeactivateRequest| {
-                    Idempotency::license(&r.license_key)
-                })?;
-                let result = deactivate::deactivate(app, parsed, key.as_ref()).await;
-                settled(app, key.as_ref(), result).await
-            }
-            Endpoint::Borrow => {
-                let (parsed, key) =
-                    client_write(request, route, |r: &lease::BorrowRequest| Idempotency::license(&r.license_key))?;
-                let result = lease::borrow(app, parsed, key.as_ref()).await;
-                settled(app, key.as_ref(), result).await
-            }
-            Endpoint::Consume => {
-                let (parsed, key) =
-                    client_write(request, route, |r: &consume::ConsumeRequest| Idempotency::license(&r.license_key))?;
-                let result = consume::consume(app, parsed, key.as_ref()).await;
-                settled(app, key.as_ref(), result).await
-            }
+            Endpoint::Deactivate => keyed!(deactivate::deactivate),
+            Endpoint::Borrow => keyed!(lease::borrow),
+            Endpoint::Consume => keyed!(consume::consume),
             Endpoint::TrialTerms => trial::put_terms(app, &params[0], parse_json(body(request)?)?).await,
-            Endpoint::Trial => {
-                let (parsed, key) = client_write(request, route, |r: &trial::TrialRequest| {
-                    Idempotency::trial(&r.product, &r.hardware_id)
-                })?;
-                let result = trial::start(app, parsed, key.as_ref()).await;
-                settled(app, key.as_ref(), result).await
-            }
-            Endpoint::ActivateOffline => {
-                let (parsed, key) = client_write(request, route, |r: &crate::offline::OfflineRequest| {
-                    Idempotency::license(&r.license_key)
-                })?;
-                let result = offline::activate(app, parsed, key.as_ref()).await;
-                settled(app, key.as_ref(), result).await
-            }
-            Endpoint::DeactivateOffline => {
-                let (parsed, key) = client_write(request, route, |r: &crate::offline::OfflineRequest| {
-                    Idempotency::license(&r.license_key)
-                })?;
-                let result = offline::deactivate_file(app, parsed, key.as_ref()).await;
-                settled(app, key.as_ref(), result).await
-            }
+            Endpoint::Trial => keyed!(trial::start),
+            Endpoint::ActivateOffline => keyed!(offline::activate),
+            Endpoint::DeactivateOffline => keyed!(offline::deactivate_file),
         };
     }
     if !allowed.is_empty() {
@@ -382,31 +349,15 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
     }
 }
 
-/// A client write's body, and its `Idempotency-Key` scoped as `scope` says.
-fn client_write<T: DeserializeOwned>(
+/// A client write's body, and its `Idempotency-Key` in the body's scope.
+fn client_write<T: DeserializeOwned + Scoped>(
     request: &Request,
     route: &Route,
-    scope: impl FnOnce(&T) -> String,
 ) -> Result<(T, Option<Idempotency>), ApiError> {
     let (bytes, key) = (body(request)?, idempotency_key(request)?);
     let parsed: T = parse_json(bytes)?;
-    let idempotency = key.map(|key| Idempotency::new(scope(&parsed), key, route.path, bytes));
+    let idempotency = key.map(|key| Idempotency::new(parsed.scope(), key, route.path, bytes));
     Ok((parsed, idempotency))
-}
-
-/// A keyed write refused on a state that a concurrent retry of the same request had just left
-/// (a release already made, a trial already started) answers as that retry did.
-async fn settled<S: Store>(
-    app: &App<S>,
-    idempotency: Option<&Idempotency>,
-    result: Result<Reply, ApiError>,
-) -> Result<Reply, ApiError> {
-    match result {
-        Err(err) if idempotency.is_some() && err.status() < 500 && err.code != ErrorCode::IdempotencyKeyReused => {
-            Ok(idempotency::replay(app, idempotency).await?.ok_or(err)?)
-        }
-        result => result,
-    }
 }
 
 /// The request's `Idempotency-Key`: a header that is there but not text is refused, never taken
