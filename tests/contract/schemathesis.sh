@@ -49,25 +49,10 @@ export_local_aws_env "$ddb_port"
 export KEYGATE_TABLE=keygate-contract
 "$keygate" table create >/dev/null
 
-"$keygate" keys new --out "$work/signing-key" 2>"$work/keys.log" || { cat "$work/keys.log" >&2; exit 1; }
-KEYGATE_SIGNING_KEY=$(cat "$work/signing-key")
-export KEYGATE_SIGNING_KEY
-KEYGATE_ADMIN_TOKEN=$("$keygate" admin-token new 2>"$work/token.log") || { cat "$work/token.log" >&2; exit 1; }
-KEYGATE_ADMIN_TOKEN_SHA256=$(printf '%s' "$KEYGATE_ADMIN_TOKEN" | "$keygate" admin-token hash)
-export KEYGATE_ADMIN_TOKEN_SHA256
-
 port=$(free_port)
 export KEYGATE_ISSUER=http://127.0.0.1:$port
-"$keygate" serve --port "$port" >"$work/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 1 100); do
-    port_open "$port" && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { echo "keygate serve exited" >&2; exit 1; }
-    sleep 0.1
-done
-port_open "$port" || { echo "keygate serve did not open port $port" >&2; exit 1; }
-# The server needs none of these; schemathesis' hooks and auth read them.
-unset KEYGATE_SIGNING_KEY KEYGATE_ADMIN_TOKEN_SHA256
+start_keygate_serve "$keygate" "$port" "$work/server.log" || exit 1
+# schemathesis' hooks and auth read these.
 export KEYGATE_URL=http://127.0.0.1:$port KEYGATE_ADMIN_TOKEN
 
 # Deterministic: a fixed seed and a bounded number of cases per operation (tests/contract/schemathesis.toml),
