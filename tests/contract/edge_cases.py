@@ -13,20 +13,17 @@ Run: KEYGATE_URL=... KEYGATE_ADMIN_TOKEN=... python tests/contract/edge_cases.py
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 import jsonschema_rs
 import yaml
 
-BASE_URL = os.environ["KEYGATE_URL"]
-ADMIN_TOKEN = os.environ["KEYGATE_ADMIN_TOKEN"]
+from keygate_api import call
+
 SPEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "openapi.yaml")
 PRODUCT = "edge-editor"
 
@@ -36,18 +33,6 @@ with open(SPEC, encoding="utf-8") as file:
 
 def schema(name: str) -> Any:
     return jsonschema_rs.Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": COMPONENTS})
-
-
-def call(method: str, path: str, body: Any = None, admin: bool = False, headers: dict | None = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(BASE_URL + path, data=data, method=method, headers=headers or {})
-    if admin:
-        request.add_header("Authorization", f"Bearer {ADMIN_TOKEN}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
 
 
 def issue(**terms: Any) -> str:

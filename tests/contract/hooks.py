@@ -25,18 +25,19 @@ import datetime
 import json
 import os
 import re
+import sys
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 import zlib
 from typing import Any
 
 import schemathesis
 import yaml
 
-BASE_URL = os.environ.get("KEYGATE_URL", "")
-ADMIN_TOKEN = os.environ.get("KEYGATE_ADMIN_TOKEN", "")
+# schemathesis loads this file by its path: its folder is where keygate_api is.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from keygate_api import call as api  # noqa: E402
+
 SPEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "openapi.yaml")
 
 PRODUCT = "contract-editor"
@@ -68,18 +69,6 @@ def valid(kind: str, value: Any) -> bool:
     if not isinstance(value, str) or (kind == "TimestampInput" and len(value) > 64):
         return False
     return any(p.search(value) for p in PATTERNS[kind])
-
-
-def api(method: str, path: str, body: Any = None, admin: bool = False) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(BASE_URL + path, data=data, method=method)
-    if admin:
-        request.add_header("Authorization", f"Bearer {ADMIN_TOKEN}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
 
 
 def must(method: str, path: str, body: Any = None, admin: bool = False) -> Any:
