@@ -203,3 +203,18 @@ async fn a_forged_listing_cursor_is_a_400_not_a_500() {
         assert_eq!((answer.status, answer.body["error"]["field"].clone()), (400, json!("cursor")), "{forged}");
     }
 }
+
+/// Against DynamoDB: a patch that changes nothing (suspending a suspended license) reads and does
+/// not write, so the version and `updated_at` stay where the first patch left them.
+#[tokio::test]
+async fn a_patch_that_changes_nothing_writes_nothing_in_dynamodb() {
+    let t = TestApp::spawn().await;
+    let key = t.issue(json!({})).await;
+    let first = t.admin_patch(&format!("/v1/licenses/{key}"), &json!({"status": "suspended"})).await;
+    assert_eq!((first.status, first.body["license"]["version"].clone()), (200, json!(1)));
+    let before = t.round_trips();
+    let again = t.admin_patch(&format!("/v1/licenses/{key}"), &json!({"status": "suspended", "version": 1})).await;
+    assert_eq!((again.status, &again.body["license"]), (200, &first.body["license"]));
+    assert_eq!(t.round_trips() - before, 1, "one read, no write");
+    assert_eq!(t.stored(&key).await["license"]["version"], 1);
+}
