@@ -2,11 +2,12 @@
 
 use super::idempotency::{receipt, replay, Idempotency};
 use super::views::granted;
+use super::refusals::Refusal;
 use super::{committed, redecided, store_error, App, Reply, Settled};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::input::{DeviceName, HardwareId, LicenseKey, Nonce, Platform, Product};
 use crate::model::{Device, License};
-use crate::rules::{self, ActivationPlan, ActivationRefusal, ActivationRequest, Eviction, NoFreeSeat};
+use crate::rules::{self, ActivationPlan, ActivationRequest, Eviction};
 use crate::store::{reclaimed, ActivationWrite, LeaseWrite, Receipt, Sighting, Store};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
@@ -26,35 +27,6 @@ pub struct ActivateRequest {
     pub is_vm: bool,
     #[serde(default)]
     pub nonce: Option<Nonce>,
-}
-
-pub(crate) fn license_not_found(key: &LicenseKey) -> ApiError {
-    ApiError::new(ErrorCode::LicenseNotFound, format!("no license with key {key}"))
-}
-
-pub(crate) fn refusal(refusal: ActivationRefusal) -> ApiError {
-    use ActivationRefusal::*;
-    match refusal {
-        ProductMismatch => ApiError::new(ErrorCode::ProductMismatch, "the license is for another product"),
-        Suspended => ApiError::new(ErrorCode::LicenseSuspended, "the license is suspended"),
-        Revoked => ApiError::new(ErrorCode::LicenseRevoked, "the license is revoked"),
-        Expired => ApiError::new(ErrorCode::LicenseExpired, "the license has expired"),
-        VmNotAllowed => ApiError::new(ErrorCode::VmNotAllowed, "the license may not be activated on a virtual machine"),
-        Frozen { until } => {
-            ApiError::new(ErrorCode::LicenseFrozen, format!("new activations are frozen until {until}"))
-        }
-        LimitReached { max } => ApiError::new(
-            ErrorCode::ActivationLimitReached,
-            format!("all {max} activations are in use; deactivate a device first"),
-        ),
-    }
-}
-
-pub(crate) fn no_free_seat(NoFreeSeat { max }: NoFreeSeat) -> ApiError {
-    ApiError::new(
-        ErrorCode::ActivationLimitReached,
-        format!("all {max} floating seats are held by live leases; retry when one is returned or lapses"),
-    )
 }
 
 /// The license as it stands once a new device is bound (`counted`: it took a node-locked seat).
@@ -119,19 +91,16 @@ pub(super) async fn activate_device<S: Store>(
             .license_with_devices(&request.license_key)
             .await
             .map_err(store_error)?
-            .ok_or_else(|| license_not_found(&request.license_key))?;
+            .ok_or(Refusal::LicenseNotFound(&request.license_key))?;
         // Made before with this key: its answer (read after the state, so a concurrent request with
         // the key that committed before that read answers as it did, not a refusal of its
         // effect nor a fresh answer where this attempt would write nothing).
         if let Some(reply) = replay(app, idempotency).await? {
             return Ok(Some(reply));
         }
-        let plan = rules::plan_activation(&license, &devices, rules_request, now).map_err(refusal)?;
+        let plan = rules::plan_activation(&license, &devices, rules_request, now)?;
         if offline && license.is_floating {
-            return Err(ApiError::new(
-                ErrorCode::OfflineNotAllowed,
-                "a floating license cannot be activated offline (its leases need heartbeats); borrow a seat instead",
-            ));
+            return Err(Refusal::OfflineFloating.into());
         }
         let bound = devices.into_iter().find(|d| d.hardware_id == request.hardware_id);
         let written = Written { idempotency, answer, now };
@@ -227,8 +196,7 @@ async fn take_lease<S: Store>(
     written: Written<'_>,
 ) -> Settled<Reply> {
     let now = written.now;
-    let plan = rules::plan_lease(&license, &request.hardware_id, rules::lease_end(&license, now), now)
-        .map_err(no_free_seat)?;
+    let plan = rules::plan_lease(&license, &request.hardware_id, rules::lease_end(&license, now), now)?;
     // A floating device coming back does not take back its place in the release allowance: a
     // credential of its earlier binding (a borrow) may outlast the short lease it takes now, and
     // once that lapses and another device takes the seat, only the allowance still counts it.

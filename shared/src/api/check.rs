@@ -1,10 +1,10 @@
 //! `POST /v1/check` and `GET /v1/check`: one read, a signed verdict, always 200 for a known key.
 //! On a floating license the check is also the heartbeat: it renews the device's lease (one write).
 
-use super::activate::license_not_found;
 use super::consume::Consumption;
 use super::lease::{hold_lease, Held};
 use super::views::{verdict_claims, ClientLicense, FeatureClaim};
+use super::refusals::Refusal;
 use super::{redecided, store_error, App, Reply};
 use crate::error::ApiError;
 use crate::input::{FeatureCode, HardwareId, LicenseKey, Nonce, Product};
@@ -78,7 +78,7 @@ pub(super) async fn check<S: Store>(app: &App<S>, request: CheckRequest) -> Resu
         let now = app.now();
         let (license, mut device) =
             app.store.license_and_device(&request.license_key, &request.hardware_id).await.map_err(store_error)?;
-        let mut license = license.ok_or_else(|| license_not_found(&request.license_key))?;
+        let mut license = license.ok_or(Refusal::LicenseNotFound(&request.license_key))?;
         let mut code = rules::check(&license, &request.product, device.as_ref(), now);
         if let Some(device) = device.as_mut().filter(|_| code.is_valid() && license.is_floating) {
             let until = rules::lease_end(&license, now);

@@ -1,13 +1,13 @@
 //! `POST /v1/consume`: an activated device records use of the license or of one of its features,
 //! added atomically to a counter that resets lazily each consumption period.
 
-use super::activate::{license_not_found, refusal};
 use super::idempotency::{receipt, replay, Idempotency};
+use super::refusals::Refusal;
 use super::{committed, redecided, store_error, App, Reply};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::input::{FeatureCode, HardwareId, LicenseKey, Product};
 use crate::model::{ConsumptionPeriod, CounterKey, Metering};
-use crate::rules::{self, ConsumptionLimitReached, FeatureRefusal};
+use crate::rules;
 use crate::store::Store;
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
@@ -68,35 +68,6 @@ struct Consumed<'a> {
     usage: Consumption,
 }
 
-pub(crate) fn feature_refusal(refusal: FeatureRefusal, code: &str) -> ApiError {
-    match refusal {
-        FeatureRefusal::NotEntitled => {
-            ApiError::new(ErrorCode::FeatureNotEntitled, format!("the license does not include feature `{code}`"))
-        }
-        FeatureRefusal::FeatureExpired => {
-            ApiError::new(ErrorCode::FeatureExpired, format!("feature `{code}` has expired on this license"))
-        }
-        FeatureRefusal::ConsumptionLimitReached => ApiError::new(
-            ErrorCode::ConsumptionLimitReached,
-            format!("feature `{code}` has used all it may in this period"),
-        ),
-    }
-}
-
-pub(crate) fn lease_expired(hardware_id: &HardwareId) -> ApiError {
-    ApiError::new(
-        ErrorCode::LeaseExpired,
-        format!("device {hardware_id} holds no floating seat (its lease lapsed); check the license to take one again"),
-    )
-}
-
-fn limit_reached(ConsumptionLimitReached { used, limit }: ConsumptionLimitReached) -> ApiError {
-    ApiError::new(
-        ErrorCode::ConsumptionLimitReached,
-        format!("{used} of {limit} are used in this period; the amount does not fit"),
-    )
-}
-
 pub(super) async fn consume<S: Store>(
     app: &App<S>,
     request: ConsumeRequest,
@@ -115,29 +86,26 @@ pub(super) async fn consume<S: Store>(
         if let Some(reply) = replay(app, idempotency).await? {
             return Ok(Some(reply));
         }
-        let license = license.ok_or_else(|| license_not_found(&request.license_key))?;
-        rules::usable(&license, &request.product, now).map_err(refusal)?;
+        let license = license.ok_or(Refusal::LicenseNotFound(&request.license_key))?;
+        rules::usable(&license, &request.product, now)?;
         if device.is_none() {
-            return Err(ApiError::new(
-                ErrorCode::DeviceNotFound,
-                format!("device {} is not activated on this license", request.hardware_id),
-            ));
+            return Err(Refusal::DeviceNotFound(&request.hardware_id).into());
         }
         let (key, terms) = match &request.feature {
             Some(code) => {
                 let feature = rules::feature_entitled(&license, code.as_str(), now)
-                    .map_err(|refusal| feature_refusal(refusal, code.as_str()))?;
+                    .map_err(|refusal| Refusal::Feature(refusal, code.as_str()))?;
                 (CounterKey::Feature(code.clone()), feature.metering())
             }
             None => (CounterKey::License, license.metering()),
         };
-        let plan = rules::plan_consumption(&license, &key, &terms, request.amount, now).map_err(limit_reached)?;
+        let plan = rules::plan_consumption(&license, &key, &terms, request.amount, now).map_err(Refusal::ConsumptionLimit)?;
         // A floating device counts use only while it holds a seat (its live lease).
         let lease_holder = license.is_floating.then_some((&request.hardware_id, now));
         if license.is_floating
             && !license.leases.get(&request.hardware_id).is_some_and(|end| rules::lease_is_live(*end, now))
         {
-            return Err(lease_expired(&request.hardware_id));
+            return Err(Refusal::LeaseExpired(&request.hardware_id).into());
         }
         let usage = Consumption::of(&terms, plan.used_after, now);
         let answer = Consumed { consumed: request.amount, feature: request.feature.as_ref(), usage };

@@ -3,14 +3,14 @@
 //! releasing any device. A client's release of a device that may still run on a valid credential
 //! takes a place in the license's release allowance until that credential lapses.
 
-use super::activate::license_not_found;
 use super::idempotency::{receipt, replay, Idempotency};
 use super::views::ClientLicense;
+use super::refusals::Refusal;
 use super::{committed, redecided, store_error, App, Reply};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::input::{HardwareId, LicenseKey, Product};
 use crate::model::{License, ReleasedBy};
-use crate::rules::{self, AllowanceEntry, AllowanceUsed, DeactivationRefusal};
+use crate::rules::{self, AllowanceEntry};
 use crate::store::{DeactivationWrite, SeatRelease, Store};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
@@ -30,40 +30,6 @@ struct Deactivated<'a> {
     /// Until when the device's last credential may still be valid (absent: none is).
     credential_valid_until: Option<Timestamp>,
     license: ClientLicense<'a>,
-}
-
-fn device_not_found(hardware_id: &HardwareId) -> ApiError {
-    ApiError::new(ErrorCode::DeviceNotFound, format!("device {hardware_id} is not activated on this license"))
-}
-
-pub(super) fn release_limit_reached(used: AllowanceUsed, now: Timestamp) -> ApiError {
-    let message = match used.frees_at {
-        Some(at) => format!(
-            "the license allows {} released device(s) to keep a valid credential at once, and that many still \
-             do until {at}; retry then, or ask the vendor to release the device",
-            used.max
-        ),
-        None => "the license allows no release of a device whose credential is still valid; ask the vendor".into(),
-    };
-    let error = ApiError::new(ErrorCode::ReleaseLimitReached, message);
-    match used.frees_at {
-        Some(at) => error.retry_after(u64::try_from(at.unix() - now.unix()).unwrap_or(0).max(1)),
-        None => error,
-    }
-}
-
-fn refusal(refusal: DeactivationRefusal, hardware_id: &HardwareId, now: Timestamp) -> ApiError {
-    match refusal {
-        DeactivationRefusal::ProductMismatch => {
-            ApiError::new(ErrorCode::ProductMismatch, "the license is for another product")
-        }
-        DeactivationRefusal::DeviceNotFound => device_not_found(hardware_id),
-        DeactivationRefusal::TransferLimitReached { max } => ApiError::new(
-            ErrorCode::TransferLimitReached,
-            format!("all {max} transfers of this license are used; ask the vendor to release the device"),
-        ),
-        DeactivationRefusal::ReleaseLimitReached(used) => release_limit_reached(used, now),
-    }
 }
 
 /// Who asks for a release: a client (for its product, perhaps with an `Idempotency-Key`) or the vendor.
@@ -102,17 +68,17 @@ pub(super) async fn release<S: Store>(
         if let Some(reply) = replay(app, idempotency).await? {
             return Ok(Some(reply));
         }
-        let license = license.ok_or_else(|| license_not_found(key))?;
+        let license = license.ok_or(Refusal::LicenseNotFound(key))?;
         let (allowance, released_by) = match releaser {
             Releaser::Client { product, .. } => {
                 let allowance = rules::plan_deactivation(&license, product, device.as_ref(), now)
-                    .map_err(|r| refusal(r, hardware_id, now))?;
+                    .map_err(|refusal| Refusal::Deactivation { refusal, hardware_id, now })?;
                 (allowance, ReleasedBy::Client)
             }
             // The vendor's release is the vendor's decision: it owes nothing to the allowance.
             Releaser::Vendor => (None, ReleasedBy::Vendor),
         };
-        let device = device.ok_or_else(|| device_not_found(hardware_id))?;
+        let device = device.ok_or(Refusal::DeviceNotFound(hardware_id))?;
         let credential_until = rules::credential_until(&license, &device).filter(|until| *until > now);
         let seat = if license.is_floating {
             SeatRelease::Lease { observed: license.leases.get(hardware_id).copied() }

@@ -3,8 +3,9 @@
 //! same atomic write as its effect (so there is never an effect without its receipt, or the
 //! reverse); a vendor's issue stores which licenses it created.
 
+use super::refusals::Refusal;
 use super::{App, Reply};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::input::IdempotencyKey;
 use crate::store::{Receipt, Store};
 use crate::time::Timestamp;
@@ -20,9 +21,6 @@ pub(super) fn fingerprint(prefix: &str, body: &[u8]) -> String {
     crate::auth::hash_token(&format!("{prefix}{canonical}"))
 }
 
-pub(super) fn key_reused() -> ApiError {
-    ApiError::new(ErrorCode::IdempotencyKeyReused, "this Idempotency-Key was already used with a different request")
-}
 
 /// A client write made with an `Idempotency-Key`, scoped to the license it acts on (or, for a
 /// trial, the product and device), so one customer's keys never meet another's.
@@ -95,7 +93,7 @@ pub(super) async fn replay<S: Store>(
     // Past its TTL a receipt is gone, whenever DynamoDB gets round to deleting it.
     let Some(receipt) = stored.filter(|r| r.ttl > app.now().unix()) else { return Ok(None) };
     if receipt.fingerprint != idempotency.fingerprint {
-        return Err(key_reused());
+        return Err(Refusal::IdempotencyKeyReused.into());
     }
     let status = StatusCode::from_u16(receipt.status).map_err(ApiError::internal)?;
     Ok(Some(Reply { status, body: receipt.body, headers: Vec::new() }))

@@ -1,8 +1,8 @@
 //! The vendor API: issue licenses, read one with its devices.
 
-use super::activate::license_not_found;
 use super::deactivate::{release, Releaser};
 use super::idempotency;
+use super::refusals::Refusal;
 use super::views::{FloatingLeases, Usage, VendorLicense};
 use super::{committed, redecided, store_error, App, Reply};
 use crate::error::{ApiError, ErrorCode};
@@ -348,7 +348,7 @@ fn issued(licenses: &[License]) -> Result<Reply, ApiError> {
 /// The first answer again: the same licenses (as they stand now), no new keys.
 async fn replay<S: Store>(app: &App<S>, record: &IdempotencyRecord, fingerprint: &str) -> Result<Reply, ApiError> {
     if record.fingerprint != fingerprint {
-        return Err(idempotency::key_reused());
+        return Err(Refusal::IdempotencyKeyReused.into());
     }
     let licenses = app.store.licenses(&record.license_keys).await.map_err(store_error)?;
     issued(&licenses)
@@ -593,12 +593,9 @@ pub(super) async fn update<S: Store>(app: &App<S>, raw_key: &str, patch: License
     let (key, patch, metadata) = (&key, &patch, &metadata);
     redecided(|| async move {
         let license = app.store.licenses(std::slice::from_ref(key)).await.map_err(store_error)?.pop();
-        let license = license.ok_or_else(|| license_not_found(key))?;
+        let license = license.ok_or(Refusal::LicenseNotFound(key))?;
         if let Some(expected) = patch.version.filter(|v| *v != license.version) {
-            return Err(ApiError::new(
-                ErrorCode::VersionConflict,
-                format!("the license is at version {}, not {expected}; read it again and retry", license.version),
-            ));
+            return Err(Refusal::VersionConflict { current: license.version, expected }.into());
         }
         let updated = patch.apply(&license, metadata.as_ref(), app.now())?;
         // A patch that changes nothing (suspending a suspended license) writes nothing: the version
@@ -657,7 +654,7 @@ struct LicenseDetail<'a> {
 pub(super) async fn show<S: Store>(app: &App<S>, raw_key: &str) -> Result<Reply, ApiError> {
     let key = parse_key(raw_key)?;
     let (license, mut devices) =
-        app.store.license_with_devices(&key).await.map_err(store_error)?.ok_or_else(|| license_not_found(&key))?;
+        app.store.license_with_devices(&key).await.map_err(store_error)?.ok_or(Refusal::LicenseNotFound(&key))?;
     let now = app.now();
     for device in &mut devices {
         device.lease_expires_at = license.leases.get(&device.hardware_id).copied();

@@ -1,13 +1,13 @@
 //! Floating leases beyond activation: the heartbeat a check makes, and `POST /v1/borrow`.
 
-use super::activate::{license_not_found, no_free_seat, refusal};
 use super::idempotency::{receipt, replay, Idempotency};
 use super::views::granted;
+use super::refusals::Refusal;
 use super::{redecided, store_error, App, Reply};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::input::{HardwareId, LicenseKey, Nonce, Product};
 use crate::model::{Device, License};
-use crate::rules::{self, BorrowRefusal, NoFreeSeat};
+use crate::rules::{self, NoFreeSeat};
 use crate::store::{LeaseWrite, Receipt, Store, WriteError};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
@@ -95,16 +95,6 @@ pub struct BorrowRequest {
     pub nonce: Option<Nonce>,
 }
 
-fn borrow_refusal(refusal: BorrowRefusal) -> ApiError {
-    match refusal {
-        BorrowRefusal::NotAllowed => ApiError::new(
-            ErrorCode::BorrowingNotAllowed,
-            "this license does not allow borrowing (it must be floating with can_borrow)",
-        ),
-        BorrowRefusal::TooLong { max } => ApiError::field("hours", format!("must be between 1 and {max}")),
-    }
-}
-
 /// A floating device keeps its seat until the borrow ends, offline: the token lasts as long.
 pub(super) async fn borrow<S: Store>(
     app: &App<S>,
@@ -121,15 +111,10 @@ pub(super) async fn borrow<S: Store>(
         if let Some(reply) = replay(app, idempotency).await? {
             return Ok(Some(reply));
         }
-        let mut license = license.ok_or_else(|| license_not_found(&request.license_key))?;
-        rules::usable(&license, &request.product, now).map_err(refusal)?;
-        rules::plan_borrow(&license, request.hours).map_err(borrow_refusal)?;
-        let mut device = device.ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::DeviceNotFound,
-                format!("device {} is not activated on this license; activate it first", request.hardware_id),
-            )
-        })?;
+        let mut license = license.ok_or(Refusal::LicenseNotFound(&request.license_key))?;
+        rules::usable(&license, &request.product, now)?;
+        rules::plan_borrow(&license, request.hours)?;
+        let mut device = device.ok_or(Refusal::DeviceNotFound(&request.hardware_id))?;
         let until = now.plus_seconds(i64::from(request.hours) * 3_600);
         let answer = |license: &License, device: &Device| {
             granted(app, StatusCode::OK, (license, device), &request.product, request.nonce.as_ref(), now)
@@ -145,7 +130,7 @@ pub(super) async fn borrow<S: Store>(
         let held = hold_lease(app, &mut license, &mut device, until, true, now, Some(&mut make_receipt)).await?;
         match held {
             Held::Yes => reply.map_or_else(|| answer(&license, &device), Ok).map(Some),
-            Held::No(no_seat) => Err(no_free_seat(no_seat)),
+            Held::No(no_seat) => Err(no_seat.into()),
             Held::Raced => Ok(None),
         }
     })

@@ -9,6 +9,7 @@ mod idempotency;
 mod issue;
 mod lease;
 mod offline;
+mod refusals;
 mod trial;
 mod views;
 
@@ -581,14 +582,9 @@ pub(crate) async fn redecided<T, F: Future<Output = Settled<T>>>(
         }
         back_off(n).await;
     }
-    Err(concurrent_update())
+    Err(refusals::Refusal::ConcurrentUpdate.into())
 }
 
-/// Refusal once a write was re-decided [`MAX_WRITE_ATTEMPTS`] times and concurrent writers won each race.
-fn concurrent_update() -> ApiError {
-    ApiError::new(ErrorCode::ConcurrentUpdate, "the license kept changing concurrently; retry the request")
-        .retry_after(1)
-}
 
 /// A short, growing, jittered pause before re-reading after a lost race.
 /// "Full jitter": a random pause up to a ceiling that doubles per attempt (10 ms, 20 ms, … 160 ms),

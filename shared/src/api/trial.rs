@@ -4,8 +4,9 @@ use super::activate::ActivateRequest;
 use super::idempotency::{receipt, replay, Idempotency};
 use super::issue::{validate_features, within};
 use super::views::granted;
+use super::refusals::Refusal;
 use super::{committed, redecided, store_error, App, Reply};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::input::{random_id, DeviceName, Email, HardwareId, LicenseKey, Nonce, Platform, Product};
 use crate::model::{Expiration, Feature, License, LicenseType, TrialMarker, TrialTerms};
 use crate::rules;
@@ -75,9 +76,6 @@ pub struct TrialRequest {
     pub nonce: Option<Nonce>,
 }
 
-fn already_used(product: &Product) -> ApiError {
-    ApiError::new(ErrorCode::TrialAlreadyUsed, format!("this device has already had its trial of {product}"))
-}
 
 /// The trial license `terms` give a device, activated on it from `now`.
 fn trial_license(terms: &TrialTerms, email: Option<&Email>, now: Timestamp) -> Result<License, ApiError> {
@@ -107,9 +105,7 @@ pub(super) async fn start<S: Store>(
         return Ok(reply);
     }
     let terms =
-        app.store.trial_terms(&request.product).await.map_err(store_error)?.ok_or_else(|| {
-            ApiError::new(ErrorCode::TrialNotAvailable, format!("{} offers no trial", request.product))
-        })?;
+        app.store.trial_terms(&request.product).await.map_err(store_error)?.ok_or(Refusal::TrialNotAvailable(&request.product))?;
     let (request, terms) = (&request, &terms);
     redecided(|| async move {
         let now = app.now();
@@ -144,7 +140,7 @@ pub(super) async fn start<S: Store>(
             }
             // Another request for this device won (or, once in 2^125, the key existed).
             if app.store.trial_marker(&request.product, &request.hardware_id).await.map_err(store_error)?.is_some() {
-                return Err(already_used(&request.product));
+                return Err(Refusal::TrialAlreadyUsed(&request.product).into());
             }
         }
         Ok(started)
