@@ -5,6 +5,7 @@ use hyper::body::Bytes;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use crate::error::CliError;
 use serde_json::Value;
 
 pub struct AdminClient {
@@ -15,19 +16,19 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    pub fn new(base_url: &str, token: &str) -> Result<Self, String> {
+    pub fn new(base_url: &str, token: &str) -> Result<Self, CliError> {
         Self::with_token(base_url, Some(token))
     }
 
     /// A client for the client routes, which take no admin token.
-    pub fn anonymous(base_url: &str) -> Result<Self, String> {
+    pub fn anonymous(base_url: &str) -> Result<Self, CliError> {
         Self::with_token(base_url, None)
     }
 
-    fn with_token(base_url: &str, token: Option<&str>) -> Result<Self, String> {
+    fn with_token(base_url: &str, token: Option<&str>) -> Result<Self, CliError> {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
-            .map_err(|e| format!("cannot load the system's root certificates: {e}"))?
+            .map_err(|e| CliError::Failed(format!("cannot load the system's root certificates: {e}")))?
             .https_or_http()
             .enable_http1()
             .build();
@@ -37,7 +38,7 @@ impl AdminClient {
     }
 
     /// Sends a vendor request; a non-2xx answer is an error carrying the API's error JSON.
-    pub async fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    pub async fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
         let mut request = hyper::Request::builder().method(method).uri(format!("{}{path}", self.base_url));
         if let Some(token) = &self.token {
             request = request.header("authorization", format!("Bearer {token}"));
@@ -45,17 +46,23 @@ impl AdminClient {
         let request = request
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.map(Value::to_string).unwrap_or_default())))
-            .map_err(|e| e.to_string())?;
-        let response = self.client.request(request).await.map_err(|e| format!("{}: {e}", self.base_url))?;
+            .map_err(|e| CliError::Usage(format!("{}{path} is not a URL: {e}", self.base_url)))?;
+        let unreachable = |e: &dyn std::fmt::Display| {
+            CliError::Unavailable(format!(
+                "cannot reach the API at {}: {e}\nis `make local` running? set KEYGATE_URL (or --url) to the API's base URL",
+                self.base_url
+            ))
+        };
+        let response = self.client.request(request).await.map_err(|e| unreachable(&e))?;
         let status = response.status();
-        let bytes = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        let answer: Value = serde_json::from_slice(&bytes).map_err(|_| {
-            format!("{status}: {}", String::from_utf8_lossy(&bytes).chars().take(200).collect::<String>())
-        })?;
-        if status.is_success() {
-            Ok(answer)
-        } else {
-            Err(format!("{status}: {answer}"))
+        let bytes = response.into_body().collect().await.map_err(|e| unreachable(&e))?.to_bytes();
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(answer) if status.is_success() => Ok(answer),
+            Ok(answer) => Err(CliError::from_answer(status.as_u16(), &answer.to_string())),
+            Err(_) => {
+                let text: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
+                Err(CliError::from_answer(status.as_u16(), &text))
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! handler the Lambda functions run. Only the HTTP framing differs: hyper here, API Gateway there.
 
 pub mod admin;
+pub mod error;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};

@@ -6,6 +6,7 @@ use keygate::auth::hash_token;
 use keygate::config::Config;
 use keygate::signing::{decode_seed, generate_seed, TokenSigner};
 use keygate::store::{create_table, sdk_config, DynamoStore};
+use keygate_cli::error::CliError;
 use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -204,25 +205,25 @@ async fn main() -> ExitCode {
     lambda_http::tracing::init_default_subscriber();
     match run(Cli::parse().command).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("keygate: {message}");
-            ExitCode::FAILURE
+        Err(err) => {
+            eprintln!("keygate: {err}");
+            err.exit_code()
         }
     }
 }
 
-async fn run(command: Command) -> Result<(), String> {
+async fn run(command: Command) -> Result<(), CliError> {
     match command {
         Command::Serve { port, bind, cors_origins } => serve(&bind, port, &cors_origins).await,
         Command::Table { command: TableCommand::Create { table } } => {
             let client = aws_sdk_dynamodb_client().await;
-            let created = create_table(&client, &table).await.map_err(|e| e.to_string())?;
+            let created = create_table(&client, &table).await.map_err(CliError::failed)?;
             eprintln!("table {table} {}", if created { "created" } else { "exists already" });
             Ok(())
         }
         Command::Keys { command: KeysCommand::New { out } } => {
-            let seed = generate_seed().map_err(|e| e.to_string())?;
-            let signer = TokenSigner::new(decode_seed(&seed)?, &[])?;
+            let seed = generate_seed().map_err(CliError::failed)?;
+            let signer = decode_seed(&seed).and_then(|seed| TokenSigner::new(seed, &[])).map_err(CliError::failed)?;
             match out {
                 Some(path) => write_secret(&path, &seed)?,
                 None => println!("{seed}"),
@@ -231,31 +232,32 @@ async fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Keys { command: KeysCommand::Public } => {
-            let config = Config::from_env().map_err(|e| e.to_string())?;
-            config.require_signer().map_err(|e| e.to_string())?;
-            let signer = config.signer.as_ref().ok_or("no signing key")?;
+            let config = Config::from_env().map_err(|e| CliError::Usage(e.to_string()))?;
+            config.require_signer().map_err(|e| CliError::Usage(e.to_string()))?;
+            let signer = config.signer.as_ref().ok_or(CliError::Usage("no signing key".into()))?;
             println!("{} {}", signer.kid(), signer.public_key_b64());
             Ok(())
         }
         Command::AdminToken { command: AdminTokenCommand::New } => {
-            let token = generate_seed().map_err(|e| e.to_string())?;
+            let token = generate_seed().map_err(CliError::failed)?;
             println!("{token}");
             eprintln!("KEYGATE_ADMIN_TOKEN_SHA256={}", hash_token(&token));
             Ok(())
         }
         Command::Licenses { url, admin_token, command } => {
-            let token = admin_token.ok_or("set KEYGATE_ADMIN_TOKEN or pass --admin-token")?;
+            let token = admin_token
+                .ok_or(CliError::Unauthorized("no admin token: set KEYGATE_ADMIN_TOKEN or pass --admin-token".into()))?;
             let answer = licenses(&keygate_cli::admin::AdminClient::new(&url, &token)?, command).await?;
-            println!("{}", serde_json::to_string_pretty(&answer).map_err(|e| e.to_string())?);
+            println!("{}", serde_json::to_string_pretty(&answer).map_err(CliError::failed)?);
             Ok(())
         }
         Command::Offline { command } => offline(command).await,
         Command::AdminToken { command: AdminTokenCommand::Hash } => {
             let mut token = String::new();
-            std::io::stdin().read_to_string(&mut token).map_err(|e| e.to_string())?;
+            std::io::stdin().read_to_string(&mut token).map_err(CliError::failed)?;
             let token = token.trim_end_matches(['\r', '\n']);
             keygate::auth::check_token_strength(token)
-                .map_err(|why| format!("the token {why}: make one with `keygate admin-token new`"))?;
+                .map_err(|why| CliError::Usage(format!("the token {why}: make one with `keygate admin-token new`")))?;
             println!("{}", hash_token(token));
             Ok(())
         }
@@ -265,7 +267,7 @@ async fn run(command: Command) -> Result<(), String> {
 async fn licenses(
     client: &keygate_cli::admin::AdminClient,
     command: LicensesCommand,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, CliError> {
     use keygate_cli::admin::encode;
     use serde_json::{json, Value};
     let set_status = |key: String, status: &'static str| async move {
@@ -284,10 +286,10 @@ async fn licenses(
             extra,
         } => {
             let mut body = match extra {
-                Some(text) => serde_json::from_str::<Value>(&text).map_err(|e| format!("--extra: {e}"))?,
+                Some(text) => serde_json::from_str::<Value>(&text).map_err(|e| CliError::Usage(format!("--extra: {e}")))?,
                 None => json!({}),
             };
-            let fields = body.as_object_mut().ok_or("--extra must be a JSON object")?;
+            let fields = body.as_object_mut().ok_or(CliError::Usage("--extra must be a JSON object".into()))?;
             fields.insert("product".into(), json!(product));
             fields.insert("max_activations".into(), json!(max_activations));
             fields.insert("license_type".into(), json!(license_type));
@@ -316,7 +318,9 @@ async fn licenses(
                 (Some(email), _, _) => format!("customer_email={}", encode(&email)),
                 (None, Some(order), _) => format!("order_id={}", encode(&order)),
                 (None, None, Some(email)) => format!("trial_email={}", encode(&email)),
-                (None, None, None) => return Err("--customer-email, --order-id or --trial-email is required".into()),
+                (None, None, None) => {
+                    return Err(CliError::Usage("--customer-email, --order-id or --trial-email is required".into()))
+                }
             };
             if let Some(limit) = limit {
                 query.push_str(&format!("&limit={limit}"));
@@ -332,17 +336,17 @@ async fn licenses(
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, CliError> {
+    let text = std::fs::read_to_string(path).map_err(CliError::file(path))?;
+    serde_json::from_str(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
 }
 
-fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<(), String> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
-    std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
+fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value).map_err(CliError::failed)?;
+    std::fs::write(path, text + "\n").map_err(CliError::file(path))
 }
 
-async fn offline(command: OfflineCommand) -> Result<(), String> {
+async fn offline(command: OfflineCommand) -> Result<(), CliError> {
     use keygate::input::{DeviceName, HardwareId, LicenseKey, Product};
     use keygate::offline::{self, LicenseFile, OfflineKind, OfflineRequest};
     use keygate::time::Timestamp;
@@ -350,13 +354,14 @@ async fn offline(command: OfflineCommand) -> Result<(), String> {
         OfflineCommand::Request { license_key, product, hardware_id, device_name, out } => {
             let mut request = OfflineRequest::new(
                 OfflineKind::Activate,
-                LicenseKey::parse(&license_key).map_err(|e| format!("--license-key {e}"))?,
-                Product::parse(product).map_err(|e| format!("--product {e}"))?,
-                HardwareId::parse(hardware_id).map_err(|e| format!("--hardware-id {e}"))?,
+                LicenseKey::parse(&license_key).map_err(|e| CliError::Usage(format!("--license-key {e}")))?,
+                Product::parse(product).map_err(|e| CliError::Usage(format!("--product {e}")))?,
+                HardwareId::parse(hardware_id).map_err(|e| CliError::Usage(format!("--hardware-id {e}")))?,
                 Timestamp::now(),
-            )?;
+            )
+            .map_err(CliError::failed)?;
             request.device_name =
-                device_name.map(DeviceName::parse).transpose().map_err(|e| format!("--device-name {e}"))?;
+                device_name.map(DeviceName::parse).transpose().map_err(|e| CliError::Usage(format!("--device-name {e}")))?;
             write_json(&out, &request)?;
             eprintln!("wrote {}: carry it to a connected machine and run `keygate offline submit`", out.display());
             Ok(())
@@ -369,7 +374,8 @@ async fn offline(command: OfflineCommand) -> Result<(), String> {
                 file.product,
                 file.hardware_id,
                 Timestamp::now(),
-            )?;
+            )
+            .map_err(CliError::failed)?;
             write_json(&out, &request)?;
             eprintln!("wrote {}; remove {} from this machine", out.display(), license_file.display());
             Ok(())
@@ -380,7 +386,7 @@ async fn offline(command: OfflineCommand) -> Result<(), String> {
                 OfflineKind::Activate => "/v1/activate/offline",
                 OfflineKind::Deactivate => "/v1/deactivate/offline",
             };
-            let body = serde_json::to_value(&file).map_err(|e| e.to_string())?;
+            let body = serde_json::to_value(&file).map_err(CliError::failed)?;
             let answer = keygate_cli::admin::AdminClient::anonymous(&url)?.send("POST", path, Some(&body)).await?;
             write_json(&out, &answer)?;
             eprintln!("wrote {}", out.display());
@@ -390,15 +396,15 @@ async fn offline(command: OfflineCommand) -> Result<(), String> {
             let file: LicenseFile = read_json(&license_file)?;
             let keys = match (jwks, public_key) {
                 (Some(path), _) => {
-                    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                    offline::jwks_keys(&text)?.into_iter().map(|(_, key)| key).collect()
+                    let text = std::fs::read_to_string(&path).map_err(CliError::file(&path))?;
+                    offline::jwks_keys(&text).map_err(CliError::failed)?.into_iter().map(|(_, key)| key).collect()
                 }
-                (None, Some(key)) => vec![offline::public_key(&key)?],
-                (None, None) => return Err("--jwks or --public-key is required".into()),
+                (None, Some(key)) => vec![offline::public_key(&key).map_err(CliError::failed)?],
+                (None, None) => return Err(CliError::Usage("--jwks or --public-key is required".into())),
             };
             let nonce = request.map(|path| read_json::<OfflineRequest>(&path)).transpose()?.map(|r| r.nonce);
-            let hardware_id = HardwareId::parse(hardware_id).map_err(|e| format!("--hardware-id {e}"))?;
-            let product = Product::parse(product).map_err(|e| format!("--product {e}"))?;
+            let hardware_id = HardwareId::parse(hardware_id).map_err(|e| CliError::Usage(format!("--hardware-id {e}")))?;
+            let product = Product::parse(product).map_err(|e| CliError::Usage(format!("--product {e}")))?;
             let expected = offline::Expected {
                 product: &product,
                 issuer: &issuer,
@@ -406,7 +412,7 @@ async fn offline(command: OfflineCommand) -> Result<(), String> {
                 nonce: nonce.as_ref(),
             };
             let verified =
-                offline::verify_license_file(&file, &keys, &expected, Timestamp::now()).map_err(|e| e.to_string())?;
+                offline::verify_license_file(&file, &keys, &expected, Timestamp::now()).map_err(CliError::failed)?;
             // Only what was signed: the file's other fields are for people and could be edited.
             let claims = &verified.claims;
             let summary = serde_json::json!({
@@ -419,7 +425,7 @@ async fn offline(command: OfflineCommand) -> Result<(), String> {
                 "features": claims.features,
                 "expires_at": verified.expires_at,
             });
-            println!("{}", serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?);
+            println!("{}", serde_json::to_string_pretty(&summary).map_err(CliError::failed)?);
             Ok(())
         }
     }
@@ -429,7 +435,7 @@ async fn aws_sdk_dynamodb_client() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&sdk_config().await)
 }
 
-fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), String> {
+fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), CliError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
@@ -437,15 +443,16 @@ fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), String> {
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    writeln!(file, "{secret}").map_err(|e| e.to_string())
+        .map_err(CliError::file(path))?;
+    writeln!(file, "{secret}").map_err(CliError::file(path))
 }
 
-async fn serve(bind: &str, port: u16, cors_origins: &str) -> Result<(), String> {
+async fn serve(bind: &str, port: u16, cors_origins: &str) -> Result<(), CliError> {
     let sdk = sdk_config().await;
-    let mut config = Config::load(&sdk).await.map_err(|e| e.to_string())?;
-    config.cors = keygate::cors::AllowedOrigins::parse(cors_origins).map_err(|e| format!("--cors-origins: {e}"))?;
-    config.require_signer().map_err(|e| e.to_string())?;
+    let mut config = Config::load(&sdk).await.map_err(|e| CliError::Usage(e.to_string()))?;
+    config.cors =
+        keygate::cors::AllowedOrigins::parse(cors_origins).map_err(|e| CliError::Usage(format!("--cors-origins: {e}")))?;
+    config.require_signer().map_err(|e| CliError::Usage(e.to_string()))?;
     if config.admin_tokens.is_empty() {
         eprintln!("warning: KEYGATE_ADMIN_TOKEN_SHA256 is not set; every vendor route will answer 401");
     }
@@ -453,9 +460,9 @@ async fn serve(bind: &str, port: u16, cors_origins: &str) -> Result<(), String> 
     let app = Arc::new(App::new(store, config));
     let listener = tokio::net::TcpListener::bind((bind, port))
         .await
-        .map_err(|e| format!("cannot listen on {bind}:{port}: {e}"))?;
-    eprintln!("keygate serving on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
-    keygate_cli::serve(listener, app, shutdown_signal()).await.map_err(|e| e.to_string())
+        .map_err(|e| CliError::Failed(format!("cannot listen on {bind}:{port}: {e}")))?;
+    eprintln!("keygate serving on http://{}", listener.local_addr().map_err(CliError::failed)?);
+    keygate_cli::serve(listener, app, shutdown_signal()).await.map_err(CliError::failed)
 }
 
 async fn shutdown_signal() {

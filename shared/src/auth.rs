@@ -28,10 +28,10 @@ pub const MIN_TOKEN_LENGTH: usize = 32;
 /// Refuses a token a person might have chosen: too short, or too repetitive for its length. The
 /// estimate is the token's length times the Shannon entropy of its own characters, which a random
 /// token over any alphabet of 16 or more symbols passes, and a phrase or a repeated pattern does not.
-pub fn check_token_strength(token: &str) -> Result<(), String> {
+pub fn check_token_strength(token: &str) -> Result<(), WeakToken> {
     let length = token.chars().count();
     if length < MIN_TOKEN_LENGTH {
-        return Err(format!("is {length} characters; an admin token needs at least {MIN_TOKEN_LENGTH}"));
+        return Err(WeakToken::TooShort { length });
     }
     let mut counts = std::collections::BTreeMap::new();
     for c in token.chars() {
@@ -46,23 +46,32 @@ pub fn check_token_strength(token: &str) -> Result<(), String> {
         .sum();
     let bits = per_char * length as f64;
     if bits < MIN_TOKEN_BITS {
-        return Err(format!("carries about {bits:.0} bits; an admin token needs at least {MIN_TOKEN_BITS:.0}"));
+        return Err(WeakToken::TooGuessable { bits });
     }
     Ok(())
 }
 
+/// Why a token would be easy to guess (the text follows "the token").
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum WeakToken {
+    #[error("is {length} characters; an admin token needs at least {MIN_TOKEN_LENGTH}")]
+    TooShort { length: usize },
+    #[error("carries about {bits:.0} bits; an admin token needs at least {MIN_TOKEN_BITS:.0}")]
+    TooGuessable { bits: f64 },
+}
+
+/// A configured hash that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("admin token hashes must be 64 hex characters (SHA-256), comma-separated")]
+pub struct NotAHash;
+
 impl AdminTokens {
     /// Comma-separated hex SHA-256 hashes; several allow rotating a token without downtime.
-    pub fn parse(list: &str) -> Result<Self, String> {
+    pub fn parse(list: &str) -> Result<Self, NotAHash> {
         let mut hashes = Vec::new();
         for text in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            if text.len() != 64 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err("admin token hashes must be 64 hex characters (SHA-256), comma-separated".into());
-            }
             let mut hash = [0u8; 32];
-            for (i, byte) in hash.iter_mut().enumerate() {
-                *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
-            }
+            hex::decode_to_slice(text, &mut hash).map_err(|_| NotAHash)?;
             hashes.push(hash);
         }
         Ok(Self { hashes })
@@ -126,9 +135,9 @@ mod tests {
             Ok(()),
             "hex"
         );
-        assert!(check_token_strength("correct-horse").unwrap_err().contains("at least 32"));
-        assert!(check_token_strength(&"a".repeat(64)).unwrap_err().contains("bits"));
-        assert!(check_token_strength(&"ab".repeat(40)).unwrap_err().contains("bits"));
+        assert_eq!(check_token_strength("correct-horse"), Err(WeakToken::TooShort { length: 13 }));
+        assert!(matches!(check_token_strength(&"a".repeat(64)), Err(WeakToken::TooGuessable { .. })));
+        assert!(matches!(check_token_strength(&"ab".repeat(40)), Err(WeakToken::TooGuessable { .. })));
         assert!(check_token_strength("passwordpasswordpasswordpassword").is_err());
     }
 

@@ -27,9 +27,20 @@ pub struct Config {
     pub cors: AllowedOrigins,
 }
 
+/// Why the functions cannot start: each names the variable to fix.
 #[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(String);
+pub enum ConfigError {
+    #[error("configuration: {ADMIN_TOKEN_SHA256}: {0}")]
+    AdminTokens(#[from] crate::auth::NotAHash),
+    #[error("configuration: {variable}: {source}")]
+    Key { variable: &'static str, source: crate::signing::KeyError },
+    #[error("configuration: {CORS_ORIGINS}: {0}")]
+    Cors(#[from] crate::cors::NotAnOrigin),
+    #[error("configuration: {SIGNING_KEY} is not set (make one with `keygate keys new`)")]
+    NoSigningKey,
+    #[error("configuration: {SIGNING_KEY_PARAMETER}: cannot read SSM parameter {name}: {cause}")]
+    Parameter { name: String, cause: String },
+}
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -63,19 +74,18 @@ impl Config {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let admin_tokens = AdminTokens::parse(&lookup(ADMIN_TOKEN_SHA256).unwrap_or_default())
-            .map_err(|e| ConfigError(format!("{ADMIN_TOKEN_SHA256}: {e}")))?;
+        let admin_tokens = AdminTokens::parse(&lookup(ADMIN_TOKEN_SHA256).unwrap_or_default())?;
         let signer = match lookup(SIGNING_KEY) {
             Some(text) => {
-                let seed = decode_seed(&text).map_err(|e| ConfigError(format!("{SIGNING_KEY}: {e}")))?;
+                let seed = decode_seed(&text).map_err(|source| ConfigError::Key { variable: SIGNING_KEY, source })?;
                 let retired: Vec<String> =
                     lookup(RETIRED_PUBLIC_KEYS).unwrap_or_default().split(',').map(str::to_string).collect();
-                Some(TokenSigner::new(seed, &retired).map_err(|e| ConfigError(format!("{RETIRED_PUBLIC_KEYS}: {e}")))?)
+                let signer = TokenSigner::new(seed, &retired);
+                Some(signer.map_err(|source| ConfigError::Key { variable: RETIRED_PUBLIC_KEYS, source })?)
             }
             None => None,
         };
-        let cors = AllowedOrigins::parse(&lookup(CORS_ORIGINS).unwrap_or_default())
-            .map_err(|e| ConfigError(format!("{CORS_ORIGINS}: {e}")))?;
+        let cors = AllowedOrigins::parse(&lookup(CORS_ORIGINS).unwrap_or_default())?;
         Ok(Self {
             table: lookup(TABLE).unwrap_or_else(|| DEFAULT_TABLE.into()),
             issuer: lookup(ISSUER).unwrap_or_else(|| DEFAULT_ISSUER.into()),
@@ -89,22 +99,21 @@ impl Config {
     pub fn require_signer(&self) -> Result<(), ConfigError> {
         match self.signer {
             Some(_) => Ok(()),
-            None => Err(ConfigError(format!("{SIGNING_KEY} is not set (make one with `keygate keys new`)"))),
+            None => Err(ConfigError::NoSigningKey),
         }
     }
 }
 
 async fn read_parameter(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<String, ConfigError> {
-    let output = ssm.get_parameter().name(name).with_decryption(true).send().await.map_err(|err| {
-        ConfigError(format!(
-            "{SIGNING_KEY_PARAMETER}: cannot read SSM parameter {name}: {}",
-            aws_sdk_ssm::error::DisplayErrorContext(&err)
-        ))
-    })?;
-    output
-        .parameter
-        .and_then(|p| p.value)
-        .ok_or_else(|| ConfigError(format!("{SIGNING_KEY_PARAMETER}: SSM parameter {name} has no value")))
+    let missing = |cause: String| ConfigError::Parameter { name: name.into(), cause };
+    let output = ssm
+        .get_parameter()
+        .name(name)
+        .with_decryption(true)
+        .send()
+        .await
+        .map_err(|err| missing(aws_sdk_ssm::error::DisplayErrorContext(&err).to_string()))?;
+    output.parameter.and_then(|p| p.value).ok_or_else(|| missing("it has no value".into()))
 }
 
 #[cfg(test)]

@@ -17,9 +17,14 @@ pub enum AllowedOrigins {
 /// How long a browser may cache a preflight answer.
 pub const MAX_AGE_SECONDS: u32 = 600;
 
+/// An entry of the origin list that is not an origin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an origin (scheme://host[:port]) or `*` alone")]
+pub struct NotAnOrigin(pub String);
+
 impl AllowedOrigins {
     /// Comma-separated origins, or `*`; empty allows none.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, NotAnOrigin> {
         let origins: Vec<&str> = text.split(',').map(str::trim).filter(|o| !o.is_empty()).collect();
         match origins.as_slice() {
             [] => Ok(AllowedOrigins::None),
@@ -30,7 +35,7 @@ impl AllowedOrigins {
                         !scheme.is_empty() && !rest.is_empty() && !rest.contains('/') && !origin.contains('*')
                     });
                     if !valid {
-                        return Err(format!("`{origin}` is not an origin (scheme://host[:port]) or `*` alone"));
+                        return Err(NotAnOrigin(origin.to_string()));
                     }
                 }
                 Ok(AllowedOrigins::List(list.iter().map(|o| o.to_ascii_lowercase()).collect()))

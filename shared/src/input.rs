@@ -417,6 +417,13 @@ fn decimal(literal: &str) -> (bool, String, i64) {
 }
 
 /// Random identifier with a readable prefix (`lic_…`), 128 bits from the OS CSPRNG.
+impl Nonce {
+    /// A fresh nonce from the OS CSPRNG (always within the type's bounds: prefix, `_`, 32 hex digits).
+    pub fn generate(prefix: &str) -> Result<Self, getrandom::Error> {
+        random_id(prefix).map(Self)
+    }
+}
+
 pub fn random_id(prefix: &str) -> Result<String, getrandom::Error> {
     let mut random = [0u8; 16];
     getrandom::getrandom(&mut random)?;

@@ -2,13 +2,12 @@
 //! file the server answers with, and the check an offline machine makes of that file with the
 //! public key alone. docs/offline.md describes the formats.
 
-use crate::input::{random_id, DeviceName, HardwareId, LicenseKey, Nonce, Platform, Product};
+use crate::input::{DeviceName, HardwareId, LicenseKey, Nonce, Platform, Product};
 use crate::time::Timestamp;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 pub const REQUEST_FORMAT: &str = "keygate-offline-request/1";
 pub const LICENSE_FILE_FORMAT: &str = "keygate-license-file/1";
@@ -45,8 +44,8 @@ impl OfflineRequest {
         product: Product,
         hardware_id: HardwareId,
         now: Timestamp,
-    ) -> Result<Self, String> {
-        let nonce = Nonce::parse(random_id("off").map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    ) -> Result<Self, getrandom::Error> {
+        let nonce = Nonce::generate("off")?;
         Ok(Self {
             format: REQUEST_FORMAT.into(),
             kind,
@@ -75,28 +74,56 @@ pub struct LicenseFile {
     pub token: String,
 }
 
+/// Why a JWKS document or a public key cannot verify anything.
+#[derive(Debug, thiserror::Error)]
+pub enum PublicKeyError {
+    #[error("the JWKS is not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("the JWKS has no `keys` list")]
+    NoKeys,
+    #[error("a JWKS key has no `{0}`")]
+    Missing(&'static str),
+    #[error("`{0}` is not a 32-byte base64url public key")]
+    NotBytes(String),
+    #[error("`{0}` is not an Ed25519 public key")]
+    NotPoint(String),
+}
+
 /// The Ed25519 public keys of a JWKS document (`/.well-known/jwks.json`), by key id.
-pub fn jwks_keys(jwks: &str) -> Result<Vec<(String, VerifyingKey)>, String> {
-    let document: Value = serde_json::from_str(jwks).map_err(|e| format!("the JWKS is not JSON: {e}"))?;
-    let keys = document["keys"].as_array().ok_or("the JWKS has no `keys` list")?;
-    keys.iter()
-        .filter(|k| k["kty"] == "OKP" && k["crv"] == "Ed25519")
+pub fn jwks_keys(jwks: &str) -> Result<Vec<(String, VerifyingKey)>, PublicKeyError> {
+    #[derive(Deserialize)]
+    struct Document {
+        keys: Option<Vec<Jwk>>,
+    }
+    #[derive(Deserialize)]
+    struct Jwk {
+        kty: Option<String>,
+        crv: Option<String>,
+        kid: Option<String>,
+        x: Option<String>,
+    }
+    let document: Document = serde_json::from_str(jwks)?;
+    document
+        .keys
+        .ok_or(PublicKeyError::NoKeys)?
+        .into_iter()
+        .filter(|k| k.kty.as_deref() == Some("OKP") && k.crv.as_deref() == Some("Ed25519"))
         .map(|k| {
-            let kid = k["kid"].as_str().ok_or("a JWKS key has no `kid`")?.to_string();
-            let x = k["x"].as_str().ok_or("a JWKS key has no `x`")?;
-            Ok((kid, public_key(x)?))
+            let kid = k.kid.ok_or(PublicKeyError::Missing("kid"))?;
+            let x = k.x.ok_or(PublicKeyError::Missing("x"))?;
+            Ok((kid, public_key(&x)?))
         })
         .collect()
 }
 
 /// An Ed25519 public key from its base64url form (what `keygate keys public` prints after the key id).
-pub fn public_key(text: &str) -> Result<VerifyingKey, String> {
+pub fn public_key(text: &str) -> Result<VerifyingKey, PublicKeyError> {
     let bytes: [u8; 32] = URL_SAFE_NO_PAD
         .decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| format!("`{text}` is not a 32-byte base64url public key"))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| "not an Ed25519 public key".to_string())
+        .ok_or_else(|| PublicKeyError::NotBytes(text.into()))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| PublicKeyError::NotPoint(text.into()))
 }
 
 /// The claims of a license file's token that the offline machine relies on, as signed.
@@ -242,6 +269,7 @@ fn decode(part: &str) -> Result<Vec<u8>, FileRefusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use crate::signing::TokenSigner;
     use serde_json::json;
 

@@ -6,14 +6,29 @@ use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+/// Why a signing key or a retired public key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("the signing key is not base64")]
+    NotBase64,
+    #[error("the signing key must be 32 bytes, got {0}")]
+    SeedLength(usize),
+    #[error("retired public key `{0}` is not 32 base64url bytes")]
+    RetiredNotBytes(String),
+    #[error("retired public key `{0}` is not an Ed25519 point")]
+    RetiredNotPoint(String),
+    #[error("the key set cannot be written as JSON")]
+    Jwks(#[from] serde_json::Error),
+}
+
 /// A 32-byte Ed25519 seed, as text: unpadded base64url (what `keygate keys new` prints) or standard base64.
-pub fn decode_seed(text: &str) -> Result<[u8; 32], String> {
+pub fn decode_seed(text: &str) -> Result<[u8; 32], KeyError> {
     let text = text.trim();
     let bytes = URL_SAFE_NO_PAD
         .decode(text.trim_end_matches('='))
         .or_else(|_| STANDARD.decode(text))
-        .map_err(|_| "the signing key is not base64".to_string())?;
-    bytes.try_into().map_err(|b: Vec<u8>| format!("the signing key must be 32 bytes, got {}", b.len()))
+        .map_err(|_| KeyError::NotBase64)?;
+    bytes.try_into().map_err(|b: Vec<u8>| KeyError::SeedLength(b.len()))
 }
 
 /// A fresh 32-byte seed from the OS CSPRNG, base64url-encoded.
@@ -75,7 +90,7 @@ impl std::fmt::Debug for TokenSigner {
 
 impl TokenSigner {
     /// `retired` are base64url public keys of earlier signing keys, kept in the JWKS for verification.
-    pub fn new(seed: [u8; 32], retired: &[String]) -> Result<Self, String> {
+    pub fn new(seed: [u8; 32], retired: &[String]) -> Result<Self, KeyError> {
         let key = SigningKey::from_bytes(&seed);
         let public = key.verifying_key();
         let kid = key_id(&public);
@@ -87,14 +102,14 @@ impl TokenSigner {
                 .decode(text)
                 .ok()
                 .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| format!("retired public key `{text}` is not 32 base64url bytes"))?;
+                .ok_or_else(|| KeyError::RetiredNotBytes(text.into()))?;
             let retired_key = VerifyingKey::from_bytes(&bytes)
-                .map_err(|_| format!("retired public key `{text}` is not an Ed25519 point"))?;
+                .map_err(|_| KeyError::RetiredNotPoint(text.into()))?;
             if retired_key != public {
                 keys.push(Jwk::of(&retired_key));
             }
         }
-        let jwks_json = serde_json::to_string(&Jwks { keys }).map_err(|e| e.to_string())?;
+        let jwks_json = serde_json::to_string(&Jwks { keys })?;
         Ok(Self { key, kid, header_b64, jwks_json })
     }
 
@@ -134,8 +149,8 @@ mod tests {
         let text = generate_seed().unwrap();
         let seed = decode_seed(&text).unwrap();
         assert_eq!(decode_seed(&STANDARD.encode(seed)).unwrap(), seed);
-        assert!(decode_seed("c2hvcnQ").unwrap_err().contains("32 bytes"));
-        assert!(decode_seed("!!!").is_err());
+        assert!(matches!(decode_seed("c2hvcnQ"), Err(KeyError::SeedLength(5))));
+        assert!(matches!(decode_seed("!!!"), Err(KeyError::NotBase64)));
     }
 
     #[test]

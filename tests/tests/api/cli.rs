@@ -18,7 +18,8 @@ pub(crate) async fn keygate_command(args: &[&str], env: &[(&str, &str)]) -> Resu
     if output.status.success() {
         Ok(output.stdout)
     } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        let code = output.status.code().map_or("none".into(), |code| code.to_string());
+        Err(format!("exit {code}: {}", String::from_utf8_lossy(&output.stderr)))
     }
 }
 
@@ -76,12 +77,25 @@ async fn the_cli_issues_shows_lists_and_changes_status() {
 }
 
 #[tokio::test]
-async fn cli_errors_carry_the_api_error_and_a_failing_exit() {
+async fn cli_errors_carry_the_api_error_and_an_exit_code_per_kind() {
     let t = TestApp::spawn().await;
     let err = keygate(&t, &["show", "ZZZZZ-ZZZZZ"]).await.unwrap_err();
-    assert!(err.contains("LICENSE_NOT_FOUND"), "{err}");
+    assert!(err.starts_with("exit 3:") && err.contains("LICENSE_NOT_FOUND"), "{err}");
     let err = run(&t, &["show", "ZZZZZ-ZZZZZ"], Some("wrong")).await.unwrap_err();
-    assert!(err.contains("UNAUTHORIZED"), "{err}");
+    assert!(err.starts_with("exit 5:") && err.contains("UNAUTHORIZED"), "{err}");
+    assert!(err.contains("KEYGATE_ADMIN_TOKEN"), "says what to set: {err}");
+    let err = keygate(&t, &["issue", "--product", "editor", "--max-activations", "0"]).await.unwrap_err();
+    assert!(err.starts_with("exit 2:") && err.contains("max_activations"), "{err}");
+    let issued = keygate(&t, &["issue", "--product", "editor", "--extra", r#"{"version": 1}"#]).await;
+    assert!(issued.unwrap_err().starts_with("exit 2:"), "an unknown field is the command's mistake");
+
+    // Nothing listening: the outage exit code, and where to look.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let env = [("KEYGATE_URL", url.as_str()), ("KEYGATE_ADMIN_TOKEN", t.admin_token.as_str())];
+    let err = keygate_command(&["licenses", "show", "ZZZZZ-ZZZZZ"], &env).await.unwrap_err();
+    assert!(err.starts_with("exit 6:") && err.contains("make local") && err.contains("KEYGATE_URL"), "{err}");
 }
 
 /// Runs `keygate admin-token hash` with `token` on stdin: Ok(stdout) or Err(stderr).
