@@ -1,11 +1,11 @@
 //! The vendor commands of `keygate`, over the HTTP API (local or deployed), never the table.
 
+use crate::error::CliError;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use crate::error::CliError;
 use serde_json::Value;
 
 pub struct AdminClient {

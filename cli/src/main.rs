@@ -245,8 +245,9 @@ async fn run(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Licenses { url, admin_token, command } => {
-            let token = admin_token
-                .ok_or(CliError::Unauthorized("no admin token: set KEYGATE_ADMIN_TOKEN or pass --admin-token".into()))?;
+            let token = admin_token.ok_or(CliError::Unauthorized(
+                "no admin token: set KEYGATE_ADMIN_TOKEN or pass --admin-token".into(),
+            ))?;
             let answer = licenses(&keygate_cli::admin::AdminClient::new(&url, &token)?, command).await?;
             println!("{}", serde_json::to_string_pretty(&answer).map_err(CliError::failed)?);
             Ok(())
@@ -286,7 +287,9 @@ async fn licenses(
             extra,
         } => {
             let mut body = match extra {
-                Some(text) => serde_json::from_str::<Value>(&text).map_err(|e| CliError::Usage(format!("--extra: {e}")))?,
+                Some(text) => {
+                    serde_json::from_str::<Value>(&text).map_err(|e| CliError::Usage(format!("--extra: {e}")))?
+                }
                 None => json!({}),
             };
             let fields = body.as_object_mut().ok_or(CliError::Usage("--extra must be a JSON object".into()))?;
@@ -360,8 +363,10 @@ async fn offline(command: OfflineCommand) -> Result<(), CliError> {
                 Timestamp::now(),
             )
             .map_err(CliError::failed)?;
-            request.device_name =
-                device_name.map(DeviceName::parse).transpose().map_err(|e| CliError::Usage(format!("--device-name {e}")))?;
+            request.device_name = device_name
+                .map(DeviceName::parse)
+                .transpose()
+                .map_err(|e| CliError::Usage(format!("--device-name {e}")))?;
             write_json(&out, &request)?;
             eprintln!("wrote {}: carry it to a connected machine and run `keygate offline submit`", out.display());
             Ok(())
@@ -403,7 +408,8 @@ async fn offline(command: OfflineCommand) -> Result<(), CliError> {
                 (None, None) => return Err(CliError::Usage("--jwks or --public-key is required".into())),
             };
             let nonce = request.map(|path| read_json::<OfflineRequest>(&path)).transpose()?.map(|r| r.nonce);
-            let hardware_id = HardwareId::parse(hardware_id).map_err(|e| CliError::Usage(format!("--hardware-id {e}")))?;
+            let hardware_id =
+                HardwareId::parse(hardware_id).map_err(|e| CliError::Usage(format!("--hardware-id {e}")))?;
             let product = Product::parse(product).map_err(|e| CliError::Usage(format!("--product {e}")))?;
             let expected = offline::Expected {
                 product: &product,
@@ -450,8 +456,8 @@ fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), CliError> {
 async fn serve(bind: &str, port: u16, cors_origins: &str) -> Result<(), CliError> {
     let sdk = sdk_config().await;
     let mut config = Config::load(&sdk).await.map_err(|e| CliError::Usage(e.to_string()))?;
-    config.cors =
-        keygate::cors::AllowedOrigins::parse(cors_origins).map_err(|e| CliError::Usage(format!("--cors-origins: {e}")))?;
+    config.cors = keygate::cors::AllowedOrigins::parse(cors_origins)
+        .map_err(|e| CliError::Usage(format!("--cors-origins: {e}")))?;
     config.require_signer().map_err(|e| CliError::Usage(e.to_string()))?;
     if config.admin_tokens.is_empty() {
         eprintln!("warning: KEYGATE_ADMIN_TOKEN_SHA256 is not set; every vendor route will answer 401");

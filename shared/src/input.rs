@@ -473,6 +473,11 @@ pub mod object {
         Ok(Vec::<Object<T>>::deserialize(d)?.into_iter().map(|o| o.0).collect())
     }
 
+    /// A list of objects, `Some` when given (`null` is refused: it is no list).
+    pub fn present_list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Vec<T>>, D::Error> {
+        list(d).map(Some)
+    }
+
     /// An optional list of objects.
     pub fn optional_list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Vec<T>>, D::Error> {
         Ok(Option::<Vec<Object<T>>>::deserialize(d)?.map(|list| list.into_iter().map(|o| o.0).collect()))

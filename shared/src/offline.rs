@@ -269,9 +269,9 @@ fn decode(part: &str) -> Result<Vec<u8>, FileRefusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
     use crate::signing::TokenSigner;
     use serde_json::json;
+    use serde_json::Value;
 
     const NOW: Timestamp = Timestamp::from_unix(1_800_000_000);
 

@@ -103,8 +103,7 @@ impl TokenSigner {
                 .ok()
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| KeyError::RetiredNotBytes(text.into()))?;
-            let retired_key = VerifyingKey::from_bytes(&bytes)
-                .map_err(|_| KeyError::RetiredNotPoint(text.into()))?;
+            let retired_key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::RetiredNotPoint(text.into()))?;
             if retired_key != public {
                 keys.push(Jwk::of(&retired_key));
             }

@@ -1,8 +1,8 @@
 //! `POST /v1/activate`: bind a device to a license, consuming a seat atomically.
 
 use super::idempotency::{receipt, replay, Idempotency};
-use super::views::granted;
 use super::refusals::Refusal;
+use super::views::granted;
 use super::{committed, redecided, store_error, App, Reply, Settled};
 use crate::error::ApiError;
 use crate::input::{DeviceName, HardwareId, LicenseKey, Nonce, Platform, Product};

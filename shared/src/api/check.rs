@@ -3,8 +3,8 @@
 
 use super::consume::Consumption;
 use super::lease::{hold_lease, Held};
-use super::views::{verdict_claims, ClientLicense, FeatureClaim};
 use super::refusals::Refusal;
+use super::views::{verdict_claims, ClientLicense, FeatureClaim};
 use super::{redecided, store_error, App, Reply};
 use crate::error::ApiError;
 use crate::input::{FeatureCode, HardwareId, LicenseKey, Nonce, Product};

@@ -99,7 +99,8 @@ pub(super) async fn consume<S: Store>(
             }
             None => (CounterKey::License, license.metering()),
         };
-        let plan = rules::plan_consumption(&license, &key, &terms, request.amount, now).map_err(Refusal::ConsumptionLimit)?;
+        let plan =
+            rules::plan_consumption(&license, &key, &terms, request.amount, now).map_err(Refusal::ConsumptionLimit)?;
         // A floating device counts use only while it holds a seat (its live lease).
         let lease_holder = license.is_floating.then_some((&request.hardware_id, now));
         if license.is_floating

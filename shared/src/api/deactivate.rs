@@ -4,8 +4,8 @@
 //! takes a place in the license's release allowance until that credential lapses.
 
 use super::idempotency::{receipt, replay, Idempotency};
-use super::views::ClientLicense;
 use super::refusals::Refusal;
+use super::views::ClientLicense;
 use super::{committed, redecided, store_error, App, Reply};
 use crate::error::ApiError;
 use crate::input::{HardwareId, LicenseKey, Product};

@@ -21,7 +21,6 @@ pub(super) fn fingerprint(prefix: &str, body: &[u8]) -> String {
     crate::auth::hash_token(&format!("{prefix}{canonical}"))
 }
 
-
 /// A client write made with an `Idempotency-Key`, scoped to the license it acts on (or, for a
 /// trial, the product and device), so one customer's keys never meet another's.
 #[derive(Debug, Clone)]

@@ -3,14 +3,12 @@
 use super::deactivate::{release, Releaser};
 use super::idempotency;
 use super::refusals::Refusal;
+use super::terms::{IssueRequest, LicensePatch};
 use super::views::{FloatingLeases, Usage, VendorLicense};
 use super::{committed, redecided, store_error, App, Reply};
 use crate::error::{ApiError, ErrorCode};
-use crate::input::{object, random_id, Email, HardwareId, IdempotencyKey, LicenseKey, MetadataInput, OrderId, Product};
-use crate::model::{
-    ConsumptionPeriod, Customer, Expiration, Feature, License, LicenseStatus, LicenseType, Metadata, Metering,
-    DEFAULT_RELEASE_ALLOWANCE, MAX_RELEASE_ALLOWANCE,
-};
+use crate::input::{random_id, Email, HardwareId, IdempotencyKey, LicenseKey, MetadataInput, OrderId};
+use crate::model::{Expiration, Feature, License, LicenseType, Metadata, Metering, MAX_RELEASE_ALLOWANCE};
 use crate::store::{IdempotencyRecord, Lookup, Store};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
@@ -27,67 +25,6 @@ const MAX_FEATURES: usize = 100;
 const MAX_CONSUMPTIONS: u64 = 1_000_000_000_000;
 /// Metadata is stored on every license of a batch and returned to the vendor; keep it small.
 const MAX_METADATA_BYTES: usize = 2_048;
-
-/// `POST /v1/licenses`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssueRequest {
-    pub product: Product,
-    #[serde(default)]
-    pub quantity: Option<u32>,
-    #[serde(default, deserialize_with = "object::optional")]
-    pub customer: Option<Customer>,
-    #[serde(default)]
-    pub order_id: Option<OrderId>,
-    pub license_type: LicenseType,
-    pub max_activations: u32,
-    #[serde(default)]
-    pub allow_unlimited_activations: bool,
-    #[serde(default, deserialize_with = "object::optional")]
-    pub expiration: Option<Expiration>,
-    #[serde(default)]
-    pub grace_period_days: Option<u32>,
-    #[serde(default)]
-    pub maintenance_until: Option<Timestamp>,
-    #[serde(default)]
-    pub is_floating: bool,
-    #[serde(default)]
-    pub floating_timeout_minutes: Option<u32>,
-    #[serde(default)]
-    pub can_borrow: bool,
-    #[serde(default)]
-    pub max_borrow_hours: Option<u32>,
-    #[serde(default)]
-    pub prevent_vm: bool,
-    #[serde(default)]
-    pub max_transfers: Option<u32>,
-    #[serde(default)]
-    pub release_allowance: Option<u32>,
-    #[serde(default)]
-    pub freeze_days: Option<u32>,
-    #[serde(default)]
-    pub device_rotation: bool,
-    #[serde(default)]
-    pub validation_interval_days: Option<u32>,
-    #[serde(default)]
-    pub work_if_validation_blocked: bool,
-    #[serde(default)]
-    pub is_trial: bool,
-    #[serde(default)]
-    pub is_test: bool,
-    #[serde(default)]
-    pub max_consumptions: Option<u64>,
-    #[serde(default)]
-    pub allow_overages: bool,
-    #[serde(default)]
-    pub max_overages: Option<u64>,
-    #[serde(default)]
-    pub consumption_period: Option<ConsumptionPeriod>,
-    #[serde(default, deserialize_with = "object::list")]
-    pub features: Vec<Feature>,
-    #[serde(default)]
-    pub metadata: Option<MetadataInput>,
-}
 
 pub(super) fn within(field: &str, value: Option<u32>, min: u32, max: u32) -> Result<(), ApiError> {
     match value {
@@ -208,7 +145,9 @@ impl IssueRequest {
     pub fn validate(&self) -> Result<Metadata, ApiError> {
         within("quantity", self.quantity, 1, MAX_QUANTITY)?;
         within("max_activations", Some(self.max_activations), 0, MAX_SEATS)?;
-        if self.max_activations == 0 && !self.allow_unlimited_activations {
+        let placeholder = LicenseKey::parse("PLACEHOLDER").map_err(ApiError::internal)?;
+        let license = self.license(placeholder, String::new(), Timestamp::from_unix(0));
+        if license.max_activations == 0 && !license.allow_unlimited_activations {
             return Err(ApiError::field(
                 "max_activations",
                 "must be at least 1 unless `allow_unlimited_activations` is true",
@@ -225,64 +164,30 @@ impl IssueRequest {
         within("max_borrow_hours", self.max_borrow_hours, 1, 24 * 365)?;
         within("max_transfers", self.max_transfers, 0, MAX_SEATS)?;
         within("release_allowance", self.release_allowance, 0, MAX_RELEASE_ALLOWANCE)?;
-        if self.is_floating {
-            validate_floating(self.max_activations, self.allow_unlimited_activations)?;
+        if license.is_floating {
+            validate_floating(license.max_activations, license.allow_unlimited_activations)?;
         }
-        if self.can_borrow && !self.is_floating {
+        if license.can_borrow && !license.is_floating {
             return Err(ApiError::field("can_borrow", "needs `is_floating`: only a floating seat can be borrowed"));
         }
-        if self.can_borrow && self.max_borrow_hours.is_none() {
+        if license.can_borrow && license.max_borrow_hours.is_none() {
             return Err(ApiError::field("max_borrow_hours", "is required when `can_borrow` is true"));
         }
-        validate_metering(
-            "",
-            &Metering {
-                max_consumptions: self.max_consumptions,
-                allow_overages: self.allow_overages,
-                max_overages: self.max_overages,
-                consumption_period: self.consumption_period,
-            },
-        )?;
-        validate_features(&self.features)?;
+        validate_metering("", &license.metering())?;
+        validate_features(&license.features)?;
         let metadata = self.metadata.as_ref().map(parse_metadata).transpose()?.unwrap_or_default();
-        let placeholder = LicenseKey::parse("PLACEHOLDER").map_err(ApiError::internal)?;
-        refuse_meaningless(
-            &self.license(placeholder, String::new(), Timestamp::from_unix(0)),
-            None,
-            self.release_allowance.is_some(),
-        )?;
+        refuse_meaningless(&license, None, self.release_allowance.is_some())?;
         Ok(metadata)
     }
 
+    /// The license these terms make: every term left out at its default.
     fn license(&self, license_key: LicenseKey, id: String, now: Timestamp) -> License {
-        let base = License::new(license_key, id, self.product.clone(), self.license_type, self.max_activations, now);
-        License {
-            customer: self.customer.clone(),
-            order_id: self.order_id.clone(),
-            allow_unlimited_activations: self.allow_unlimited_activations,
-            max_transfers: self.max_transfers,
-            release_allowance: self.release_allowance.unwrap_or(DEFAULT_RELEASE_ALLOWANCE),
-            expiration: self.expiration.unwrap_or(Expiration::Never),
-            grace_period_days: self.grace_period_days.unwrap_or(0),
-            maintenance_until: self.maintenance_until,
-            is_floating: self.is_floating,
-            floating_timeout_minutes: self.floating_timeout_minutes,
-            can_borrow: self.can_borrow,
-            max_borrow_hours: self.max_borrow_hours,
-            prevent_vm: self.prevent_vm,
-            freeze_days: self.freeze_days.unwrap_or(0),
-            device_rotation: self.device_rotation,
-            validation_interval_days: self.validation_interval_days,
-            work_if_validation_blocked: self.work_if_validation_blocked,
-            is_trial: self.is_trial || base.is_trial,
-            is_test: self.is_test,
-            max_consumptions: self.max_consumptions,
-            allow_overages: self.allow_overages,
-            max_overages: self.max_overages,
-            consumption_period: self.consumption_period,
-            features: self.features.clone(),
-            ..base
-        }
+        let mut license =
+            License::new(license_key, id, self.product.clone(), self.license_type, self.max_activations, now);
+        self.set_terms(&mut license);
+        // A license of type trial is a trial whatever the flag says.
+        license.is_trial |= self.license_type == LicenseType::Trial;
+        license
     }
 
     fn new_licenses(&self, metadata: &Metadata, now: Timestamp) -> Result<Vec<License>, ApiError> {
@@ -416,104 +321,7 @@ pub(super) async fn list<S: Store>(app: &App<S>, query: ListQuery) -> Result<Rep
     )
 }
 
-/// Accepts `null` as "clear this field" (`Some(None)`), distinct from leaving it out (`None`).
-fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(deserializer).map(Some)
-}
-
-/// `PATCH /v1/licenses/{license_key}`: only the fields given change. `metadata` merges key by key
-/// (a `null` value removes the key); `features` replaces the list. With `version`, the patch
-/// applies only to that version (409 `VERSION_CONFLICT` otherwise); without it, it applies to the
-/// latest, and concurrent patches of different fields all take effect.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LicensePatch {
-    #[serde(default)]
-    pub status: Option<LicenseStatus>,
-    #[serde(default, deserialize_with = "object::optional")]
-    pub expiration: Option<Expiration>,
-    #[serde(default)]
-    pub max_activations: Option<u32>,
-    #[serde(default)]
-    pub allow_unlimited_activations: Option<bool>,
-    #[serde(default)]
-    pub grace_period_days: Option<u32>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub maintenance_until: Option<Option<Timestamp>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub max_transfers: Option<Option<u32>>,
-    #[serde(default)]
-    pub release_allowance: Option<u32>,
-    #[serde(default)]
-    pub freeze_days: Option<u32>,
-    #[serde(default)]
-    pub device_rotation: Option<bool>,
-    #[serde(default)]
-    pub prevent_vm: Option<bool>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub validation_interval_days: Option<Option<u32>>,
-    #[serde(default)]
-    pub work_if_validation_blocked: Option<bool>,
-    #[serde(default, deserialize_with = "object::nullable")]
-    pub customer: Option<Option<Customer>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub order_id: Option<Option<OrderId>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub max_consumptions: Option<Option<u64>>,
-    #[serde(default)]
-    pub allow_overages: Option<bool>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub max_overages: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub consumption_period: Option<Option<ConsumptionPeriod>>,
-    #[serde(default, deserialize_with = "object::optional_list")]
-    pub features: Option<Vec<Feature>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub metadata: Option<Option<MetadataInput>>,
-    #[serde(default)]
-    pub version: Option<u64>,
-}
-
-/// The fields a patch replaces as a whole (`metadata` merges instead), given to `$apply`.
-macro_rules! patch_fields {
-    ($apply:ident) => {
-        $apply!(
-            status,
-            expiration,
-            max_activations,
-            allow_unlimited_activations,
-            grace_period_days,
-            maintenance_until,
-            max_transfers,
-            release_allowance,
-            freeze_days,
-            device_rotation,
-            prevent_vm,
-            validation_interval_days,
-            work_if_validation_blocked,
-            customer,
-            order_id,
-            max_consumptions,
-            allow_overages,
-            max_overages,
-            consumption_period,
-            features
-        )
-    };
-}
-
 impl LicensePatch {
-    fn is_empty(&self) -> bool {
-        let mut empty = self.metadata.is_none();
-        macro_rules! none {
-            ($($field:ident),*) => { $( empty &= self.$field.is_none(); )* };
-        }
-        patch_fields!(none);
-        empty
-    }
-
     fn validate(&self) -> Result<(), ApiError> {
         if self.is_empty() {
             return Err(ApiError::new(ErrorCode::InvalidField, "the patch names no field to change"));
@@ -551,10 +359,7 @@ impl LicensePatch {
     /// The license with this patch applied, one version on.
     fn apply(&self, license: &License, metadata: Option<&Metadata>, now: Timestamp) -> Result<License, ApiError> {
         let mut l = license.clone();
-        macro_rules! set {
-            ($($field:ident),*) => { $( if let Some(value) = &self.$field { l.$field = value.clone(); } )* };
-        }
-        patch_fields!(set);
+        self.set_fields(&mut l);
         refuse_meaningless(&l, Some(license), self.release_allowance.is_some())?;
         if let Some(changes) = metadata {
             for (name, value) in changes {

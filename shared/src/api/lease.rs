@@ -1,8 +1,8 @@
 //! Floating leases beyond activation: the heartbeat a check makes, and `POST /v1/borrow`.
 
 use super::idempotency::{receipt, replay, Idempotency};
-use super::views::granted;
 use super::refusals::Refusal;
+use super::views::granted;
 use super::{redecided, store_error, App, Reply};
 use crate::error::ApiError;
 use crate::input::{HardwareId, LicenseKey, Nonce, Product};

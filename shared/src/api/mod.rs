@@ -10,10 +10,11 @@ mod issue;
 mod lease;
 mod offline;
 mod refusals;
+mod terms;
 mod trial;
 mod views;
 
-pub use issue::IssueRequest;
+pub use terms::{IssueRequest, LicensePatch};
 pub use views::{ClientLicense, TokenClaims};
 
 use crate::auth::AdminTokens;
@@ -584,7 +585,6 @@ pub(crate) async fn redecided<T, F: Future<Output = Settled<T>>>(
     }
     Err(refusals::Refusal::ConcurrentUpdate.into())
 }
-
 
 /// A short, growing, jittered pause before re-reading after a lost race.
 /// "Full jitter": a random pause up to a ceiling that doubles per attempt (10 ms, 20 ms, … 160 ms),

@@ -27,11 +27,18 @@ pub(crate) enum Refusal<'a> {
     TrialNotAvailable(&'a Product),
     TrialAlreadyUsed(&'a Product),
     /// A vendor's patch of `expected`, when the license is at `current`.
-    VersionConflict { current: u64, expected: u64 },
+    VersionConflict {
+        current: u64,
+        expected: u64,
+    },
     IdempotencyKeyReused,
     /// Concurrent writers won every race: nothing was refused, the same request may succeed.
     ConcurrentUpdate,
-    Deactivation { refusal: DeactivationRefusal, hardware_id: &'a HardwareId, now: Timestamp },
+    Deactivation {
+        refusal: DeactivationRefusal,
+        hardware_id: &'a HardwareId,
+        now: Timestamp,
+    },
 }
 
 impl From<Refusal<'_>> for ApiError {

@@ -3,8 +3,8 @@
 use super::activate::ActivateRequest;
 use super::idempotency::{receipt, replay, Idempotency};
 use super::issue::{validate_features, within};
-use super::views::granted;
 use super::refusals::Refusal;
+use super::views::granted;
 use super::{committed, redecided, store_error, App, Reply};
 use crate::error::ApiError;
 use crate::input::{random_id, DeviceName, Email, HardwareId, LicenseKey, Nonce, Platform, Product};
@@ -76,7 +76,6 @@ pub struct TrialRequest {
     pub nonce: Option<Nonce>,
 }
 
-
 /// The trial license `terms` give a device, activated on it from `now`.
 fn trial_license(terms: &TrialTerms, email: Option<&Email>, now: Timestamp) -> Result<License, ApiError> {
     let key = LicenseKey::generate().map_err(ApiError::internal)?;
@@ -104,8 +103,12 @@ pub(super) async fn start<S: Store>(
     if let Some(reply) = replay(app, idempotency).await? {
         return Ok(reply);
     }
-    let terms =
-        app.store.trial_terms(&request.product).await.map_err(store_error)?.ok_or(Refusal::TrialNotAvailable(&request.product))?;
+    let terms = app
+        .store
+        .trial_terms(&request.product)
+        .await
+        .map_err(store_error)?
+        .ok_or(Refusal::TrialNotAvailable(&request.product))?;
     let (request, terms) = (&request, &terms);
     redecided(|| async move {
         let now = app.now();
