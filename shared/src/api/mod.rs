@@ -10,6 +10,7 @@ mod issue;
 mod lease;
 mod offline;
 mod refusals;
+pub(crate) use refusals::store_error;
 mod terms;
 mod trial;
 mod views;
@@ -595,23 +596,6 @@ async fn back_off(attempt: u32) {
     let _ = getrandom::getrandom(&mut random);
     let millis = 1 + u64::from(u16::from_le_bytes(random)) % ceiling;
     tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
-}
-
-pub(crate) fn store_error(err: crate::store::StoreError) -> ApiError {
-    match err {
-        crate::store::StoreError::Unavailable(cause) => ApiError {
-            code: ErrorCode::StoreUnavailable,
-            message: "the license store is unavailable; retry later (with the same Idempotency-Key, a retry never \
-                      acts twice)"
-                .into(),
-            field: None,
-            cause: Some(cause),
-            retry_after: Some(1),
-            allow: None,
-        },
-        crate::store::StoreError::Internal(cause) => ApiError::internal(cause),
-        crate::store::StoreError::InvalidCursor => ApiError::field("cursor", "is not a cursor this listing handed out"),
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
-//! The one place where an operation's refusal becomes the API's error: which code (and so which
-//! status, `ErrorCode::status`) and what the client is told. The rules and the operations say *why*
-//! in their own terms (`ActivationRefusal`, `NoFreeSeat`, …, or a [`Refusal`] for what only an
-//! operation knows); nothing else builds an `ApiError` for a refusal.
+//! The one place where an operation's refusal, or a failure of the store under it, becomes the API's
+//! error: which code (and so which status, `ErrorCode::status`) and what the client is told. The
+//! rules and the operations say *why* in their own terms (`ActivationRefusal`, `NoFreeSeat`, …, a
+//! [`Refusal`] for what only an operation knows, a `StoreError`); nothing else builds an
+//! `ApiError` for them. (The HTTP adapter in api/mod.rs maps what it refuses itself: routes,
+//! bodies, headers.)
 
 use crate::error::{ApiError, ErrorCode};
 use crate::input::{HardwareId, LicenseKey, Product};
@@ -163,6 +165,24 @@ impl From<BorrowRefusal> for ApiError {
             ),
             BorrowRefusal::TooLong { max } => ApiError::field("hours", format!("must be between 1 and {max}")),
         }
+    }
+}
+
+/// A store failure: an outage is a 503 to retry; anything else a 500 whose cause is only logged.
+pub(crate) fn store_error(err: crate::store::StoreError) -> ApiError {
+    match err {
+        crate::store::StoreError::Unavailable(cause) => ApiError {
+            code: ErrorCode::StoreUnavailable,
+            message: "the license store is unavailable; retry later (with the same Idempotency-Key, a retry never \
+                      acts twice)"
+                .into(),
+            field: None,
+            cause: Some(cause),
+            retry_after: Some(1),
+            allow: None,
+        },
+        crate::store::StoreError::Internal(cause) => ApiError::internal(cause),
+        crate::store::StoreError::InvalidCursor => ApiError::field("cursor", "is not a cursor this listing handed out"),
     }
 }
 
