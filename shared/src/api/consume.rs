@@ -1,9 +1,9 @@
 //! `POST /v1/consume`: an activated device records use of the license or of one of its features,
 //! added atomically to a counter that resets lazily each consumption period.
 
-use super::idempotency::{receipt, replay, Idempotency};
+use super::idempotency::{read_keyed, receipt, Before, Idempotency};
 use super::refusals::Refusal;
-use super::{committed, redecided, store_error, App, Reply};
+use super::{committed, redecided, App, Reply};
 use crate::error::ApiError;
 use crate::input::{FeatureCode, HardwareId, LicenseKey, Product};
 use crate::model::{ConsumptionPeriod, CounterKey, Metering};
@@ -79,13 +79,10 @@ pub(super) async fn consume<S: Store>(
     let request = &request;
     redecided(|| async move {
         let now = app.now();
-        let (license, device) =
-            app.store.license_and_device(&request.license_key, &request.hardware_id).await.map_err(store_error)?;
-        // Made before with this key: its answer (read after the state, so a concurrent request with
-        // the key that committed before that read answers as it did, not a refusal of its effect).
-        if let Some(reply) = replay(app, idempotency).await? {
-            return Ok(Some(reply));
-        }
+        let (license, device) = match read_keyed(app, &request.license_key, &request.hardware_id, idempotency).await? {
+            Before::Answered(reply) => return Ok(Some(reply)),
+            Before::Found(license, device) => (license, device),
+        };
         let license = license.ok_or(Refusal::LicenseNotFound(&request.license_key))?;
         rules::usable(&license, &request.product, now)?;
         if device.is_none() {

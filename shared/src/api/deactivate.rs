@@ -3,10 +3,10 @@
 //! releasing any device. A client's release of a device that may still run on a valid credential
 //! takes a place in the license's release allowance until that credential lapses.
 
-use super::idempotency::{receipt, replay, Idempotency};
+use super::idempotency::{read_keyed, receipt, Before, Idempotency};
 use super::refusals::Refusal;
 use super::views::ClientLicense;
-use super::{committed, redecided, store_error, App, Reply};
+use super::{committed, redecided, App, Reply};
 use crate::error::ApiError;
 use crate::input::{HardwareId, LicenseKey, Product};
 use crate::model::{License, ReleasedBy};
@@ -62,12 +62,10 @@ pub(super) async fn release<S: Store>(
     let answer = &answer;
     redecided(|| async move {
         let now = app.now();
-        let (license, device) = app.store.license_and_device(key, hardware_id).await.map_err(store_error)?;
-        // Made before with this key: its answer (read after the state, so a concurrent request with
-        // the key that committed before that read answers as it did, not a refusal of its effect).
-        if let Some(reply) = replay(app, idempotency).await? {
-            return Ok(Some(reply));
-        }
+        let (license, device) = match read_keyed(app, key, hardware_id, idempotency).await? {
+            Before::Answered(reply) => return Ok(Some(reply)),
+            Before::Found(license, device) => (license, device),
+        };
         let license = license.ok_or(Refusal::LicenseNotFound(key))?;
         let (allowance, released_by) = match releaser {
             Releaser::Client { product, .. } => {

@@ -6,7 +6,8 @@
 use super::refusals::Refusal;
 use super::{App, Reply};
 use crate::error::ApiError;
-use crate::input::IdempotencyKey;
+use crate::input::{HardwareId, IdempotencyKey, LicenseKey};
+use crate::model::{Device, License};
 use crate::store::{Receipt, Store};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
@@ -96,6 +97,31 @@ pub(super) async fn replay<S: Store>(
     }
     let status = StatusCode::from_u16(receipt.status).map_err(ApiError::internal)?;
     Ok(Some(Reply { status, body: receipt.body, headers: Vec::new() }))
+}
+
+/// What a keyed write on one device of a license reads before it decides.
+#[allow(clippy::large_enum_variant)] // one short-lived value per attempt: boxing would only add an allocation
+pub(super) enum Before {
+    /// The request was already made with this key: its first answer.
+    Answered(Reply),
+    /// The license and the device as they stand (either may be missing).
+    Found(Option<License>, Option<Device>),
+}
+
+/// Reads the license and device, then the receipt: in that order, so a concurrent request with
+/// the key that committed before the state was read answers as it did, never with a refusal of
+/// its own effect.
+pub(super) async fn read_keyed<S: Store>(
+    app: &App<S>,
+    license_key: &LicenseKey,
+    hardware_id: &HardwareId,
+    idempotency: Option<&Idempotency>,
+) -> Result<Before, ApiError> {
+    let (license, device) = app.store.license_and_device(license_key, hardware_id).await.map_err(super::store_error)?;
+    Ok(match replay(app, idempotency).await? {
+        Some(reply) => Before::Answered(reply),
+        None => Before::Found(license, device),
+    })
 }
 
 /// The receipt to store with a write whose answer is `reply`, if the request has a key.

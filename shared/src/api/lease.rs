@@ -1,6 +1,6 @@
 //! Floating leases beyond activation: the heartbeat a check makes, and `POST /v1/borrow`.
 
-use super::idempotency::{receipt, replay, Idempotency};
+use super::idempotency::{read_keyed, receipt, Before, Idempotency};
 use super::refusals::Refusal;
 use super::views::granted;
 use super::{redecided, store_error, App, Reply};
@@ -104,13 +104,10 @@ pub(super) async fn borrow<S: Store>(
     let request = &request;
     redecided(|| async move {
         let now = app.now();
-        let (license, device) =
-            app.store.license_and_device(&request.license_key, &request.hardware_id).await.map_err(store_error)?;
-        // Made before with this key: its answer (read after the state, so a concurrent request with
-        // the key that committed before that read answers as it did, not a refusal of its effect).
-        if let Some(reply) = replay(app, idempotency).await? {
-            return Ok(Some(reply));
-        }
+        let (license, device) = match read_keyed(app, &request.license_key, &request.hardware_id, idempotency).await? {
+            Before::Answered(reply) => return Ok(Some(reply)),
+            Before::Found(license, device) => (license, device),
+        };
         let mut license = license.ok_or(Refusal::LicenseNotFound(&request.license_key))?;
         rules::usable(&license, &request.product, now)?;
         rules::plan_borrow(&license, request.hours)?;
