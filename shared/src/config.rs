@@ -28,7 +28,7 @@ pub struct Config {
 }
 
 /// Why the functions cannot start: each names the variable to fix.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {ADMIN_TOKEN_SHA256}: {0}")]
     AdminTokens(#[from] crate::auth::NotAHash),
@@ -40,6 +40,13 @@ pub enum ConfigError {
     NoSigningKey,
     #[error("configuration: {SIGNING_KEY_PARAMETER}: cannot read SSM parameter {name}: {cause}")]
     Parameter { name: String, cause: String },
+}
+
+/// A function's `main` returns this error, and Rust prints its `Debug`: make that the sentence.
+impl std::fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl Config {
