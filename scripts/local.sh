@@ -27,8 +27,8 @@ cleanup() {
     echo "stopped" >&2
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# A stop asked for (Ctrl-C, or SIGTERM from a supervisor) is the normal end of a local run, not a failure.
+trap 'exit 0' INT TERM
 
 start_dynamodb_local "$ddb_port" "$state/dynamodb-local.log"
 export_local_aws_env "$ddb_port"

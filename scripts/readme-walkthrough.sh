@@ -45,4 +45,15 @@ for expected in '"code": "VALID"' '"code": "ACTIVATION_LIMIT_REACHED"' '"deactiv
         exit 1
     fi
 done
+# Stopping `make local` (SIGTERM here; Ctrl-C is SIGINT, trapped the same way) is its normal end:
+# it exits 0, so make reports no error, and nothing it started is left listening.
+kill -TERM "$LOCAL_PID"
+stopped=0
+wait "$LOCAL_PID" || stopped=$?
+LOCAL_PID=
+if [ "$stopped" != 0 ] || port_open "$KEYGATE_PORT" || port_open "$DYNAMODB_LOCAL_PORT"; then
+    echo "stopping make local: exit $stopped, or a port still open:" >&2
+    cat "$work/local.log" >&2
+    exit 1
+fi
 echo "README walk-through: ok"
