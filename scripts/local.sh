@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # `make local`: DynamoDB Local, the table, a dev signing key and every route on one port.
+# `make watch` (KEYGATE_WATCH=1): the same, but the four functions run under `cargo lambda watch`,
+# rebuilt as their code changes, each at /lambda-url/<function>/... on KEYGATE_WATCH_PORT (9000).
 # Ctrl-C (SIGINT) or SIGTERM stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +15,7 @@ state=${KEYGATE_LOCAL_DIR:-.local}
 mkdir -p "$state"
 
 ensure_node_modules
-if port_open "$api_port"; then
+if [ "${KEYGATE_WATCH:-}" != 1 ] && port_open "$api_port"; then
     echo "port $api_port is already in use; set KEYGATE_PORT to a free port" >&2
     exit 1
 fi
@@ -22,6 +24,7 @@ DYNAMODB_PID=
 SERVER_PID=
 cleanup() {
     trap - EXIT INT TERM
+    # `cargo lambda watch` ends the function processes it started when it is stopped.
     stop_pid "$SERVER_PID"
     stop_pid "$DYNAMODB_PID"
     echo "stopped" >&2
@@ -52,9 +55,24 @@ unset KEYGATE_ADMIN_TOKEN
 # Tokens name the deployment that signed them; locally, its URL.
 export KEYGATE_ISSUER=${KEYGATE_ISSUER:-http://127.0.0.1:$api_port}
 
-"$keygate" serve --port "$api_port" &
-SERVER_PID=$!
-for _ in $(seq 1 50); do
+if [ "${KEYGATE_WATCH:-}" = 1 ]; then
+    api_port=${KEYGATE_WATCH_PORT:-9000}
+    if port_open "$api_port"; then
+        echo "port $api_port is already in use; set KEYGATE_WATCH_PORT to a free port" >&2
+        exit 1
+    fi
+    cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$api_port" &
+    SERVER_PID=$!
+    base_url="http://127.0.0.1:$api_port/lambda-url/<function>"
+    # The vendor routes are the issue function's.
+    env_url="http://127.0.0.1:$api_port/lambda-url/issue"
+else
+    "$keygate" serve --port "$api_port" &
+    SERVER_PID=$!
+    base_url="http://127.0.0.1:$api_port"
+    env_url=$base_url
+fi
+for _ in $(seq 1 600); do
     port_open "$api_port" && break
     kill -0 "$SERVER_PID" 2>/dev/null || exit 1
     sleep 0.1
@@ -62,7 +80,7 @@ done
 
 # For a second shell: `source .local/env` (the README's walk-through does).
 cat >"$state/env" <<ENV
-export KEYGATE_URL=http://127.0.0.1:$api_port
+export KEYGATE_URL=$env_url
 export KEYGATE_ADMIN_TOKEN=$admin_token
 export KEYGATE_ISSUER=$KEYGATE_ISSUER
 ENV
@@ -71,7 +89,7 @@ chmod 600 "$state/env"
 cat <<INFO
 
 Keygate is running (Ctrl-C stops it and DynamoDB Local).
-  base URL     http://127.0.0.1:$api_port
+  base URL     $base_url
   admin token  $admin_token
   DynamoDB     http://127.0.0.1:$ddb_port (in memory; table $KEYGATE_TABLE)
 
