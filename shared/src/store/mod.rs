@@ -5,7 +5,7 @@ pub mod contract;
 mod dynamo;
 mod memory;
 
-pub use dynamo::{create_table, sdk_config, sdk_config_with, DynamoStore};
+pub use dynamo::{create_table, sdk_config, sdk_config_with, CapacityUsed, DynamoStore};
 pub use memory::MemoryStore;
 
 use crate::input::{Email, HardwareId, LicenseKey, OrderId, Product};

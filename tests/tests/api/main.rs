@@ -166,6 +166,33 @@ async fn each_operation_makes_the_spec_round_trips_to_dynamodb() {
     assert_eq!(after_deactivate - after_check, 2, "deactivate: one read, one transaction");
 }
 
+/// What an operation costs in DynamoDB capacity units, as the store reports them.
+async fn units_of<F: std::future::Future>(t: &TestApp, op: F) -> (f64, f64) {
+    let before = t.app.store.capacity_used();
+    op.await;
+    let after = t.app.store.capacity_used();
+    (after.read_units - before.read_units, after.write_units - before.write_units)
+}
+
+#[tokio::test]
+async fn each_operation_consumes_the_capacity_units_of_the_items_it_touches() {
+    let t = TestApp::spawn().await;
+    let key = t.issue(json!({})).await;
+    // A license item and a device item are each under 1 KB: a strongly consistent read of one
+    // costs 1 read unit, a write of one 1 write unit. (DynamoDB Local reports a transaction's
+    // writes at that rate; DynamoDB bills them at twice it.)
+    let activate = units_of(&t, t.post("/v1/activate", &device(&key, "pc-1"))).await;
+    let check = units_of(&t, t.post("/v1/check", &device(&key, "pc-1"))).await;
+    let deactivate = units_of(&t, t.post("/v1/deactivate", &device(&key, "pc-1"))).await;
+    assert_eq!(
+        activate,
+        (1.0, 2.0),
+        "activate: a query of the small license partition, then license and device written"
+    );
+    assert_eq!(check, (2.0, 0.0), "check: the license and the device, read together; nothing to write");
+    assert_eq!(deactivate, (2.0, 2.0), "deactivate: license and device read, then both written");
+}
+
 #[tokio::test]
 async fn a_thousand_licenses_issue_in_one_request() {
     let t = TestApp::spawn().await;

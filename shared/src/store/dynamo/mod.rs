@@ -33,7 +33,9 @@ use crate::time::Timestamp;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_dynamodb::types::{ConditionCheck, KeysAndAttributes, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    ConditionCheck, ConsumedCapacity, KeysAndAttributes, Put, ReturnConsumedCapacity, TransactWriteItem, Update,
+};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,11 +44,28 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     round_trips: AtomicU64,
+    /// Capacity units consumed by reads and by writes, in thousandths (see [`CapacityUsed`]).
+    read_milliunits: AtomicU64,
+    write_milliunits: AtomicU64,
+}
+
+/// Capacity units consumed, as DynamoDB reports them for each successful call
+/// (`ReturnConsumedCapacity: TOTAL`), split by the kind of call: what an operation costs.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct CapacityUsed {
+    pub read_units: f64,
+    pub write_units: f64,
 }
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into(), round_trips: AtomicU64::new(0) }
+        Self {
+            client,
+            table: table.into(),
+            round_trips: AtomicU64::new(0),
+            read_milliunits: AtomicU64::new(0),
+            write_milliunits: AtomicU64::new(0),
+        }
     }
 
     pub fn from_config(config: &SdkConfig, table: impl Into<String>) -> Self {
@@ -76,9 +95,11 @@ impl DynamoStore {
             .key("PK", pk)
             .key("SK", s(sk))
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(classify)?;
+        self.count_reads(output.consumed_capacity());
         output
             .item
             .map(|item| {
@@ -90,7 +111,8 @@ impl DynamoStore {
     /// One conditional UpdateItem of a license item (one round trip); a failed condition is a conflict.
     async fn update_license(&self, key: &LicenseKey, expression: Expression) -> Result<(), WriteError> {
         self.count_round_trip();
-        self.client
+        let output = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key("PK", license_pk(key))
@@ -99,9 +121,11 @@ impl DynamoStore {
             .set_condition_expression(expression.condition_expression())
             .set_expression_attribute_names((!expression.names.is_empty()).then_some(expression.names))
             .set_expression_attribute_values((!expression.values.is_empty()).then_some(expression.values))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(conditional_error)?;
+        self.count_writes(output.consumed_capacity());
         Ok(())
     }
 
@@ -210,6 +234,25 @@ impl DynamoStore {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The capacity units consumed so far.
+    pub fn capacity_used(&self) -> CapacityUsed {
+        let units = |milli: &AtomicU64| milli.load(Ordering::Relaxed) as f64 / 1000.0;
+        CapacityUsed { read_units: units(&self.read_milliunits), write_units: units(&self.write_milliunits) }
+    }
+
+    fn count_reads<'a>(&self, consumed: impl IntoIterator<Item = &'a ConsumedCapacity>) {
+        Self::add_units(&self.read_milliunits, consumed);
+    }
+
+    fn count_writes<'a>(&self, consumed: impl IntoIterator<Item = &'a ConsumedCapacity>) {
+        Self::add_units(&self.write_milliunits, consumed);
+    }
+
+    fn add_units<'a>(milliunits: &AtomicU64, consumed: impl IntoIterator<Item = &'a ConsumedCapacity>) {
+        let units: f64 = consumed.into_iter().filter_map(|c| c.capacity_units).sum();
+        milliunits.fetch_add((units * 1000.0).round() as u64, Ordering::Relaxed);
+    }
+
     fn put_new_license(&self, license: &License) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
@@ -250,7 +293,15 @@ impl DynamoStore {
 
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), WriteError> {
         self.count_round_trip();
-        self.client.transact_write_items().set_transact_items(Some(items)).send().await.map_err(transaction_error)?;
+        let output = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(transaction_error)?;
+        self.count_writes(output.consumed_capacity());
         Ok(())
     }
 
@@ -277,8 +328,10 @@ impl DynamoStore {
                     tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
                 }
                 self.count_round_trip();
-                match self.client.batch_write_item().request_items(&self.table, requests.clone()).send().await {
+                let batch = self.client.batch_write_item().request_items(&self.table, requests.clone());
+                match batch.return_consumed_capacity(ReturnConsumedCapacity::Total).send().await {
                     Ok(output) => {
+                        self.count_writes(output.consumed_capacity());
                         requests = output.unprocessed_items.and_then(|mut m| m.remove(&self.table)).unwrap_or_default();
                     }
                     Err(err) => {
@@ -344,8 +397,10 @@ impl Store for DynamoStore {
             let mut pending = Some(built(request.build())?);
             while let Some(request) = pending.take() {
                 self.count_round_trip();
+                let batch = self.client.batch_get_item().request_items(&self.table, request);
                 let output =
-                    self.client.batch_get_item().request_items(&self.table, request).send().await.map_err(classify)?;
+                    batch.return_consumed_capacity(ReturnConsumedCapacity::Total).send().await.map_err(classify)?;
+                self.count_reads(output.consumed_capacity());
                 for item in output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
                     let license = license_from(item)?;
                     found.insert(license.license_key.clone(), license);
@@ -374,9 +429,11 @@ impl Store for DynamoStore {
             // returns a LastEvaluatedKey whenever the limit is reached, even at the very end).
             .limit(limit.saturating_add(1) as i32)
             .set_exclusive_start_key(start)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await
             .map_err(classify)?;
+        self.count_reads(output.consumed_capacity());
         let mut items = output.items.unwrap_or_default();
         let next_cursor = if items.len() > limit as usize {
             items.truncate(limit as usize);
@@ -407,8 +464,10 @@ impl Store for DynamoStore {
         let (mut license, mut device) = (None, None);
         while let Some(request) = pending.take() {
             self.count_round_trip();
+            let batch = self.client.batch_get_item().request_items(&self.table, request);
             let output =
-                self.client.batch_get_item().request_items(&self.table, request).send().await.map_err(classify)?;
+                batch.return_consumed_capacity(ReturnConsumedCapacity::Total).send().await.map_err(classify)?;
+            self.count_reads(output.consumed_capacity());
             let items = output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default();
             for item in items {
                 match item.get("SK") {
@@ -437,9 +496,11 @@ impl Store for DynamoStore {
                 .expression_attribute_values(":pk", license_pk(key))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
                 .map_err(classify)?;
+            self.count_reads(output.consumed_capacity());
             for item in output.items.unwrap_or_default() {
                 match item.get("SK") {
                     Some(AttributeValue::S(sk)) if sk == LICENSE_SK => license = Some(license_from(item)?),
@@ -678,7 +739,9 @@ impl Store for DynamoStore {
         item.insert("PK".into(), trial_terms_pk(&terms.product));
         item.insert("SK".into(), s(TRIAL_SK));
         self.count_round_trip();
-        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(classify)?;
+        let put = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        let output = put.return_consumed_capacity(ReturnConsumedCapacity::Total).send().await.map_err(classify)?;
+        self.count_writes(output.consumed_capacity());
         Ok(())
     }
 
@@ -770,7 +833,9 @@ impl Store for DynamoStore {
                 .expression_attribute_values(":stale_before", s(&sighting.stale_before.to_string())),
         };
         self.count_round_trip();
-        update.send().await.map_err(conditional_error)?;
+        let output =
+            update.return_consumed_capacity(ReturnConsumedCapacity::Total).send().await.map_err(conditional_error)?;
+        self.count_writes(output.consumed_capacity());
         Ok(())
     }
 
