@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod scale;
+
 const ADMIN: &str = "bench-admin-token";
 const SEED: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
 const FUNCTIONS: [&str; 4] = ["issue", "activate", "check", "deactivate"];
@@ -775,6 +777,12 @@ async fn main() {
         println!("{}", report.markdown);
         return;
     }
+    if args.first().is_some_and(|a| a == "scale") {
+        // Only the growth with the license, printed (its plots are written to target/).
+        scale::scale(&mut report, &store_app, Path::new("target"), &[1, 100, 1_000], &[20, 100, 1_000]).await;
+        println!("{}", report.markdown);
+        return;
+    }
     eprintln!("bench: handlers in process");
     let verify = micro(&mut report).await;
     eprintln!("bench: against DynamoDB Local");
@@ -792,6 +800,11 @@ async fn main() {
         load_test(&mut report, Path::new(&load));
     }
     sizes(&mut report, &bins);
+    eprintln!("bench: cost as the license grows");
+    let out_dir = out.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    // Node-locked sizes stop at 1,000 for now: each activation still reads every device, so
+    // filling a larger license one activation at a time takes longer than the whole bench.
+    scale::scale(&mut report, &store_app, &out_dir, &[1, 100, 1_000], &[20, 100, 1_000]).await;
 
     report.section("Cost per million checks");
     if let Some(ms) = check_ms {
