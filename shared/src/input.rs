@@ -296,7 +296,7 @@ impl StorableJson<'_> {
                     self.at += 1;
                 }
                 let literal = std::str::from_utf8(&self.text[start..self.at]).unwrap_or_default();
-                exact_number(literal).map_err(|reason| (path.clone(), reason))
+                exact_number(literal).map_err(|reason| (path.clone(), reason.to_string()))
             }
             _ => {
                 while self.text.get(self.at).is_some_and(|b| b.is_ascii_alphabetic()) {
@@ -377,22 +377,33 @@ impl StorableJson<'_> {
 
 /// Whether a JSON number literal is stored exactly: a 64-bit integer, or a float whose value is the
 /// literal's (no digit lost) within DynamoDB's range.
-fn exact_number(literal: &str) -> Result<(), String> {
+fn exact_number(literal: &str) -> Result<(), Inexact> {
     let integral = !literal.contains(['.', 'e', 'E']);
     if integral && (literal.parse::<i64>().is_ok() || literal.parse::<u64>().is_ok()) {
         return Ok(());
     }
-    let value: f64 = literal.parse().map_err(|_| format!("`{literal}` is not a number"))?;
+    let value: f64 = literal.parse().map_err(|_| Inexact::NotANumber(literal.into()))?;
     if !value.is_finite() || (value != 0.0 && !(1e-130..1e126).contains(&value.abs())) {
-        return Err(format!("is {literal}, outside what can be stored (magnitudes from 1e-130 to below 1e126)"));
+        return Err(Inexact::OutOfRange(literal.into()));
     }
     if decimal(literal) != decimal(&format!("{value:e}")) {
-        return Err(format!(
-            "is {literal}, which would be rounded: numbers are stored exactly as 64-bit integers or with \
-             up to 15 significant digits"
-        ));
+        return Err(Inexact::Rounded(literal.into()));
     }
     Ok(())
+}
+
+/// A metadata number that would not be stored as it was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Inexact {
+    #[error("`{0}` is not a number")]
+    NotANumber(String),
+    #[error("is {0}, outside what can be stored (magnitudes from 1e-130 to below 1e126)")]
+    OutOfRange(String),
+    #[error(
+        "is {0}, which would be rounded: numbers are stored exactly as 64-bit integers or with up to 15 \
+         significant digits"
+    )]
+    Rounded(String),
 }
 
 /// A decimal literal as (negative, significant digits, power of ten), so equal values compare equal.

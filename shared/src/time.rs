@@ -44,16 +44,21 @@ impl Timestamp {
     }
 
     /// Accepts RFC 3339 (`2027-01-31T00:00:00Z`, any offset) or a bare date (`2027-01-31`, midnight UTC).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, NotATimestamp> {
         if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
             return Ok(Self(at.unix_timestamp()));
         }
         let date_only = format_description!("[year]-[month]-[day]");
         time::Date::parse(text, &date_only)
             .map(|date| Self(date.midnight().assume_utc().unix_timestamp()))
-            .map_err(|_| format!("`{text}` is not an RFC 3339 timestamp or a YYYY-MM-DD date"))
+            .map_err(|_| NotATimestamp(text.to_string()))
     }
 }
+
+/// Text that is neither an RFC 3339 timestamp nor a date.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an RFC 3339 timestamp or a YYYY-MM-DD date")]
+pub struct NotATimestamp(pub String);
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
