@@ -33,8 +33,7 @@ TABLE_ACTIONS = {
     },
     "ActivateFunction": {
         "dynamodb:GetItem",  # trial terms, trial records, receipts of keyed writes
-        "dynamodb:Query",
-        "dynamodb:BatchGetItem",
+        "dynamodb:BatchGetItem",  # license and device
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "dynamodb:ConditionCheckItem",  # a floating device taking a new lease entry is still bound
@@ -51,6 +50,11 @@ TABLE_ACTIONS = {
     },
 }
 SIGNS_TOKENS = {"ActivateFunction", "CheckFunction"}
+# The indexes each function may query: the lookups for the vendor API, a rotation's candidates for activate.
+INDEXES = {
+    "IssueFunction": {"Fn::Sub": "${Table.Arn}/index/*"},
+    "ActivateFunction": {"Fn::Sub": "${Table.Arn}/index/BySeen"},
+}
 ROUTE_OWNERS = {
     "/v1/licenses": "IssueFunction",
     "/v1/licenses/{license_key}": "IssueFunction",
@@ -183,15 +187,15 @@ class TemplateTest(unittest.TestCase):
                     if resource == {"Fn::GetAtt": ["Table", "Arn"]}:
                         table_actions.update(actions)
                     else:
-                        self.assertEqual(resource, {"Fn::Sub": "${Table.Arn}/index/*"}, function)
+                        self.assertEqual(resource, INDEXES.get(function), function)
                         index_actions.update(actions)
                 elif actions == ["ssm:GetParameter"]:
                     ssm.append(resource)
                 else:
                     self.fail(f"{function} has an unexpected statement {statement}")
             self.assertEqual(table_actions, expected, function)
-            # Only the vendor API queries the lookup indexes.
-            self.assertEqual(index_actions, {"dynamodb:Query"} if function == "IssueFunction" else set(), function)
+            # The vendor API queries the lookup indexes; activate only the rotation candidates.
+            self.assertEqual(index_actions, {"dynamodb:Query"} if function in INDEXES else set(), function)
             # Only functions that sign read the signing key, and only that one parameter.
             expected_ssm = [
                 {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${SigningKeyParameterName}"}
@@ -250,7 +254,10 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual(table["BillingMode"], "PAY_PER_REQUEST")
         self.assertEqual([k["AttributeName"] for k in table["KeySchema"]], ["PK", "SK"])
         indexes = {i["IndexName"]: [k["AttributeName"] for k in i["KeySchema"]] for i in table["GlobalSecondaryIndexes"]}
-        self.assertEqual(indexes, {"GSI1": ["GSI1PK", "created_at"], "GSI2": ["GSI2PK", "created_at"]})
+        self.assertEqual(
+            indexes,
+            {"GSI1": ["GSI1PK", "created_at"], "GSI2": ["GSI2PK", "created_at"], "BySeen": ["PK", "last_seen_at"]},
+        )
         self.assertEqual(table["TimeToLiveSpecification"], {"AttributeName": "ttl", "Enabled": True})
         self.assertTrue(table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"])
         self.assertEqual(table["DeletionProtectionEnabled"], {"Ref": "TableDeletionProtection"})

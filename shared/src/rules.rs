@@ -200,10 +200,24 @@ pub fn plan_activation(
     Err(ActivationRefusal::LimitReached { max: license.max_activations })
 }
 
-/// Which device a rotation replaces. A device whose credentials have all lapsed goes first (the
-/// least recently seen of them): releasing it lets nothing more run. Otherwise the least recently
-/// seen device, if the release allowance has room and a transfer is left, since it can run on
-/// until its last credential lapses: rotation is a client's release too.
+/// How many of the least recently seen devices a rotation chooses from: it reads those, never
+/// every device, so an activation costs the same on a license of any size.
+pub const ROTATION_CANDIDATES: u32 = 25;
+
+/// Whether a new device on `license` could only be seated by rotating another out, so that the
+/// activation must read [`ROTATION_CANDIDATES`] devices to plan (`plan_activation`'s rotation branch).
+pub fn may_rotate(license: &License) -> bool {
+    !license.is_floating
+        && !license.allow_unlimited_activations
+        && license.device_rotation
+        && license.times_activated == license.max_activations
+}
+
+/// Which device a rotation replaces, from `devices`: the least recently seen ones (at most
+/// [`ROTATION_CANDIDATES`]). A device whose credentials have all lapsed goes first (the least
+/// recently seen of them): releasing it lets nothing more run. Otherwise the least recently seen
+/// device, if the release allowance has room and a transfer is left, since it can run on until its
+/// last credential lapses: rotation is a client's release too.
 fn plan_eviction(license: &License, devices: &[Device], now: Timestamp) -> Option<Eviction> {
     let by_age = |d: &&Device| (d.last_seen_at, d.activated_at);
     let lapsed = devices.iter().filter(|d| !credential_is_live(credential_until(license, d), now)).min_by_key(by_age);

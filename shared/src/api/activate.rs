@@ -1,6 +1,6 @@
 //! `POST /v1/activate`: bind a device to a license, consuming a seat atomically.
 
-use super::idempotency::{receipt, replay, Idempotency};
+use super::idempotency::{read_keyed, receipt, Before, Idempotency};
 use super::refusals::Refusal;
 use super::views::granted;
 use super::{committed, redecided, store_error, App, Reply, Settled};
@@ -86,18 +86,21 @@ pub(super) async fn activate_device<S: Store>(
     let rules_request = &rules_request;
     redecided(|| async move {
         let now = app.now();
-        let (license, devices) = app
-            .store
-            .license_with_devices(&request.license_key)
-            .await
-            .map_err(store_error)?
-            .ok_or(Refusal::LicenseNotFound(&request.license_key))?;
-        // Made before with this key: its answer (read after the state, so a concurrent request with
-        // the key that committed before that read answers as it did, not a refusal of its
-        // effect nor a fresh answer where this attempt would write nothing).
-        if let Some(reply) = replay(app, idempotency).await? {
-            return Ok(Some(reply));
-        }
+        let (license, bound) = match read_keyed(app, &request.license_key, &request.hardware_id, idempotency).await? {
+            Before::Answered(reply) => return Ok(Some(reply)),
+            Before::Found(license, device) => (license, device),
+        };
+        let license = license.ok_or(Refusal::LicenseNotFound(&request.license_key))?;
+        // The device itself, or when only a rotation could seat it, the devices it may replace.
+        let devices = match bound {
+            Some(device) => vec![device],
+            None if rules::may_rotate(&license) => app
+                .store
+                .least_recently_seen(&license.license_key, rules::ROTATION_CANDIDATES)
+                .await
+                .map_err(store_error)?,
+            None => Vec::new(),
+        };
         let plan = rules::plan_activation(&license, &devices, rules_request, now)?;
         if offline && license.is_floating {
             return Err(Refusal::OfflineFloating.into());

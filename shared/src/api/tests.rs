@@ -618,6 +618,13 @@ impl Store for AlwaysRaced {
     ) -> Result<(Option<crate::model::License>, Option<crate::model::Device>), crate::store::StoreError> {
         self.0.license_and_device(key, hardware_id).await
     }
+    async fn least_recently_seen(
+        &self,
+        key: &crate::input::LicenseKey,
+        limit: u32,
+    ) -> Result<Vec<crate::model::Device>, crate::store::StoreError> {
+        self.0.least_recently_seen(key, limit).await
+    }
     async fn license_with_devices(
         &self,
         key: &crate::input::LicenseKey,

@@ -28,6 +28,7 @@ pub fn cases<S: Store>() -> Vec<(&'static str, Case<S>)> {
         ("consumption holds its limit against a stale plan", |s| Box::pin(consumption_limit(s))),
         ("a license is replaced only at the version read", |s| Box::pin(replace_at_version(s))),
         ("a sighting moves the horizon only forward", |s| Box::pin(sighting_forward(s))),
+        ("the least recently seen bound devices come first", |s| Box::pin(least_recently_seen_first(s))),
     ]
 }
 
@@ -233,6 +234,40 @@ async fn sighting_forward<S: Store>(store: &S) {
     assert_eq!(read.unwrap().credential_until, Some(horizon.plus_seconds(60)));
     let unbound = sighting(horizon.plus_seconds(600));
     conflict(store.touch_device(&license.license_key, &hwid("pc-none"), &unbound).await, "a device never bound");
+}
+
+async fn least_recently_seen_first<S: Store>(store: &S) {
+    let license = created(store, 4).await;
+    let base = now().plus_seconds(-100);
+    let mut gone = None;
+    for (id, seen) in [("pc-new", 30), ("pc-old", 10), ("pc-mid", 20), ("pc-gone", 0)] {
+        let read = stored(store, &license.license_key).await;
+        let device = device(id, base.plus_seconds(seen));
+        store
+            .activate(&ActivationWrite { license: &read, device: &device, evict: None, now: now(), receipt: None })
+            .await
+            .unwrap();
+        gone = Some(device);
+    }
+    let gone = gone.unwrap();
+    let read = stored(store, &license.license_key).await;
+    let release = DeactivationWrite {
+        license: &read,
+        device: &gone,
+        seat: SeatRelease::Counted { count_transfer: false },
+        allowance: None,
+        released_by: ReleasedBy::Vendor,
+        now: now(),
+        receipt: None,
+    };
+    store.deactivate(&release).await.unwrap();
+    let ids = |devices: Vec<Device>| devices.into_iter().map(|d| d.hardware_id.to_string()).collect::<Vec<_>>();
+    let oldest = store.least_recently_seen(&license.license_key, 2).await.unwrap();
+    assert_eq!(ids(oldest), ["pc-old", "pc-mid"], "oldest first, the released one left out");
+    let all = store.least_recently_seen(&license.license_key, 10).await.unwrap();
+    assert_eq!(ids(all), ["pc-old", "pc-mid", "pc-new"]);
+    let other = created(store, 1).await;
+    assert!(store.least_recently_seen(&other.license_key, 5).await.unwrap().is_empty(), "another license's devices");
 }
 
 #[cfg(test)]

@@ -186,6 +186,15 @@ impl Store for MemoryStore {
         Ok(partitions.get(key).map(|p| (p.license.clone(), p.devices.values().cloned().collect())))
     }
 
+    async fn least_recently_seen(&self, key: &LicenseKey, limit: u32) -> Result<Vec<Device>, StoreError> {
+        let partitions = self.lock();
+        let mut devices: Vec<Device> =
+            partitions.get(key).map(|p| p.devices.values().cloned().collect()).unwrap_or_default();
+        devices.sort_by_key(|d| (d.last_seen_at, d.activated_at));
+        devices.truncate(limit as usize);
+        Ok(devices)
+    }
+
     async fn activate(&self, write: &ActivationWrite<'_>) -> Result<(), WriteError> {
         self.with_receipt(write.receipt, || {
             let mut partitions = self.lock();

@@ -190,6 +190,15 @@ pub trait Store: Send + Sync + 'static {
         hardware_id: &HardwareId,
     ) -> impl Future<Output = Result<(Option<License>, Option<Device>), StoreError>> + Send;
 
+    /// Up to `limit` of the license's bound devices, the least recently seen first (by
+    /// `last_seen_at`, then `activated_at`). One query of an index, which may lag a write by a
+    /// moment: what a rotation picks from, never what a condition relies on.
+    fn least_recently_seen(
+        &self,
+        key: &LicenseKey,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Device>, StoreError>> + Send;
+
     /// The license and all its devices (one query; more only past 1 MB of devices).
     fn license_with_devices(
         &self,

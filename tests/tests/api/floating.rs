@@ -268,7 +268,7 @@ async fn floating_operations_make_the_expected_round_trips() {
     check(&t, &key, "pc-1").await;
     let checked = t.round_trips();
     assert_eq!(t.post("/v1/deactivate", &device(&key, "pc-1")).await.status, 200);
-    assert_eq!(activated - start, 2, "activate: one query, one transaction");
+    assert_eq!(activated - start, 2, "activate: one BatchGetItem of license and device, one transaction");
     assert_eq!(checked - activated, 2, "check: one BatchGetItem, one conditional renewal");
     assert_eq!(t.round_trips() - checked, 2, "deactivate: one read, one transaction");
 }

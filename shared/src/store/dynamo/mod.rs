@@ -19,7 +19,7 @@ use records::{
     built, decode_cursor, device_from, device_item, device_sk, encode_cursor, idempotency_pk, is_released,
     license_from, license_item, license_pk, lookup_index, n, receipt_pk, s, status, trial_marker_pk, trial_terms_pk,
     Item, BOUND, CONSUMPTION, DEVICE_PREFIX, IDEMPOTENCY_SK, LEASES, LICENSE_SK, MAX_TRANSACTION_ITEMS,
-    OPERATION_OWNED, RECEIPT_SK, RELEASED, RELEASES, TRIAL_SK,
+    OPERATION_OWNED, RECEIPT_SK, RELEASED, RELEASES, SEEN_INDEX, TRIAL_SK,
 };
 
 use super::{
@@ -480,6 +480,41 @@ impl Store for DynamoStore {
             pending = output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys.is_empty());
         }
         Ok((license, device))
+    }
+
+    async fn least_recently_seen(&self, key: &LicenseKey, limit: u32) -> Result<Vec<Device>, StoreError> {
+        let mut devices = Vec::new();
+        let mut start = None;
+        // Tombstones are in the index too (they keep `last_seen_at`): read past them, a page at a time.
+        while devices.len() < limit as usize {
+            self.count_round_trip();
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(SEEN_INDEX)
+                .key_condition_expression("PK = :pk")
+                .filter_expression("attribute_not_exists(released_at)")
+                .expression_attribute_values(":pk", license_pk(key))
+                .limit(limit as i32)
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(classify)?;
+            self.count_reads(output.consumed_capacity());
+            for item in output.items.unwrap_or_default() {
+                devices.push(device_from(item)?);
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        // Sightings in the same second tie in the index; the rule's order breaks the tie.
+        devices.sort_by_key(|d| (d.last_seen_at, d.activated_at));
+        devices.truncate(limit as usize);
+        Ok(devices)
     }
 
     async fn license_with_devices(&self, key: &LicenseKey) -> Result<Option<(License, Vec<Device>)>, StoreError> {

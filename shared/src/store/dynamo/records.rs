@@ -15,6 +15,9 @@ pub(super) const LICENSE_SK: &str = "L";
 pub(super) const DEVICE_PREFIX: &str = "D#";
 pub(super) const CUSTOMER_INDEX: &str = "GSI1";
 pub(super) const ORDER_INDEX: &str = "GSI2";
+/// Every item with a `last_seen_at` (the devices, bound or tombstoned) by license, the least
+/// recently seen first: what a rotation picks from without reading every device.
+pub(super) const SEEN_INDEX: &str = "BySeen";
 /// A released device: kept as a tombstone until TTL deletes it, read as absent everywhere.
 pub(super) const RELEASED: &str = "attribute_exists(released_at)";
 pub(super) const BOUND: &str = "attribute_not_exists(released_at)";

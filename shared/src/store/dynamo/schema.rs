@@ -9,20 +9,21 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::errors::classify;
-use super::records::{built, CUSTOMER_INDEX, ORDER_INDEX};
+use super::records::{built, CUSTOMER_INDEX, ORDER_INDEX, SEEN_INDEX};
 
-/// Create the table with its two lookup indexes (customer e-mail, order id) and TTL on `ttl`.
+/// Create the table with its lookup indexes (customer e-mail, order id, devices by last sighting)
+/// and TTL on `ttl`.
 /// Returns false, changing nothing, when the table exists already.
 pub async fn create_table(client: &Client, table: &str) -> Result<bool, StoreError> {
     let attribute =
         |name: &str| AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build();
     let key =
         |name: &str, key_type: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(key_type).build();
-    let index = |name: &str, partition: &str| {
+    let index = |name: &str, partition: &str, sort: &str| {
         GlobalSecondaryIndex::builder()
             .index_name(name)
             .key_schema(built(key(partition, KeyType::Hash))?)
-            .key_schema(built(key("created_at", KeyType::Range))?)
+            .key_schema(built(key(sort, KeyType::Range))?)
             .projection(Projection::builder().projection_type(ProjectionType::All).build())
             .build()
             .map_err(|e| StoreError::Internal(e.to_string()))
@@ -36,10 +37,12 @@ pub async fn create_table(client: &Client, table: &str) -> Result<bool, StoreErr
         .attribute_definitions(built(attribute("GSI1PK"))?)
         .attribute_definitions(built(attribute("GSI2PK"))?)
         .attribute_definitions(built(attribute("created_at"))?)
+        .attribute_definitions(built(attribute("last_seen_at"))?)
         .key_schema(built(key("PK", KeyType::Hash))?)
         .key_schema(built(key("SK", KeyType::Range))?)
-        .global_secondary_indexes(index(CUSTOMER_INDEX, "GSI1PK")?)
-        .global_secondary_indexes(index(ORDER_INDEX, "GSI2PK")?)
+        .global_secondary_indexes(index(CUSTOMER_INDEX, "GSI1PK", "created_at")?)
+        .global_secondary_indexes(index(ORDER_INDEX, "GSI2PK", "created_at")?)
+        .global_secondary_indexes(index(SEEN_INDEX, "PK", "last_seen_at")?)
         .send()
         .await;
     match created {
