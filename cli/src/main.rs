@@ -147,8 +147,19 @@ enum LicensesCommand {
         #[arg(long)]
         extra: Option<String>,
     },
-    /// Show a license, its devices and usage.
-    Show { license_key: String },
+    /// Show a license, one page of its devices (in hardware id order) and its usage.
+    Show {
+        license_key: String,
+        /// Devices per page (1 to 1000; the API's default is 100).
+        #[arg(long, conflicts_with = "hardware_id")]
+        limit: Option<u32>,
+        /// The `next_cursor` of the page before.
+        #[arg(long, conflicts_with = "hardware_id")]
+        cursor: Option<String>,
+        /// Only this device (an empty list when it is not bound).
+        #[arg(long)]
+        hardware_id: Option<String>,
+    },
     /// List licenses by customer e-mail, order id, or the (unverified) e-mail a trial started with.
     List {
         #[arg(long, required_unless_present_any = ["order_id", "trial_email"], conflicts_with_all = ["order_id", "trial_email"])]
@@ -313,8 +324,19 @@ async fn licenses(
             }
             client.send("POST", "/v1/licenses", Some(&body)).await
         }
-        LicensesCommand::Show { license_key } => {
-            client.send("GET", &format!("/v1/licenses/{}", encode(&license_key)), None).await
+        LicensesCommand::Show { license_key, limit, cursor, hardware_id } => {
+            let mut query: Vec<String> = Vec::new();
+            if let Some(limit) = limit {
+                query.push(format!("limit={limit}"));
+            }
+            if let Some(cursor) = cursor {
+                query.push(format!("cursor={}", encode(&cursor)));
+            }
+            if let Some(hardware_id) = hardware_id {
+                query.push(format!("hardware_id={}", encode(&hardware_id)));
+            }
+            let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+            client.send("GET", &format!("/v1/licenses/{}{query}", encode(&license_key)), None).await
         }
         LicensesCommand::List { customer_email, order_id, trial_email, limit, cursor } => {
             let mut query = match (customer_email, order_id, trial_email) {

@@ -21,6 +21,7 @@ sends the same requests, but for the keys the server makes up.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import os
@@ -314,6 +315,11 @@ def client_body(case: Any, body: dict, choices: Choices, fix: Fixtures) -> None:
             body["hours"] = license["max_borrow_hours"]
 
 
+def device_cursor(hardware_id: str) -> str:
+    """The cursor a page of devices ending at `hardware_id` hands out."""
+    return base64.urlsafe_b64encode(hardware_id.encode()).decode().rstrip("=")
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     fix = fixtures()
@@ -339,9 +345,16 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             case.query = {"customer_email": CUSTOMER_EMAIL, "cursor": fix.cursor, **limit}
         else:
             del case.query["cursor"]
-    elif method == "GET" and route == "/v1/licenses/{license_key}" and choices.chosen(route):
-        key = fix.node if choices.pick("license", 2) else fix.floating
-        replace(case.path_parameters, "license_key", "LicenseKey", key)
+    elif method == "GET" and route == "/v1/licenses/{license_key}":
+        if choices.chosen(route):
+            key = fix.node if choices.pick("license", 2) else fix.floating
+            replace(case.path_parameters, "license_key", "LicenseKey", key)
+        if isinstance(case.query, dict) and "cursor" in case.query and is_positive(case):
+            # Only a cursor a listing of devices hands out is accepted: half the time one, else none.
+            if choices.pick("device-cursor", 2):
+                case.query["cursor"] = device_cursor(fix.node_devices[0])
+            else:
+                del case.query["cursor"]
     elif method == "PATCH" and body is not None and is_positive(case):
         unique_features(body)
         small_metadata(body)

@@ -300,14 +300,7 @@ pub(super) async fn list<S: Store>(app: &App<S>, query: ListQuery) -> Result<Rep
             ))
         }
     };
-    let limit = match query.limit.as_deref() {
-        None => DEFAULT_PAGE,
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| ApiError::field("limit", format!("must be a whole number from 1 to {MAX_PAGE}")))?,
-    };
+    let limit = page_limit(query.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     if query.cursor.as_ref().is_some_and(|c| c.len() > 2_048) {
         return Err(ApiError::field("cursor", "is not a cursor this listing handed out"));
     }
@@ -450,24 +443,97 @@ pub(super) async fn release_device<S: Store>(
 #[derive(Serialize)]
 struct LicenseDetail<'a> {
     license: VendorLicense<'a>,
+    /// One page of the bound devices, in hardware id order (or the one asked for).
     devices: &'a [crate::model::Device],
+    /// Present while more devices follow: pass it as `cursor` for the next page.
+    next_cursor: Option<String>,
     usage: Usage,
     #[serde(skip_serializing_if = "Option::is_none")]
     floating: Option<FloatingLeases>,
 }
 
-pub(super) async fn show<S: Store>(app: &App<S>, raw_key: &str) -> Result<Reply, ApiError> {
+/// `GET /v1/licenses/{license_key}?limit=&cursor=` or `?hardware_id=`: the license with one page
+/// of its devices, or with the one device asked for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShowQuery {
+    #[serde(default)]
+    limit: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    hardware_id: Option<String>,
+}
+
+const DEFAULT_DEVICE_PAGE: u32 = 100;
+const MAX_DEVICE_PAGE: u32 = 1_000;
+
+/// A page limit given as query text, within `1..=max`.
+fn page_limit(text: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match text {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::field("limit", format!("must be a whole number from 1 to {max}"))),
+    }
+}
+
+/// A device page's cursor: the last hardware id of the page before, as base64url.
+fn device_cursor(hardware_id: &HardwareId) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hardware_id.as_str())
+}
+
+fn parse_device_cursor(cursor: &str) -> Result<HardwareId, ApiError> {
+    use base64::Engine;
+    let refused = || ApiError::field("cursor", "is not a cursor this listing handed out");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| refused())?;
+    let text = String::from_utf8(bytes).map_err(|_| refused())?;
+    HardwareId::parse(text).map_err(|_| refused())
+}
+
+pub(super) async fn show<S: Store>(app: &App<S>, raw_key: &str, query: ShowQuery) -> Result<Reply, ApiError> {
     let key = parse_key(raw_key)?;
-    let (license, mut devices) =
-        app.store.license_with_devices(&key).await.map_err(store_error)?.ok_or(Refusal::LicenseNotFound(&key))?;
+    let limit = page_limit(query.limit.as_deref(), DEFAULT_DEVICE_PAGE, MAX_DEVICE_PAGE)?;
+    let after = query.cursor.as_deref().map(parse_device_cursor).transpose()?;
+    let one = query.hardware_id.map(HardwareId::parse).transpose().map_err(|e| ApiError::field("hardware_id", e))?;
+    if one.is_some() && (after.is_some() || query.limit.is_some()) {
+        return Err(ApiError::field("hardware_id", "asks for one device: it takes no `limit` or `cursor`"));
+    }
+    let (license, mut devices, next_cursor) = match &one {
+        Some(hardware_id) => {
+            let (license, device) = app.store.license_and_device(&key, hardware_id).await.map_err(store_error)?;
+            (license, device.into_iter().collect(), None)
+        }
+        None => {
+            let license = app.store.licenses(std::slice::from_ref(&key)).await.map_err(store_error)?.pop();
+            let (devices, more) = match &license {
+                Some(_) => app.store.devices_page(&key, limit, after.as_ref()).await.map_err(store_error)?,
+                None => (Vec::new(), false),
+            };
+            let next = more.then(|| devices.last().map(|d| device_cursor(&d.hardware_id))).flatten();
+            (license, devices, next)
+        }
+    };
+    let license = license.ok_or(Refusal::LicenseNotFound(&key))?;
     let now = app.now();
     for device in &mut devices {
         device.lease_expires_at = license.leases.get(&device.hardware_id).copied();
     }
-    let usage = Usage::of(&license, &devices, now);
-    let floating = license.is_floating.then(|| FloatingLeases::of(&license, &devices, now));
+    let usage = Usage::of(&license, now);
+    let floating = match license.is_floating {
+        // The lease holders' devices (at most one per seat) say which leases are borrowed.
+        true => {
+            let holders: Vec<HardwareId> = license.leases.keys().cloned().collect();
+            let held = app.store.devices(&key, &holders).await.map_err(store_error)?;
+            Some(FloatingLeases::of(&license, &held, now))
+        }
+        false => None,
+    };
     Reply::json(
         StatusCode::OK,
-        &LicenseDetail { license: VendorLicense::of(&license), devices: &devices, usage, floating },
+        &LicenseDetail { license: VendorLicense::of(&license), devices: &devices, next_cursor, usage, floating },
     )
 }

@@ -323,7 +323,7 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
                 issue::create(app, parse_json(bytes)?, key, bytes).await
             }
             Endpoint::ListLicenses => issue::list(app, parse_query(request.uri().query())?).await,
-            Endpoint::ShowLicense => issue::show(app, &params[0]).await,
+            Endpoint::ShowLicense => issue::show(app, &params[0], parse_query(request.uri().query())?).await,
             Endpoint::UpdateLicense => issue::update(app, &params[0], parse_json(body(request)?)?).await,
             Endpoint::ReleaseDevice => issue::release_device(app, &params[0], &params[1]).await,
             Endpoint::Activate => keyed!(activate::activate),

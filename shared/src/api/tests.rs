@@ -625,6 +625,21 @@ impl Store for AlwaysRaced {
     ) -> Result<Vec<crate::model::Device>, crate::store::StoreError> {
         self.0.least_recently_seen(key, limit).await
     }
+    async fn devices_page(
+        &self,
+        key: &crate::input::LicenseKey,
+        limit: u32,
+        after: Option<&crate::input::HardwareId>,
+    ) -> Result<(Vec<crate::model::Device>, bool), crate::store::StoreError> {
+        self.0.devices_page(key, limit, after).await
+    }
+    async fn devices(
+        &self,
+        key: &crate::input::LicenseKey,
+        hardware_ids: &[crate::input::HardwareId],
+    ) -> Result<Vec<crate::model::Device>, crate::store::StoreError> {
+        self.0.devices(key, hardware_ids).await
+    }
     async fn license_with_devices(
         &self,
         key: &crate::input::LicenseKey,

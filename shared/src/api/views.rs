@@ -262,9 +262,9 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// Seats used: bound devices, or on a floating license the live leases.
-    pub fn of(license: &License, devices: &[Device], now: Timestamp) -> Self {
-        let seats_used = if license.is_floating { rules::seats_in_use(license, now) } else { devices.len() as u32 };
+    /// Seats used: the bound devices (the license's seat count), or on a floating license the live leases.
+    pub fn of(license: &License, now: Timestamp) -> Self {
+        let seats_used = if license.is_floating { rules::seats_in_use(license, now) } else { license.times_activated };
         Self {
             seats_used,
             seats_available: (!license.allow_unlimited_activations)
@@ -329,7 +329,7 @@ impl<'a> VendorLicense<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::tests::{device, license};
+    use crate::rules::tests::license;
 
     #[test]
     fn compliance_compares_seats_used_with_seats_bought() {
@@ -343,9 +343,9 @@ mod tests {
     }
 
     #[test]
-    fn usage_counts_devices() {
-        let l = License { max_activations: 3, ..license() };
-        let usage = Usage::of(&l, &[device("a", 0), device("b", 0)], crate::rules::tests::NOW);
+    fn usage_counts_the_seats_taken() {
+        let l = License { max_activations: 3, times_activated: 2, ..license() };
+        let usage = Usage::of(&l, crate::rules::tests::NOW);
         assert_eq!((usage.seats_used, usage.seats_available), (2, Some(1)));
     }
 }

@@ -29,6 +29,7 @@ pub fn cases<S: Store>() -> Vec<(&'static str, Case<S>)> {
         ("a license is replaced only at the version read", |s| Box::pin(replace_at_version(s))),
         ("a sighting moves the horizon only forward", |s| Box::pin(sighting_forward(s))),
         ("the least recently seen bound devices come first", |s| Box::pin(least_recently_seen_first(s))),
+        ("devices page in hardware id order, bound ones only", |s| Box::pin(devices_in_pages(s))),
     ]
 }
 
@@ -268,6 +269,46 @@ async fn least_recently_seen_first<S: Store>(store: &S) {
     assert_eq!(ids(all), ["pc-old", "pc-mid", "pc-new"]);
     let other = created(store, 1).await;
     assert!(store.least_recently_seen(&other.license_key, 5).await.unwrap().is_empty(), "another license's devices");
+}
+
+async fn devices_in_pages<S: Store>(store: &S) {
+    let license = created(store, 10).await;
+    for id in ["pc-3", "pc-1", "pc-5", "pc-2", "pc-4"] {
+        let read = stored(store, &license.license_key).await;
+        let device = device(id, now());
+        store
+            .activate(&ActivationWrite { license: &read, device: &device, evict: None, now: now(), receipt: None })
+            .await
+            .unwrap();
+    }
+    let (_, pc_2) = store.license_and_device(&license.license_key, &hwid("pc-2")).await.unwrap();
+    let read = stored(store, &license.license_key).await;
+    let release = DeactivationWrite {
+        license: &read,
+        device: &pc_2.unwrap(),
+        seat: SeatRelease::Counted { count_transfer: false },
+        allowance: None,
+        released_by: ReleasedBy::Vendor,
+        now: now(),
+        receipt: None,
+    };
+    store.deactivate(&release).await.unwrap();
+    let ids = |devices: &[Device]| devices.iter().map(|d| d.hardware_id.to_string()).collect::<Vec<_>>();
+    let key = &license.license_key;
+    let (first, more) = store.devices_page(key, 2, None).await.unwrap();
+    assert_eq!(
+        (ids(&first), more),
+        (vec!["pc-1".to_string(), "pc-3".to_string()], true),
+        "the released pc-2 is skipped"
+    );
+    let (second, more) = store.devices_page(key, 2, Some(&hwid("pc-3"))).await.unwrap();
+    assert_eq!((ids(&second), more), (vec!["pc-4".to_string(), "pc-5".to_string()], false));
+    let (rest, more) = store.devices_page(key, 10, Some(&hwid("pc-5"))).await.unwrap();
+    assert_eq!((rest.len(), more), (0, false));
+    let some = store.devices(key, &[hwid("pc-5"), hwid("pc-2"), hwid("pc-9"), hwid("pc-1")]).await.unwrap();
+    let mut some = ids(&some);
+    some.sort();
+    assert_eq!(some, ["pc-1", "pc-5"], "bound ones only");
 }
 
 #[cfg(test)]

@@ -181,6 +181,27 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn devices_page(
+        &self,
+        key: &LicenseKey,
+        limit: u32,
+        after: Option<&HardwareId>,
+    ) -> Result<(Vec<Device>, bool), StoreError> {
+        let partitions = self.lock();
+        let Some(partition) = partitions.get(key) else { return Ok((Vec::new(), false)) };
+        let mut devices: Vec<Device> =
+            partition.devices.values().filter(|d| after.is_none_or(|after| &d.hardware_id > after)).cloned().collect();
+        let more = devices.len() > limit as usize;
+        devices.truncate(limit as usize);
+        Ok((devices, more))
+    }
+
+    async fn devices(&self, key: &LicenseKey, hardware_ids: &[HardwareId]) -> Result<Vec<Device>, StoreError> {
+        let partitions = self.lock();
+        let Some(partition) = partitions.get(key) else { return Ok(Vec::new()) };
+        Ok(hardware_ids.iter().filter_map(|id| partition.devices.get(id).cloned()).collect())
+    }
+
     async fn license_with_devices(&self, key: &LicenseKey) -> Result<Option<(License, Vec<Device>)>, StoreError> {
         let partitions = self.lock();
         Ok(partitions.get(key).map(|p| (p.license.clone(), p.devices.values().cloned().collect())))

@@ -199,6 +199,22 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Device>, StoreError>> + Send;
 
+    /// Up to `limit` of the license's bound devices in hardware id order, those after `after`
+    /// when given, and whether more follow. One query (more only when tombstones fill a page).
+    fn devices_page(
+        &self,
+        key: &LicenseKey,
+        limit: u32,
+        after: Option<&HardwareId>,
+    ) -> impl Future<Output = Result<(Vec<Device>, bool), StoreError>> + Send;
+
+    /// The devices among `hardware_ids` that are bound to the license (one round trip per 100).
+    fn devices(
+        &self,
+        key: &LicenseKey,
+        hardware_ids: &[HardwareId],
+    ) -> impl Future<Output = Result<Vec<Device>, StoreError>> + Send;
+
     /// The license and all its devices (one query; more only past 1 MB of devices).
     fn license_with_devices(
         &self,

@@ -185,11 +185,7 @@ async fn each_operation_consumes_the_capacity_units_of_the_items_it_touches() {
     let activate = units_of(&t, t.post("/v1/activate", &device(&key, "pc-1"))).await;
     let check = units_of(&t, t.post("/v1/check", &device(&key, "pc-1"))).await;
     let deactivate = units_of(&t, t.post("/v1/deactivate", &device(&key, "pc-1"))).await;
-    assert_eq!(
-        activate,
-        (1.0, 2.0),
-        "activate: a query of the small license partition, then license and device written"
-    );
+    assert_eq!(activate, (1.0, 6.0), "activate: license and device read together, then both written");
     assert_eq!(check, (2.0, 0.0), "check: the license and the device, read together; nothing to write");
     assert_eq!(deactivate, (2.0, 6.0), "deactivate: license and device read, then both written");
 }

@@ -58,3 +58,44 @@ async fn a_rotation_reads_a_bounded_number_of_devices_and_replaces_the_least_rec
     assert!(!bound.contains(&"pc-1"), "the least recently seen device whose credential lapsed is replaced");
     assert_eq!(bound.len(), seats as usize);
 }
+
+#[tokio::test]
+async fn a_license_shows_its_devices_a_page_at_a_time_and_one_by_hardware_id() {
+    let t = TestApp::spawn().await;
+    let key = t.issue(json!({"allow_unlimited_activations": true, "max_activations": 0})).await;
+    bind(&t, &key, "pc", 250).await;
+    assert_eq!(t.post("/v1/deactivate", &device(&key, "pc-7")).await.status, 200);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let query = cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default();
+        let page = t.admin_get(&format!("/v1/licenses/{key}?limit=100{query}")).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        pages += 1;
+        let devices = page.body["devices"].as_array().unwrap();
+        assert!(devices.len() <= 100);
+        seen.extend(devices.iter().map(|d| d["hardware_id"].as_str().unwrap().to_string()));
+        assert_eq!(page.body["usage"]["seats_used"], 249, "the whole license's usage on every page");
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = (0..250).filter(|i| *i != 7).map(|i| format!("pc-{i}")).collect();
+    expected.sort();
+    assert_eq!((pages, seen), (3, expected), "every bound device once, in hardware id order; pc-7 was released");
+
+    let default = t.admin_get(&format!("/v1/licenses/{key}")).await;
+    assert_eq!(default.body["devices"].as_array().unwrap().len(), 100, "a page by default, never the whole list");
+    let one = t.admin_get(&format!("/v1/licenses/{key}?hardware_id=pc-42")).await;
+    let ids: Vec<&str> =
+        one.body["devices"].as_array().unwrap().iter().filter_map(|d| d["hardware_id"].as_str()).collect();
+    assert_eq!((ids, one.body["next_cursor"].clone()), (vec!["pc-42"], json!(null)));
+    let gone = t.admin_get(&format!("/v1/licenses/{key}?hardware_id=pc-7")).await;
+    assert_eq!(gone.body["devices"], json!([]), "a released device is not listed");
+    for bad in ["cursor=%21%21", "limit=0", "limit=1001", "hardware_id=pc-1&limit=5"] {
+        let refused = t.admin_get(&format!("/v1/licenses/{key}?{bad}")).await;
+        assert_eq!(refused.status, 400, "{bad}: {}", refused.body);
+    }
+}

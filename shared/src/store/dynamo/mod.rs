@@ -517,6 +517,82 @@ impl Store for DynamoStore {
         Ok(devices)
     }
 
+    async fn devices_page(
+        &self,
+        key: &LicenseKey,
+        limit: u32,
+        after: Option<&HardwareId>,
+    ) -> Result<(Vec<Device>, bool), StoreError> {
+        // Device items sort by hardware id after their prefix: from just past `after` (or the
+        // first) to the end of the prefix ('$' follows '#').
+        let from = after.map_or_else(|| s(DEVICE_PREFIX), device_sk);
+        let mut devices = Vec::new();
+        let mut start = None;
+        loop {
+            self.count_round_trip();
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("PK = :pk AND SK BETWEEN :from AND :to")
+                .filter_expression("attribute_not_exists(released_at)")
+                .expression_attribute_values(":pk", license_pk(key))
+                .expression_attribute_values(":from", from.clone())
+                .expression_attribute_values(":to", s("D$"))
+                .consistent_read(true)
+                // One more than the page, to know whether more follow.
+                .limit(limit.saturating_add(1) as i32)
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(classify)?;
+            self.count_reads(output.consumed_capacity());
+            for item in output.items.unwrap_or_default() {
+                let device = device_from(item)?;
+                if after != Some(&device.hardware_id) {
+                    devices.push(device);
+                }
+            }
+            start = output.last_evaluated_key;
+            if devices.len() > limit as usize || start.is_none() {
+                break;
+            }
+        }
+        let more = devices.len() > limit as usize;
+        devices.truncate(limit as usize);
+        Ok((devices, more))
+    }
+
+    async fn devices(&self, key: &LicenseKey, hardware_ids: &[HardwareId]) -> Result<Vec<Device>, StoreError> {
+        let mut devices = Vec::new();
+        for chunk in hardware_ids.chunks(100) {
+            let mut request = KeysAndAttributes::builder().consistent_read(true);
+            for hardware_id in chunk {
+                request = request.keys(HashMap::from([
+                    ("PK".to_string(), license_pk(key)),
+                    ("SK".to_string(), device_sk(hardware_id)),
+                ]));
+            }
+            let mut pending = Some(built(request.build())?);
+            while let Some(request) = pending.take() {
+                self.count_round_trip();
+                let batch = self.client.batch_get_item().request_items(&self.table, request);
+                let output =
+                    batch.return_consumed_capacity(ReturnConsumedCapacity::Total).send().await.map_err(classify)?;
+                self.count_reads(output.consumed_capacity());
+                for item in output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
+                    if !is_released(&item) {
+                        devices.push(device_from(item)?);
+                    }
+                }
+                pending =
+                    output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys.is_empty());
+            }
+        }
+        Ok(devices)
+    }
+
     async fn license_with_devices(&self, key: &LicenseKey) -> Result<Option<(License, Vec<Device>)>, StoreError> {
         let mut license = None;
         let mut devices = Vec::new();
