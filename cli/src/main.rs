@@ -363,7 +363,7 @@ async fn licenses(
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, CliError> {
     let text = std::fs::read_to_string(path).map_err(CliError::file(path))?;
-    serde_json::from_str(&text).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
+    serde_json::from_str(&text).map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))
 }
 
 fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<(), CliError> {
@@ -477,7 +477,11 @@ fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), CliError> {
 
 async fn serve(bind: &str, port: u16, cors_origins: &str) -> Result<(), CliError> {
     let sdk = sdk_config().await;
-    let mut config = Config::load(&sdk).await.map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut config = Config::load(&sdk).await.map_err(|e| match e {
+        // The signing key's parameter could not be read: SSM may answer on a retry.
+        keygate::config::ConfigError::Parameter { .. } => CliError::Unavailable(e.to_string()),
+        e => CliError::Usage(e.to_string()),
+    })?;
     config.cors = keygate::cors::AllowedOrigins::parse(cors_origins)
         .map_err(|e| CliError::Usage(format!("--cors-origins: {e}")))?;
     config.require_signer().map_err(|e| CliError::Usage(e.to_string()))?;

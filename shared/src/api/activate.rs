@@ -94,11 +94,17 @@ pub(super) async fn activate_device<S: Store>(
         // The device itself, or when only a rotation could seat it, the devices it may replace.
         let devices = match bound {
             Some(device) => vec![device],
-            None if rules::may_rotate(&license) => app
-                .store
-                .least_recently_seen(&license.license_key, rules::ROTATION_CANDIDATES)
-                .await
-                .map_err(store_error)?,
+            None if rules::may_rotate(&license) => {
+                let mut candidates = app
+                    .store
+                    .least_recently_seen(&license.license_key, rules::ROTATION_CANDIDATES)
+                    .await
+                    .map_err(store_error)?;
+                // The consistent read says this device is not bound; an index lagging behind a
+                // release may still list it, and must not make it "already active".
+                candidates.retain(|d| d.hardware_id != request.hardware_id);
+                candidates
+            }
             None => Vec::new(),
         };
         let plan = rules::plan_activation(&license, &devices, rules_request, now)?;

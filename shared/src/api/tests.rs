@@ -19,8 +19,8 @@ fn app() -> App<MemoryStore> {
     }
 }
 
-async fn call_raw(
-    app: &App<MemoryStore>,
+async fn call_raw<S: Store>(
+    app: &App<S>,
     method: &str,
     path: &str,
     body: Vec<u8>,
@@ -37,7 +37,7 @@ async fn call_raw(
     (response.status().as_u16(), body)
 }
 
-async fn call(app: &App<MemoryStore>, method: &str, path: &str, body: Value) -> (u16, Value) {
+async fn call<S: Store>(app: &App<S>, method: &str, path: &str, body: Value) -> (u16, Value) {
     let admin = path.starts_with("/v1/licenses").then_some(ADMIN);
     let bytes = if body.is_null() { vec![] } else { body.to_string().into_bytes() };
     call_raw(app, method, path, bytes, admin).await
@@ -577,31 +577,54 @@ fn openapi_describes_every_route_and_code() {
     }
 }
 
-/// A store whose seat writes always lose the race, to reach the bound on re-decisions.
-struct AlwaysRaced(MemoryStore);
+/// The in-memory store with a fault a real one may have: seat writes that always lose the race (to
+/// reach the bound on re-decisions), or an index of devices that still lists `stale` (as a
+/// DynamoDB index may for a moment after a release).
+struct Tweaked {
+    inner: MemoryStore,
+    always_raced: bool,
+    stale: Option<crate::model::Device>,
+}
 
-impl Store for AlwaysRaced {
+impl Tweaked {
+    fn raced() -> Self {
+        Tweaked { inner: MemoryStore::new(), always_raced: true, stale: None }
+    }
+
+    /// `write` unless every write loses the race.
+    async fn unless_raced(
+        &self,
+        write: impl Future<Output = Result<(), crate::store::WriteError>>,
+    ) -> Result<(), crate::store::WriteError> {
+        match self.always_raced {
+            true => Err(crate::store::WriteError::Conflict),
+            false => write.await,
+        }
+    }
+}
+
+impl Store for Tweaked {
     async fn create_licenses(
         &self,
         licenses: &[crate::model::License],
         record: Option<&crate::store::IdempotencyRecord>,
     ) -> Result<(), crate::store::WriteError> {
-        self.0.create_licenses(licenses, record).await
+        self.inner.create_licenses(licenses, record).await
     }
     async fn idempotency_record(
         &self,
         key: &str,
     ) -> Result<Option<crate::store::IdempotencyRecord>, crate::store::StoreError> {
-        self.0.idempotency_record(key).await
+        self.inner.idempotency_record(key).await
     }
     async fn receipt(&self, scope: &str, key: &str) -> Result<Option<crate::store::Receipt>, crate::store::StoreError> {
-        self.0.receipt(scope, key).await
+        self.inner.receipt(scope, key).await
     }
     async fn licenses(
         &self,
         keys: &[crate::input::LicenseKey],
     ) -> Result<Vec<crate::model::License>, crate::store::StoreError> {
-        self.0.licenses(keys).await
+        self.inner.licenses(keys).await
     }
     async fn list_licenses(
         &self,
@@ -609,21 +632,23 @@ impl Store for AlwaysRaced {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<crate::store::Page, crate::store::StoreError> {
-        self.0.list_licenses(lookup, limit, cursor).await
+        self.inner.list_licenses(lookup, limit, cursor).await
     }
     async fn license_and_device(
         &self,
         key: &crate::input::LicenseKey,
         hardware_id: &crate::input::HardwareId,
     ) -> Result<(Option<crate::model::License>, Option<crate::model::Device>), crate::store::StoreError> {
-        self.0.license_and_device(key, hardware_id).await
+        self.inner.license_and_device(key, hardware_id).await
     }
     async fn least_recently_seen(
         &self,
         key: &crate::input::LicenseKey,
         limit: u32,
     ) -> Result<Vec<crate::model::Device>, crate::store::StoreError> {
-        self.0.least_recently_seen(key, limit).await
+        let mut devices: Vec<_> = self.stale.iter().cloned().collect();
+        devices.extend(self.inner.least_recently_seen(key, limit).await?);
+        Ok(devices)
     }
     async fn devices_page(
         &self,
@@ -631,70 +656,70 @@ impl Store for AlwaysRaced {
         limit: u32,
         after: Option<&crate::input::HardwareId>,
     ) -> Result<(Vec<crate::model::Device>, bool), crate::store::StoreError> {
-        self.0.devices_page(key, limit, after).await
+        self.inner.devices_page(key, limit, after).await
     }
     async fn devices(
         &self,
         key: &crate::input::LicenseKey,
         hardware_ids: &[crate::input::HardwareId],
     ) -> Result<Vec<crate::model::Device>, crate::store::StoreError> {
-        self.0.devices(key, hardware_ids).await
+        self.inner.devices(key, hardware_ids).await
     }
     async fn license_with_devices(
         &self,
         key: &crate::input::LicenseKey,
     ) -> Result<Option<(crate::model::License, Vec<crate::model::Device>)>, crate::store::StoreError> {
-        self.0.license_with_devices(key).await
+        self.inner.license_with_devices(key).await
     }
-    async fn activate(&self, _: &crate::store::ActivationWrite<'_>) -> Result<(), crate::store::WriteError> {
-        Err(crate::store::WriteError::Conflict)
+    async fn activate(&self, write: &crate::store::ActivationWrite<'_>) -> Result<(), crate::store::WriteError> {
+        self.unless_raced(self.inner.activate(write)).await
     }
-    async fn deactivate(&self, _: &crate::store::DeactivationWrite<'_>) -> Result<(), crate::store::WriteError> {
-        Err(crate::store::WriteError::Conflict)
+    async fn deactivate(&self, write: &crate::store::DeactivationWrite<'_>) -> Result<(), crate::store::WriteError> {
+        self.unless_raced(self.inner.deactivate(write)).await
     }
-    async fn lease(&self, _: &crate::store::LeaseWrite<'_>) -> Result<(), crate::store::WriteError> {
-        Err(crate::store::WriteError::Conflict)
+    async fn lease(&self, write: &crate::store::LeaseWrite<'_>) -> Result<(), crate::store::WriteError> {
+        self.unless_raced(self.inner.lease(write)).await
     }
     async fn consume(
         &self,
-        _: &crate::input::LicenseKey,
-        _: &crate::rules::ConsumptionPlan,
-        _: Option<(&crate::input::HardwareId, crate::time::Timestamp)>,
-        _: Option<&crate::store::Receipt>,
+        key: &crate::input::LicenseKey,
+        plan: &crate::rules::ConsumptionPlan,
+        holder: Option<(&crate::input::HardwareId, crate::time::Timestamp)>,
+        receipt: Option<&crate::store::Receipt>,
     ) -> Result<(), crate::store::WriteError> {
-        Err(crate::store::WriteError::Conflict)
+        self.unless_raced(self.inner.consume(key, plan, holder, receipt)).await
     }
     async fn put_trial_terms(&self, terms: &crate::model::TrialTerms) -> Result<(), crate::store::StoreError> {
-        self.0.put_trial_terms(terms).await
+        self.inner.put_trial_terms(terms).await
     }
     async fn trial_terms(
         &self,
         product: &crate::input::Product,
     ) -> Result<Option<crate::model::TrialTerms>, crate::store::StoreError> {
-        self.0.trial_terms(product).await
+        self.inner.trial_terms(product).await
     }
     async fn trial_marker(
         &self,
         product: &crate::input::Product,
         hardware_id: &crate::input::HardwareId,
     ) -> Result<Option<crate::model::TrialMarker>, crate::store::StoreError> {
-        self.0.trial_marker(product, hardware_id).await
+        self.inner.trial_marker(product, hardware_id).await
     }
     async fn start_trial(
         &self,
-        _: &crate::model::TrialMarker,
-        _: &crate::model::License,
-        _: &crate::model::Device,
-        _: Option<&crate::store::Receipt>,
+        marker: &crate::model::TrialMarker,
+        license: &crate::model::License,
+        device: &crate::model::Device,
+        receipt: Option<&crate::store::Receipt>,
     ) -> Result<(), crate::store::WriteError> {
-        Err(crate::store::WriteError::Conflict)
+        self.unless_raced(self.inner.start_trial(marker, license, device, receipt)).await
     }
     async fn replace_license(
         &self,
         previous: &crate::model::License,
         license: &crate::model::License,
     ) -> Result<(), crate::store::WriteError> {
-        self.0.replace_license(previous, license).await
+        self.inner.replace_license(previous, license).await
     }
     async fn touch_device(
         &self,
@@ -702,10 +727,10 @@ impl Store for AlwaysRaced {
         hardware_id: &crate::input::HardwareId,
         sighting: &crate::store::Sighting,
     ) -> Result<(), crate::store::WriteError> {
-        self.0.touch_device(key, hardware_id, sighting).await
+        self.inner.touch_device(key, hardware_id, sighting).await
     }
     fn round_trips(&self) -> u64 {
-        self.0.round_trips()
+        self.inner.round_trips()
     }
 }
 
@@ -713,7 +738,7 @@ impl Store for AlwaysRaced {
 async fn a_write_that_keeps_losing_races_gives_up_with_503_concurrent_update() {
     let app = App {
         cors: crate::cors::AllowedOrigins::None,
-        store: AlwaysRaced(MemoryStore::new()),
+        store: Tweaked::raced(),
         signer: Some(TokenSigner::new([9; 32], &[]).unwrap()),
         admin_tokens: AdminTokens::parse(&hash_token(ADMIN)).unwrap(),
         issuer: "keygate-test".into(),
@@ -738,6 +763,43 @@ async fn a_write_that_keeps_losing_races_gives_up_with_503_concurrent_update() {
     let answer: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
     assert_eq!((response.status().as_u16(), error_code(&answer)), (503, "CONCURRENT_UPDATE"));
     assert_eq!(app.store.round_trips() - before, u64::from(MAX_WRITE_ATTEMPTS), "one read per attempt, then it stops");
+}
+
+#[tokio::test]
+async fn a_stale_index_listing_the_requesting_device_never_gets_it_a_token_without_a_seat() {
+    use crate::input::{HardwareId, LicenseKey};
+    // pc-2 was bound once (and released); the index of devices still lists it for a moment.
+    let now = crate::time::Timestamp::now();
+    let stale = crate::model::Device {
+        hardware_id: HardwareId::parse("pc-2").unwrap(),
+        name: None,
+        platform: None,
+        is_vm: false,
+        activated_at: now.plus_seconds(-600),
+        last_seen_at: now.plus_seconds(-600),
+        lease_expires_at: None,
+        borrowed_until: None,
+        credential_until: Some(now.plus_days(30)),
+    };
+    let base = app();
+    let app = App {
+        store: Tweaked { inner: MemoryStore::new(), always_raced: false, stale: Some(stale) },
+        signer: base.signer,
+        admin_tokens: base.admin_tokens,
+        issuer: base.issuer,
+        cors: base.cors,
+        clock: base.clock,
+    };
+    let (_, issued) = call(&app, "POST", "/v1/licenses", json!({"product": "editor", "license_type": "perpetual", "max_activations": 1, "device_rotation": true, "release_allowance": 5})).await;
+    let key = issued["licenses"][0]["license_key"].as_str().unwrap().to_string();
+    assert_eq!(call(&app, "POST", "/v1/activate", device_body(&key, "pc-1")).await.0, 200);
+    let (status, answer) = call(&app, "POST", "/v1/activate", device_body(&key, "pc-2")).await;
+    assert_eq!(status, 200, "{answer}");
+    // Whatever the answer, the device it was given to holds the seat.
+    let key = LicenseKey::parse(&key).unwrap();
+    let (license, bound) = app.store.license_and_device(&key, &HardwareId::parse("pc-2").unwrap()).await.unwrap();
+    assert!(bound.is_some(), "pc-2 was answered 200 with a token, so it must be bound");
+    assert_eq!(license.unwrap().times_activated, 1, "pc-1 rotated out: one seat, one device");
 }
 
 #[tokio::test]

@@ -216,6 +216,9 @@ impl DynamoStore {
             sets.push_str(", credential_until = :until");
             update = update.expression_attribute_values(":until", s(&until.to_string()));
         }
+        // Out of the index of devices by sighting: a rotation's candidates are bound devices, and
+        // tombstones left in it would be read past on every rotation.
+        sets.push_str(" REMOVE last_seen_at");
         let horizon = match device.credential_until {
             Some(observed) => {
                 update = update.expression_attribute_values(":observed", s(&observed.to_string()));
@@ -540,8 +543,9 @@ impl Store for DynamoStore {
                 .expression_attribute_values(":from", from.clone())
                 .expression_attribute_values(":to", s("D$"))
                 .consistent_read(true)
-                // One more than the page, to know whether more follow.
-                .limit(limit.saturating_add(1) as i32)
+                // One more than the page, to know whether more follow; at least 100 at a time, so
+                // a run of tombstones (filtered out after the limit) costs few round trips.
+                .limit(limit.saturating_add(1).max(100) as i32)
                 .set_exclusive_start_key(start)
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
