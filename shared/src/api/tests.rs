@@ -665,12 +665,6 @@ impl Store for Tweaked {
     ) -> Result<Vec<crate::model::Device>, crate::store::StoreError> {
         self.inner.devices(key, hardware_ids).await
     }
-    async fn license_with_devices(
-        &self,
-        key: &crate::input::LicenseKey,
-    ) -> Result<Option<(crate::model::License, Vec<crate::model::Device>)>, crate::store::StoreError> {
-        self.inner.license_with_devices(key).await
-    }
     async fn activate(&self, write: &crate::store::ActivationWrite<'_>) -> Result<(), crate::store::WriteError> {
         self.unless_raced(self.inner.activate(write)).await
     }

@@ -83,6 +83,32 @@ async fn bound<S: Store>(store: &S, license: &License, id: &str) -> Device {
     device
 }
 
+/// Binds `id`, seen at `at`, to the license as stored now.
+async fn bound_at<S: Store>(store: &S, key: &LicenseKey, id: &str, at: Timestamp) {
+    let read = stored(store, key).await;
+    let device = device(id, at);
+    store
+        .activate(&ActivationWrite { license: &read, device: &device, evict: None, now: now(), receipt: None })
+        .await
+        .unwrap();
+}
+
+/// The vendor releases `id` from the license as stored now.
+async fn released<S: Store>(store: &S, key: &LicenseKey, id: &str) {
+    let (read, device) = store.license_and_device(key, &hwid(id)).await.unwrap();
+    let (read, device) = (read.expect("the license"), device.expect("a bound device"));
+    let release = DeactivationWrite {
+        license: &read,
+        device: &device,
+        seat: SeatRelease::Counted { count_transfer: false },
+        allowance: None,
+        released_by: ReleasedBy::Vendor,
+        now: now(),
+        receipt: None,
+    };
+    store.deactivate(&release).await.unwrap();
+}
+
 async fn created_all_or_none<S: Store>(store: &S) {
     let (a, b, c) = (license(1, now()), license(1, now()), license(1, now()));
     store.create_licenses(&[a.clone(), b.clone()], None).await.unwrap();
@@ -174,8 +200,8 @@ async fn activation_seat_limit<S: Store>(store: &S) {
     conflict(store.activate(&write).await, "no seat left");
     let again = ActivationWrite { license: &license, device: &first, evict: None, now: now(), receipt: None };
     conflict(store.activate(&again).await, "already bound");
-    let (read, devices) = store.license_with_devices(&license.license_key).await.unwrap().unwrap();
-    assert_eq!((read.times_activated, devices), (1, vec![first]));
+    let (devices, more) = store.devices_page(&license.license_key, 10, None).await.unwrap();
+    assert_eq!((stored(store, &license.license_key).await.times_activated, devices, more), (1, vec![first], false));
 }
 
 async fn release_as_read<S: Store>(store: &S) {
@@ -239,33 +265,16 @@ async fn sighting_forward<S: Store>(store: &S) {
 
 async fn least_recently_seen_first<S: Store>(store: &S) {
     let license = created(store, 4).await;
+    let key = &license.license_key;
     let base = now().plus_seconds(-100);
-    let mut gone = None;
     for (id, seen) in [("pc-new", 30), ("pc-old", 10), ("pc-mid", 20), ("pc-gone", 0)] {
-        let read = stored(store, &license.license_key).await;
-        let device = device(id, base.plus_seconds(seen));
-        store
-            .activate(&ActivationWrite { license: &read, device: &device, evict: None, now: now(), receipt: None })
-            .await
-            .unwrap();
-        gone = Some(device);
+        bound_at(store, key, id, base.plus_seconds(seen)).await;
     }
-    let gone = gone.unwrap();
-    let read = stored(store, &license.license_key).await;
-    let release = DeactivationWrite {
-        license: &read,
-        device: &gone,
-        seat: SeatRelease::Counted { count_transfer: false },
-        allowance: None,
-        released_by: ReleasedBy::Vendor,
-        now: now(),
-        receipt: None,
-    };
-    store.deactivate(&release).await.unwrap();
+    released(store, key, "pc-gone").await;
     let ids = |devices: Vec<Device>| devices.into_iter().map(|d| d.hardware_id.to_string()).collect::<Vec<_>>();
-    let oldest = store.least_recently_seen(&license.license_key, 2).await.unwrap();
+    let oldest = store.least_recently_seen(key, 2).await.unwrap();
     assert_eq!(ids(oldest), ["pc-old", "pc-mid"], "oldest first, the released one left out");
-    let all = store.least_recently_seen(&license.license_key, 10).await.unwrap();
+    let all = store.least_recently_seen(key, 10).await.unwrap();
     assert_eq!(ids(all), ["pc-old", "pc-mid", "pc-new"]);
     let other = created(store, 1).await;
     assert!(store.least_recently_seen(&other.license_key, 5).await.unwrap().is_empty(), "another license's devices");
@@ -273,28 +282,12 @@ async fn least_recently_seen_first<S: Store>(store: &S) {
 
 async fn devices_in_pages<S: Store>(store: &S) {
     let license = created(store, 10).await;
-    for id in ["pc-3", "pc-1", "pc-5", "pc-2", "pc-4"] {
-        let read = stored(store, &license.license_key).await;
-        let device = device(id, now());
-        store
-            .activate(&ActivationWrite { license: &read, device: &device, evict: None, now: now(), receipt: None })
-            .await
-            .unwrap();
-    }
-    let (_, pc_2) = store.license_and_device(&license.license_key, &hwid("pc-2")).await.unwrap();
-    let read = stored(store, &license.license_key).await;
-    let release = DeactivationWrite {
-        license: &read,
-        device: &pc_2.unwrap(),
-        seat: SeatRelease::Counted { count_transfer: false },
-        allowance: None,
-        released_by: ReleasedBy::Vendor,
-        now: now(),
-        receipt: None,
-    };
-    store.deactivate(&release).await.unwrap();
-    let ids = |devices: &[Device]| devices.iter().map(|d| d.hardware_id.to_string()).collect::<Vec<_>>();
     let key = &license.license_key;
+    for id in ["pc-3", "pc-1", "pc-5", "pc-2", "pc-4"] {
+        bound_at(store, key, id, now()).await;
+    }
+    released(store, key, "pc-2").await;
+    let ids = |devices: &[Device]| devices.iter().map(|d| d.hardware_id.to_string()).collect::<Vec<_>>();
     let (first, more) = store.devices_page(key, 2, None).await.unwrap();
     assert_eq!(
         (ids(&first), more),

@@ -202,11 +202,6 @@ impl Store for MemoryStore {
         Ok(hardware_ids.iter().filter_map(|id| partition.devices.get(id).cloned()).collect())
     }
 
-    async fn license_with_devices(&self, key: &LicenseKey) -> Result<Option<(License, Vec<Device>)>, StoreError> {
-        let partitions = self.lock();
-        Ok(partitions.get(key).map(|p| (p.license.clone(), p.devices.values().cloned().collect())))
-    }
-
     async fn least_recently_seen(&self, key: &LicenseKey, limit: u32) -> Result<Vec<Device>, StoreError> {
         let partitions = self.lock();
         let mut devices: Vec<Device> =

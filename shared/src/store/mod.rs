@@ -215,12 +215,6 @@ pub trait Store: Send + Sync + 'static {
         hardware_ids: &[HardwareId],
     ) -> impl Future<Output = Result<Vec<Device>, StoreError>> + Send;
 
-    /// The license and all its devices (one query; more only past 1 MB of devices).
-    fn license_with_devices(
-        &self,
-        key: &LicenseKey,
-    ) -> impl Future<Output = Result<Option<(License, Vec<Device>)>, StoreError>> + Send;
-
     /// Holds: license active; a seat free (or unlimited) unless evicting; not frozen; the device
     /// not bound yet; the evicted device still bound with the horizon read, and when it is owed to
     /// the allowance, the allowance's room (and a transfer left) as planned.

@@ -597,42 +597,6 @@ impl Store for DynamoStore {
         Ok(devices)
     }
 
-    async fn license_with_devices(&self, key: &LicenseKey) -> Result<Option<(License, Vec<Device>)>, StoreError> {
-        let mut license = None;
-        let mut devices = Vec::new();
-        let mut start = None;
-        loop {
-            self.count_round_trip();
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("PK = :pk")
-                .expression_attribute_values(":pk", license_pk(key))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .map_err(classify)?;
-            self.count_reads(output.consumed_capacity());
-            for item in output.items.unwrap_or_default() {
-                match item.get("SK") {
-                    Some(AttributeValue::S(sk)) if sk == LICENSE_SK => license = Some(license_from(item)?),
-                    Some(AttributeValue::S(sk)) if sk.starts_with(DEVICE_PREFIX) && !is_released(&item) => {
-                        devices.push(device_from(item)?)
-                    }
-                    _ => {}
-                }
-            }
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
-        Ok(license.map(|l| (l, devices)))
-    }
-
     async fn activate(&self, write: &ActivationWrite<'_>) -> Result<(), WriteError> {
         let license = write.license;
         let key = &license.license_key;
