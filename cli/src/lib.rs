@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod error;
+pub mod summary;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};

@@ -59,8 +59,43 @@ enum Command {
         /// The plain admin token (its SHA-256 hash is what the server is configured with).
         #[arg(long, env = "KEYGATE_ADMIN_TOKEN", hide_env_values = true, global = true)]
         admin_token: Option<String>,
+        /// Print the API's JSON answer as it is (for scripts) instead of a summary.
+        #[arg(long, global = true)]
+        json: bool,
         #[command(subcommand)]
         command: LicensesCommand,
+    },
+    /// A product's trial terms, over the HTTP API (vendor).
+    Trial {
+        /// The API's base URL.
+        #[arg(long, env = "KEYGATE_URL", default_value = "http://127.0.0.1:3000", global = true)]
+        url: String,
+        /// The plain admin token (its SHA-256 hash is what the server is configured with).
+        #[arg(long, env = "KEYGATE_ADMIN_TOKEN", hide_env_values = true, global = true)]
+        admin_token: Option<String>,
+        /// Print the API's JSON answer as it is (for scripts) instead of a summary.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: TrialCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrialCommand {
+    /// Set (or replace) the trial a product offers: each device may start it once.
+    Set {
+        /// The product.
+        product: String,
+        /// How long a trial runs, in days from its start.
+        #[arg(long)]
+        days: u32,
+        /// Devices a trial license may hold.
+        #[arg(long)]
+        max_activations: Option<u32>,
+        /// Feature codes a trial grants, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
     },
 }
 
@@ -173,6 +208,26 @@ enum LicensesCommand {
         #[arg(long)]
         cursor: Option<String>,
     },
+    /// Change a license's terms: only the fields given change (PATCH /v1/licenses/{key}).
+    Update {
+        license_key: String,
+        /// A field to set, as name=value; the value is read as JSON when it is JSON (numbers,
+        /// true/false, null to clear, objects), else as text. Repeat for several fields.
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        /// Further fields as one JSON object, e.g. '{"metadata": {"plan": "pro"}}'.
+        #[arg(long)]
+        patch: Option<String>,
+        /// Apply only if the license is still at this version (otherwise refused, exit 4).
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Release a device from a license: its seat is free at once (not a transfer).
+    Release {
+        license_key: String,
+        /// The device's hardware id.
+        hardware_id: String,
+    },
     /// Suspend a license: checks answer SUSPENDED, activations are refused.
     Suspend { license_key: String },
     /// Make a suspended or revoked license active again.
@@ -255,13 +310,28 @@ async fn run(command: Command) -> Result<(), CliError> {
             eprintln!("KEYGATE_ADMIN_TOKEN_SHA256={}", hash_token(&token));
             Ok(())
         }
-        Command::Licenses { url, admin_token, command } => {
-            let token = admin_token.ok_or(CliError::Unauthorized(
-                "no admin token: set KEYGATE_ADMIN_TOKEN or pass --admin-token".into(),
-            ))?;
-            let answer = licenses(&keygate_cli::admin::AdminClient::new(&url, &token)?, command).await?;
-            println!("{}", serde_json::to_string_pretty(&answer).map_err(CliError::failed)?);
-            Ok(())
+        Command::Licenses { url, admin_token, json, command } => {
+            let client = keygate_cli::admin::AdminClient::new(&url, &vendor_token(admin_token)?)?;
+            let answer = licenses(&client, command).await?;
+            print_answer(&answer, json)
+        }
+        Command::Trial {
+            url,
+            admin_token,
+            json,
+            command: TrialCommand::Set { product, days, max_activations, features },
+        } => {
+            use keygate_cli::admin::encode;
+            let client = keygate_cli::admin::AdminClient::new(&url, &vendor_token(admin_token)?)?;
+            let mut body = serde_json::json!({"days": days});
+            if let Some(max) = max_activations {
+                body["max_activations"] = serde_json::json!(max);
+            }
+            if !features.is_empty() {
+                body["features"] = features.iter().map(|code| serde_json::json!({"code": code})).collect();
+            }
+            let answer = client.send("PUT", &format!("/v1/products/{}/trial", encode(&product)), Some(&body)).await?;
+            print_answer(&answer, json)
         }
         Command::Offline { command } => offline(command).await,
         Command::AdminToken { command: AdminTokenCommand::Hash } => {
@@ -274,6 +344,21 @@ async fn run(command: Command) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// The admin token the vendor commands need.
+fn vendor_token(admin_token: Option<String>) -> Result<String, CliError> {
+    admin_token.ok_or(CliError::Unauthorized("no admin token: set KEYGATE_ADMIN_TOKEN or pass --admin-token".into()))
+}
+
+/// The API's answer: as JSON with `--json`, else a summary for people.
+fn print_answer(answer: &serde_json::Value, json: bool) -> Result<(), CliError> {
+    let text = match json {
+        true => serde_json::to_string_pretty(answer).map_err(CliError::failed)?,
+        false => keygate_cli::summary::summary(answer),
+    };
+    println!("{text}");
+    Ok(())
 }
 
 async fn licenses(
@@ -354,6 +439,33 @@ async fn licenses(
                 query.push_str(&format!("&cursor={}", encode(&cursor)));
             }
             client.send("GET", &format!("/v1/licenses?{query}"), None).await
+        }
+        LicensesCommand::Update { license_key, set, patch, version } => {
+            let mut body = match patch {
+                Some(text) => {
+                    serde_json::from_str::<Value>(&text).map_err(|e| CliError::Usage(format!("--patch: {e}")))?
+                }
+                None => json!({}),
+            };
+            let fields = body.as_object_mut().ok_or(CliError::Usage("--patch must be a JSON object".into()))?;
+            for pair in set {
+                let (name, value) = pair
+                    .split_once('=')
+                    .ok_or_else(|| CliError::Usage(format!("--set {pair}: expected NAME=VALUE")))?;
+                let value = serde_json::from_str(value).unwrap_or_else(|_| json!(value));
+                fields.insert(name.to_string(), value);
+            }
+            if let Some(version) = version {
+                fields.insert("version".into(), json!(version));
+            }
+            if fields.is_empty() {
+                return Err(CliError::Usage("nothing to change: give --set NAME=VALUE or --patch".into()));
+            }
+            client.send("PATCH", &format!("/v1/licenses/{}", encode(&license_key)), Some(&body)).await
+        }
+        LicensesCommand::Release { license_key, hardware_id } => {
+            let path = format!("/v1/licenses/{}/devices/{}", encode(&license_key), encode(&hardware_id));
+            client.send("DELETE", &path, None).await
         }
         LicensesCommand::Suspend { license_key } => set_status(license_key, "suspended").await,
         LicensesCommand::Reinstate { license_key } => set_status(license_key, "active").await,

@@ -1,7 +1,7 @@
 //! The `keygate licenses ...` vendor commands, run as the real binary against the API.
 
 use keygate_tests::{built_binary, device, TestApp};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::process::Command;
 
 /// Runs the `keygate` binary with `args` and `env` off the runtime (the server under test shares
@@ -26,7 +26,7 @@ pub(crate) async fn keygate_command(args: &[&str], env: &[(&str, &str)]) -> Resu
 /// Runs `keygate licenses <args>` with the API's URL and admin token in the environment unless
 /// `token` overrides the token.
 async fn run(t: &TestApp, args: &[&str], token: Option<&str>) -> Result<Value, String> {
-    let args: Vec<&str> = std::iter::once("licenses").chain(args.iter().copied()).collect();
+    let args: Vec<&str> = ["licenses", "--json"].into_iter().chain(args.iter().copied()).collect();
     let env = [("KEYGATE_URL", t.base_url.as_str()), ("KEYGATE_ADMIN_TOKEN", token.unwrap_or(&t.admin_token))];
     keygate_command(&args, &env).await.map(|stdout| serde_json::from_slice(&stdout).unwrap())
 }
@@ -96,6 +96,60 @@ async fn cli_errors_carry_the_api_error_and_an_exit_code_per_kind() {
     let env = [("KEYGATE_URL", url.as_str()), ("KEYGATE_ADMIN_TOKEN", t.admin_token.as_str())];
     let err = keygate_command(&["licenses", "show", "ZZZZZ-ZZZZZ"], &env).await.unwrap_err();
     assert!(err.starts_with("exit 6:") && err.contains("make local") && err.contains("KEYGATE_URL"), "{err}");
+}
+
+#[tokio::test]
+async fn the_cli_changes_terms_releases_devices_sets_trials_and_sums_up_for_people() {
+    let t = TestApp::spawn().await;
+    let key = keygate(&t, &["issue", "--product", "editor", "--max-activations", "2"]).await.unwrap()["licenses"][0]
+        ["license_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let updated = keygate(
+        &t,
+        &[
+            "update",
+            &key,
+            "--set",
+            "max_activations=5",
+            "--set",
+            "order_id=ord-9",
+            "--patch",
+            r#"{"metadata": {"plan": "pro"}}"#,
+        ],
+    )
+    .await
+    .unwrap();
+    let license = &updated["license"];
+    assert_eq!((license["max_activations"].clone(), license["order_id"].clone()), (json!(5), json!("ord-9")));
+    assert_eq!(license["metadata"]["plan"], "pro");
+    let stale = keygate(&t, &["update", &key, "--set", "max_activations=6", "--version", "0"]).await.unwrap_err();
+    assert!(stale.starts_with("exit 4:") && stale.contains("VERSION_CONFLICT"), "{stale}");
+
+    assert_eq!(t.post("/v1/activate", &device(&key, "pc-1")).await.status, 200);
+    let released = keygate(&t, &["release", &key, "pc-1"]).await.unwrap();
+    assert_eq!(
+        (released["released"].clone(), released["license"]["times_activated"].clone()),
+        (json!("pc-1"), json!(0))
+    );
+
+    let env = [("KEYGATE_URL", t.base_url.as_str()), ("KEYGATE_ADMIN_TOKEN", t.admin_token.as_str())];
+    let trial =
+        keygate_command(&["trial", "--json", "set", "editor", "--days", "14", "--features", "export,render"], &env)
+            .await
+            .unwrap();
+    let trial: Value = serde_json::from_slice(&trial).unwrap();
+    assert_eq!(
+        (trial["trial"]["days"].clone(), trial["trial"]["features"][1]["code"].clone()),
+        (json!(14), json!("render"))
+    );
+
+    // Without --json: a summary for people.
+    let shown = keygate_command(&["licenses", "show", &key], &env).await.unwrap();
+    let shown = String::from_utf8(shown).unwrap();
+    assert!(shown.contains(&format!("{key}  editor  active")) && shown.contains("0 used, 5 available"), "{shown}");
+    assert!(serde_json::from_str::<Value>(&shown).is_err(), "not JSON by default");
 }
 
 /// Runs `keygate admin-token hash` with `token` on stdin: Ok(stdout) or Err(stderr).
