@@ -160,6 +160,12 @@ def is_positive(case: Any) -> bool:
     return meta is not None and meta.generation.mode.is_positive
 
 
+def is_negative(case: Any) -> bool:
+    """Whether the case was generated to break the schema (a stateful step carried over is not)."""
+    meta = case.meta
+    return meta is not None and not meta.generation.mode.is_positive
+
+
 def replace(target: dict, field: str, kind: str, value: Any) -> None:
     """Replaces a field's value only when the generated one is valid, so a violation stays put."""
     if field in target and valid(kind, target[field]):
@@ -327,6 +333,13 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     method, route = case.method.upper(), case.path
     body = case.body if isinstance(case.body, dict) else None
     vendor = route.startswith(("/v1/licenses", "/v1/products"))
+    if not is_negative(case):
+        # A stateful step may carry a value over from another operation's parameter by name (an
+        # inferred link) without checking it against this one's schema: a hardware id carried
+        # over from a request that was meant to be refused would make a valid step invalid.
+        for target in (case.path_parameters, case.query):
+            if isinstance(target, dict) and "hardware_id" in target and not valid("HardwareId", target["hardware_id"]):
+                target["hardware_id"] = fix.fresh_device() if method == "DELETE" else fix.node_devices[0]
     if method == "POST" and body is not None and not vendor:
         client_body(case, body, choices, fix)
     elif method == "GET" and route == "/v1/check" and choices.chosen(route):
