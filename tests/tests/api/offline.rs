@@ -153,19 +153,10 @@ async fn an_offline_activation_round_trips_through_files() {
     dir.write("foreign.json", &other.get("/.well-known/jwks.json").await.body);
     let refused = check(license.clone(), "air-1", "editor", "keygate", dir.path("foreign.json")).await;
     assert!(refused.unwrap_err().contains("signature does not verify"));
-    let public_key = published["keys"][0]["x"].as_str().unwrap();
-    let args = [
-        "verify",
-        &license,
-        "--public-key",
-        public_key,
-        "--hardware-id",
-        "air-1",
-        "--product",
-        "editor",
-        "--issuer",
-        "keygate",
-    ];
+    // `--public-key=KEY` in one argument: a base64url key may begin with `-`, which would read as a flag.
+    let public_key = format!("--public-key={}", published["keys"][0]["x"].as_str().unwrap());
+    let args =
+        ["verify", &license, &public_key, "--hardware-id", "air-1", "--product", "editor", "--issuer", "keygate"];
     offline(url, &args).await.expect("the license file verifies");
 
     // Offline deactivation: a request file from the license file, submitted the same way.

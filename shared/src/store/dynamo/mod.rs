@@ -237,6 +237,32 @@ impl DynamoStore {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The items at `keys` (PK and SK each), read consistently with BatchGetItem: one round trip
+    /// per 100 keys, and again for any DynamoDB left unprocessed under load.
+    async fn batch_get(
+        &self,
+        keys: impl IntoIterator<Item = (AttributeValue, AttributeValue)>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let keys: Vec<Item> =
+            keys.into_iter().map(|(pk, sk)| HashMap::from([("PK".to_string(), pk), ("SK".to_string(), sk)])).collect();
+        let mut items = Vec::new();
+        for chunk in keys.chunks(100) {
+            let request = KeysAndAttributes::builder().consistent_read(true).set_keys(Some(chunk.to_vec()));
+            let mut pending = Some(built(request.build())?);
+            while let Some(request) = pending.take() {
+                self.count_round_trip();
+                let batch = self.client.batch_get_item().request_items(&self.table, request);
+                let output =
+                    batch.return_consumed_capacity(ReturnConsumedCapacity::Total).send().await.map_err(classify)?;
+                self.count_reads(output.consumed_capacity());
+                items.extend(output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default());
+                pending =
+                    output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys.is_empty());
+            }
+        }
+        Ok(items)
+    }
+
     /// The capacity units consumed so far.
     pub fn capacity_used(&self) -> CapacityUsed {
         let units = |milli: &AtomicU64| milli.load(Ordering::Relaxed) as f64 / 1000.0;
@@ -390,27 +416,11 @@ impl Store for DynamoStore {
     }
 
     async fn licenses(&self, keys: &[LicenseKey]) -> Result<Vec<License>, StoreError> {
+        let items = self.batch_get(keys.iter().map(|key| (license_pk(key), s(LICENSE_SK)))).await?;
         let mut found: HashMap<LicenseKey, License> = HashMap::new();
-        for chunk in keys.chunks(100) {
-            let mut request = KeysAndAttributes::builder().consistent_read(true);
-            for key in chunk {
-                request = request
-                    .keys(HashMap::from([("PK".to_string(), license_pk(key)), ("SK".to_string(), s(LICENSE_SK))]));
-            }
-            let mut pending = Some(built(request.build())?);
-            while let Some(request) = pending.take() {
-                self.count_round_trip();
-                let batch = self.client.batch_get_item().request_items(&self.table, request);
-                let output =
-                    batch.return_consumed_capacity(ReturnConsumedCapacity::Total).send().await.map_err(classify)?;
-                self.count_reads(output.consumed_capacity());
-                for item in output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
-                    let license = license_from(item)?;
-                    found.insert(license.license_key.clone(), license);
-                }
-                pending =
-                    output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys.is_empty());
-            }
+        for item in items {
+            let license = license_from(item)?;
+            found.insert(license.license_key.clone(), license);
         }
         Ok(keys.iter().filter_map(|k| found.remove(k)).collect())
     }
@@ -458,29 +468,15 @@ impl Store for DynamoStore {
         key: &LicenseKey,
         hardware_id: &HardwareId,
     ) -> Result<(Option<License>, Option<Device>), StoreError> {
-        let pk = license_pk(key);
-        let keys = KeysAndAttributes::builder()
-            .keys(HashMap::from([("PK".to_string(), pk.clone()), ("SK".to_string(), s(LICENSE_SK))]))
-            .keys(HashMap::from([("PK".to_string(), pk), ("SK".to_string(), device_sk(hardware_id))]))
-            .consistent_read(true);
-        let mut pending = Some(built(keys.build())?);
+        let items =
+            self.batch_get([(license_pk(key), s(LICENSE_SK)), (license_pk(key), device_sk(hardware_id))]).await?;
         let (mut license, mut device) = (None, None);
-        while let Some(request) = pending.take() {
-            self.count_round_trip();
-            let batch = self.client.batch_get_item().request_items(&self.table, request);
-            let output =
-                batch.return_consumed_capacity(ReturnConsumedCapacity::Total).send().await.map_err(classify)?;
-            self.count_reads(output.consumed_capacity());
-            let items = output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default();
-            for item in items {
-                match item.get("SK") {
-                    Some(AttributeValue::S(sk)) if sk == LICENSE_SK => license = Some(license_from(item)?),
-                    _ if !is_released(&item) => device = Some(device_from(item)?),
-                    _ => {}
-                }
+        for item in items {
+            match item.get("SK") {
+                Some(AttributeValue::S(sk)) if sk == LICENSE_SK => license = Some(license_from(item)?),
+                _ if !is_released(&item) => device = Some(device_from(item)?),
+                _ => {}
             }
-            // DynamoDB may leave keys unprocessed under load; ask again for just those.
-            pending = output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys.is_empty());
         }
         Ok((license, device))
     }
@@ -569,32 +565,8 @@ impl Store for DynamoStore {
     }
 
     async fn devices(&self, key: &LicenseKey, hardware_ids: &[HardwareId]) -> Result<Vec<Device>, StoreError> {
-        let mut devices = Vec::new();
-        for chunk in hardware_ids.chunks(100) {
-            let mut request = KeysAndAttributes::builder().consistent_read(true);
-            for hardware_id in chunk {
-                request = request.keys(HashMap::from([
-                    ("PK".to_string(), license_pk(key)),
-                    ("SK".to_string(), device_sk(hardware_id)),
-                ]));
-            }
-            let mut pending = Some(built(request.build())?);
-            while let Some(request) = pending.take() {
-                self.count_round_trip();
-                let batch = self.client.batch_get_item().request_items(&self.table, request);
-                let output =
-                    batch.return_consumed_capacity(ReturnConsumedCapacity::Total).send().await.map_err(classify)?;
-                self.count_reads(output.consumed_capacity());
-                for item in output.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
-                    if !is_released(&item) {
-                        devices.push(device_from(item)?);
-                    }
-                }
-                pending =
-                    output.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys.is_empty());
-            }
-        }
-        Ok(devices)
+        let items = self.batch_get(hardware_ids.iter().map(|id| (license_pk(key), device_sk(id)))).await?;
+        items.into_iter().filter(|item| !is_released(item)).map(device_from).collect()
     }
 
     async fn activate(&self, write: &ActivationWrite<'_>) -> Result<(), WriteError> {
