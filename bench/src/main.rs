@@ -637,7 +637,8 @@ fn load_test(report: &mut Report, path: &Path) {
         }
     }
     report.targets.push((
-        "Load test: unexpected answers and invariant violations, at saturation, at a fixed rate and on a hot license".into(),
+        "Load test: unexpected answers and invariant violations, at saturation, at a fixed rate and on a hot license"
+            .into(),
         bad.to_string(),
         "0".into(),
         bad == 0,
