@@ -3,10 +3,10 @@
 //! licenses with more and more devices and floating licenses with more and more seats held. Written
 //! as tables and as SVG plots beside docs/benchmarks.md.
 
-use super::{call, device, issue, request, Report};
-use keygate::api::{handle, App, Function};
+use super::{call, device, issue, Report};
+use keygate::api::{App, Function};
 use keygate::store::{DynamoStore, Store};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -49,10 +49,6 @@ where
     }
 }
 
-async fn post(app: &App<DynamoStore>, function: Function, path: &str, body: Value) -> u16 {
-    handle(app, &[function], request("POST", path, &body, false)).await.status().as_u16()
-}
-
 /// Activates `count` devices named `{prefix}-{i}`, one after another (through the API, so the
 /// license is exactly what clients make it).
 async fn fill(app: &App<DynamoStore>, key: &str, prefix: &str, count: usize) {
@@ -69,7 +65,7 @@ async fn node_locked(app: &App<DynamoStore>, devices: usize) -> [Cost; 3] {
     let activate = measure(app, |i| {
         let key = key.clone();
         async move {
-            assert_eq!(post(app, Function::Activate, "/v1/activate", device(&key, &format!("new-{i}"))).await, 200)
+            assert_eq!(call(app, Function::Activate, "/v1/activate", device(&key, &format!("new-{i}"))).await, 200)
         }
     })
     .await;
@@ -77,13 +73,13 @@ async fn node_locked(app: &App<DynamoStore>, devices: usize) -> [Cost; 3] {
     // device activated just now only read (the steady state of a device checking often).
     let check = measure(app, |i| {
         let key = key.clone();
-        async move { assert_eq!(post(app, Function::Check, "/v1/check", device(&key, &format!("new-{i}"))).await, 200) }
+        async move { assert_eq!(call(app, Function::Check, "/v1/check", device(&key, &format!("new-{i}"))).await, 200) }
     })
     .await;
     let deactivate = measure(app, |i| {
         let key = key.clone();
         async move {
-            let status = post(app, Function::Deactivate, "/v1/deactivate", device(&key, &format!("new-{i}"))).await;
+            let status = call(app, Function::Deactivate, "/v1/deactivate", device(&key, &format!("new-{i}"))).await;
             assert_eq!(status, 200)
         }
     })
@@ -99,7 +95,7 @@ async fn floating(app: &App<DynamoStore>, seats: usize) -> [Cost; 2] {
     let take = measure(app, |i| {
         let key = key.clone();
         async move {
-            assert_eq!(post(app, Function::Activate, "/v1/activate", device(&key, &format!("new-{i}"))).await, 200)
+            assert_eq!(call(app, Function::Activate, "/v1/activate", device(&key, &format!("new-{i}"))).await, 200)
         }
     })
     .await;
@@ -107,7 +103,7 @@ async fn floating(app: &App<DynamoStore>, seats: usize) -> [Cost; 2] {
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     let heartbeat = measure(app, |i| {
         let key = key.clone();
-        async move { assert_eq!(post(app, Function::Check, "/v1/check", device(&key, &format!("new-{i}"))).await, 200) }
+        async move { assert_eq!(call(app, Function::Check, "/v1/check", device(&key, &format!("new-{i}"))).await, 200) }
     })
     .await;
     [take, heartbeat]

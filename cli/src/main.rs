@@ -53,32 +53,52 @@ enum Command {
     },
     /// Vendor commands over the HTTP API (local or deployed).
     Licenses {
-        /// The API's base URL.
-        #[arg(long, env = "KEYGATE_URL", default_value = "http://127.0.0.1:3000", global = true)]
-        url: String,
-        /// The plain admin token (its SHA-256 hash is what the server is configured with).
-        #[arg(long, env = "KEYGATE_ADMIN_TOKEN", hide_env_values = true, global = true)]
-        admin_token: Option<String>,
-        /// Print the API's JSON answer as it is (for scripts) instead of a summary.
-        #[arg(long, global = true)]
-        json: bool,
+        #[command(flatten)]
+        vendor: VendorArgs,
         #[command(subcommand)]
         command: LicensesCommand,
     },
     /// A product's trial terms, over the HTTP API (vendor).
     Trial {
-        /// The API's base URL.
-        #[arg(long, env = "KEYGATE_URL", default_value = "http://127.0.0.1:3000", global = true)]
-        url: String,
-        /// The plain admin token (its SHA-256 hash is what the server is configured with).
-        #[arg(long, env = "KEYGATE_ADMIN_TOKEN", hide_env_values = true, global = true)]
-        admin_token: Option<String>,
-        /// Print the API's JSON answer as it is (for scripts) instead of a summary.
-        #[arg(long, global = true)]
-        json: bool,
+        #[command(flatten)]
+        vendor: VendorArgs,
         #[command(subcommand)]
         command: TrialCommand,
     },
+}
+
+/// Where and as whom the vendor commands call the API, and how they print its answers.
+#[derive(clap::Args)]
+struct VendorArgs {
+    /// The API's base URL.
+    #[arg(long, env = "KEYGATE_URL", default_value = "http://127.0.0.1:3000", global = true)]
+    url: String,
+    /// The plain admin token (its SHA-256 hash is what the server is configured with).
+    #[arg(long, env = "KEYGATE_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    admin_token: Option<String>,
+    /// Print the API's JSON answer as it is (for scripts) instead of a summary.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl VendorArgs {
+    fn client(&self) -> Result<keygate_cli::admin::AdminClient, CliError> {
+        let token = self
+            .admin_token
+            .as_deref()
+            .ok_or(CliError::Unauthorized("no admin token: set KEYGATE_ADMIN_TOKEN or pass --admin-token".into()))?;
+        keygate_cli::admin::AdminClient::new(&self.url, token)
+    }
+
+    /// The API's answer: as JSON with `--json`, else a summary for people.
+    fn print(&self, answer: &serde_json::Value) -> Result<(), CliError> {
+        let text = match self.json {
+            true => serde_json::to_string_pretty(answer).map_err(CliError::failed)?,
+            false => keygate_cli::summary::summary(answer),
+        };
+        println!("{text}");
+        Ok(())
+    }
 }
 
 #[derive(Subcommand)]
@@ -310,19 +330,13 @@ async fn run(command: Command) -> Result<(), CliError> {
             eprintln!("KEYGATE_ADMIN_TOKEN_SHA256={}", hash_token(&token));
             Ok(())
         }
-        Command::Licenses { url, admin_token, json, command } => {
-            let client = keygate_cli::admin::AdminClient::new(&url, &vendor_token(admin_token)?)?;
-            let answer = licenses(&client, command).await?;
-            print_answer(&answer, json)
+        Command::Licenses { vendor, command } => {
+            let answer = licenses(&vendor.client()?, command).await?;
+            vendor.print(&answer)
         }
-        Command::Trial {
-            url,
-            admin_token,
-            json,
-            command: TrialCommand::Set { product, days, max_activations, features },
-        } => {
+        Command::Trial { vendor, command: TrialCommand::Set { product, days, max_activations, features } } => {
             use keygate_cli::admin::encode;
-            let client = keygate_cli::admin::AdminClient::new(&url, &vendor_token(admin_token)?)?;
+            let client = vendor.client()?;
             let mut body = serde_json::json!({"days": days});
             if let Some(max) = max_activations {
                 body["max_activations"] = serde_json::json!(max);
@@ -331,7 +345,7 @@ async fn run(command: Command) -> Result<(), CliError> {
                 body["features"] = features.iter().map(|code| serde_json::json!({"code": code})).collect();
             }
             let answer = client.send("PUT", &format!("/v1/products/{}/trial", encode(&product)), Some(&body)).await?;
-            print_answer(&answer, json)
+            vendor.print(&answer)
         }
         Command::Offline { command } => offline(command).await,
         Command::AdminToken { command: AdminTokenCommand::Hash } => {
@@ -344,21 +358,6 @@ async fn run(command: Command) -> Result<(), CliError> {
             Ok(())
         }
     }
-}
-
-/// The admin token the vendor commands need.
-fn vendor_token(admin_token: Option<String>) -> Result<String, CliError> {
-    admin_token.ok_or(CliError::Unauthorized("no admin token: set KEYGATE_ADMIN_TOKEN or pass --admin-token".into()))
-}
-
-/// The API's answer: as JSON with `--json`, else a summary for people.
-fn print_answer(answer: &serde_json::Value, json: bool) -> Result<(), CliError> {
-    let text = match json {
-        true => serde_json::to_string_pretty(answer).map_err(CliError::failed)?,
-        false => keygate_cli::summary::summary(answer),
-    };
-    println!("{text}");
-    Ok(())
 }
 
 async fn licenses(

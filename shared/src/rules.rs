@@ -200,6 +200,11 @@ pub fn plan_activation(
     Err(ActivationRefusal::LimitReached { max: license.max_activations })
 }
 
+/// The order of "least recently seen": by last sighting, then by activation.
+pub fn seen_order(device: &Device) -> (Timestamp, Timestamp) {
+    (device.last_seen_at, device.activated_at)
+}
+
 /// How many of the least recently seen devices a rotation chooses from: it reads those, never
 /// every device, so an activation costs the same on a license of any size.
 pub const ROTATION_CANDIDATES: u32 = 25;
@@ -219,7 +224,7 @@ pub fn may_rotate(license: &License) -> bool {
 /// device, if the release allowance has room and a transfer is left, since it can run on until its
 /// last credential lapses: rotation is a client's release too.
 fn plan_eviction(license: &License, devices: &[Device], now: Timestamp) -> Option<Eviction> {
-    let by_age = |d: &&Device| (d.last_seen_at, d.activated_at);
+    let by_age = |d: &&Device| seen_order(d);
     let lapsed = devices.iter().filter(|d| !credential_is_live(credential_until(license, d), now)).min_by_key(by_age);
     if let Some(device) = lapsed {
         return Some(Eviction {

@@ -206,7 +206,7 @@ impl Store for MemoryStore {
         let partitions = self.lock();
         let mut devices: Vec<Device> =
             partitions.get(key).map(|p| p.devices.values().cloned().collect()).unwrap_or_default();
-        devices.sort_by_key(|d| (d.last_seen_at, d.activated_at));
+        devices.sort_by_key(crate::rules::seen_order);
         devices.truncate(limit as usize);
         Ok(devices)
     }

@@ -32,6 +32,7 @@ use crate::rules::{ConsumptionPlan, LeasePlan, Slot};
 use crate::time::Timestamp;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::types::{
     ConditionCheck, ConsumedCapacity, KeysAndAttributes, Put, ReturnConsumedCapacity, TransactWriteItem, Update,
@@ -235,6 +236,38 @@ impl DynamoStore {
 
     fn count_round_trip(&self) {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The bound devices `query` (of device items) finds, `page` items a round trip with the
+    /// tombstones filtered out, until at least `wanted` are found or the query ends.
+    async fn bound_devices(
+        &self,
+        query: QueryFluentBuilder,
+        page: u32,
+        wanted: usize,
+    ) -> Result<Vec<Device>, StoreError> {
+        let mut devices = Vec::new();
+        let mut start = None;
+        loop {
+            self.count_round_trip();
+            let output = query
+                .clone()
+                .filter_expression(BOUND)
+                .limit(page as i32)
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(classify)?;
+            self.count_reads(output.consumed_capacity());
+            for item in output.items.unwrap_or_default() {
+                devices.push(device_from(item)?);
+            }
+            start = output.last_evaluated_key;
+            if devices.len() >= wanted || start.is_none() {
+                return Ok(devices);
+            }
+        }
     }
 
     /// The items at `keys` (PK and SK each), read consistently with BatchGetItem: one round trip
@@ -482,36 +515,16 @@ impl Store for DynamoStore {
     }
 
     async fn least_recently_seen(&self, key: &LicenseKey, limit: u32) -> Result<Vec<Device>, StoreError> {
-        let mut devices = Vec::new();
-        let mut start = None;
-        // Tombstones are in the index too (they keep `last_seen_at`): read past them, a page at a time.
-        while devices.len() < limit as usize {
-            self.count_round_trip();
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(SEEN_INDEX)
-                .key_condition_expression("PK = :pk")
-                .filter_expression("attribute_not_exists(released_at)")
-                .expression_attribute_values(":pk", license_pk(key))
-                .limit(limit as i32)
-                .set_exclusive_start_key(start)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .map_err(classify)?;
-            self.count_reads(output.consumed_capacity());
-            for item in output.items.unwrap_or_default() {
-                devices.push(device_from(item)?);
-            }
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(SEEN_INDEX)
+            .key_condition_expression("PK = :pk")
+            .expression_attribute_values(":pk", license_pk(key));
+        let mut devices = self.bound_devices(query, limit, limit as usize).await?;
         // Sightings in the same second tie in the index; the rule's order breaks the tie.
-        devices.sort_by_key(|d| (d.last_seen_at, d.activated_at));
+        devices.sort_by_key(crate::rules::seen_order);
         devices.truncate(limit as usize);
         Ok(devices)
     }
@@ -522,43 +535,23 @@ impl Store for DynamoStore {
         limit: u32,
         after: Option<&HardwareId>,
     ) -> Result<(Vec<Device>, bool), StoreError> {
-        // Device items sort by hardware id after their prefix: from just past `after` (or the
-        // first) to the end of the prefix ('$' follows '#').
-        let from = after.map_or_else(|| s(DEVICE_PREFIX), device_sk);
-        let mut devices = Vec::new();
-        let mut start = None;
-        loop {
-            self.count_round_trip();
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("PK = :pk AND SK BETWEEN :from AND :to")
-                .filter_expression("attribute_not_exists(released_at)")
-                .expression_attribute_values(":pk", license_pk(key))
-                .expression_attribute_values(":from", from.clone())
-                .expression_attribute_values(":to", s("D$"))
-                .consistent_read(true)
-                // One more than the page, to know whether more follow; at least 100 at a time, so
-                // a run of tombstones (filtered out after the limit) costs few round trips.
-                .limit(limit.saturating_add(1).max(100) as i32)
-                .set_exclusive_start_key(start)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .map_err(classify)?;
-            self.count_reads(output.consumed_capacity());
-            for item in output.items.unwrap_or_default() {
-                let device = device_from(item)?;
-                if after != Some(&device.hardware_id) {
-                    devices.push(device);
-                }
-            }
-            start = output.last_evaluated_key;
-            if devices.len() > limit as usize || start.is_none() {
-                break;
-            }
-        }
+        // Device items sort by hardware id after their prefix, up to the prefix's end ('$' follows
+        // '#'). Past `after`: from its key plus a space, which sorts after it and before any longer
+        // id it begins (hardware ids are printable ASCII without spaces).
+        let from = after.map_or_else(|| DEVICE_PREFIX.to_string(), |after| format!("{DEVICE_PREFIX}{after} "));
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("PK = :pk AND SK BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", license_pk(key))
+            .expression_attribute_values(":from", s(&from))
+            .expression_attribute_values(":to", s("D$"))
+            .consistent_read(true);
+        // One more than the page, to know whether more follow; at least 100 at a time, so a run of
+        // tombstones costs few round trips.
+        let wanted = limit as usize + 1;
+        let mut devices = self.bound_devices(query, limit.saturating_add(1).max(100), wanted).await?;
         let more = devices.len() > limit as usize;
         devices.truncate(limit as usize);
         Ok((devices, more))
