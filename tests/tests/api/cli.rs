@@ -124,6 +124,15 @@ async fn the_cli_changes_terms_releases_devices_sets_trials_and_sums_up_for_peop
     let license = &updated["license"];
     assert_eq!((license["max_activations"].clone(), license["order_id"].clone()), (json!(5), json!("ord-9")));
     assert_eq!(license["metadata"]["plan"], "pro");
+    for (args, why) in [
+        (vec!["update", key.as_str()], "nothing to change"),
+        (vec!["update", key.as_str(), "--set", "max_activations"], "expected NAME=VALUE"),
+        (vec!["update", key.as_str(), "--patch", "[1]"], "must be a JSON object"),
+    ] {
+        let refused = keygate(&t, &args).await.unwrap_err();
+        assert!(refused.starts_with("exit 2:") && refused.contains(why), "{args:?}: {refused}");
+    }
+    assert_eq!(t.stored(&key).await["license"]["version"], 1, "a refused command changes nothing");
     let stale = keygate(&t, &["update", &key, "--set", "max_activations=6", "--version", "0"]).await.unwrap_err();
     assert!(stale.starts_with("exit 4:") && stale.contains("VERSION_CONFLICT"), "{stale}");
 
