@@ -36,7 +36,7 @@ TABLE_ACTIONS = {
         "dynamodb:BatchGetItem",  # license and device
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
-        "dynamodb:ConditionCheckItem",  # a floating device taking a new lease entry is still bound
+        "dynamodb:ConditionCheckItem",  # a floating device consuming holds a live lease
     },
     "CheckFunction": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"},
     # Releases leave a tombstone (UpdateItem): nothing deletes a device or a license.
@@ -50,10 +50,12 @@ TABLE_ACTIONS = {
     },
 }
 SIGNS_TOKENS = {"ActivateFunction", "CheckFunction"}
-# The indexes each function may query: the lookups for the vendor API, a rotation's candidates for activate.
+# The indexes each function may query: the lookups for the vendor API; a rotation's candidates and
+# lapsed leases to take over for activate; lapsed leases for check (a heartbeat may retake a seat).
 INDEXES = {
-    "IssueFunction": {"Fn::Sub": "${Table.Arn}/index/*"},
-    "ActivateFunction": {"Fn::Sub": "${Table.Arn}/index/BySeen"},
+    "IssueFunction": [{"Fn::Sub": "${Table.Arn}/index/*"}],
+    "ActivateFunction": [{"Fn::Sub": "${Table.Arn}/index/BySeen"}, {"Fn::Sub": "${Table.Arn}/index/ByLeaseEnd"}],
+    "CheckFunction": [{"Fn::Sub": "${Table.Arn}/index/ByLeaseEnd"}],
 }
 ROUTE_OWNERS = {
     "/v1/licenses": "IssueFunction",
@@ -187,7 +189,8 @@ class TemplateTest(unittest.TestCase):
                     if resource == {"Fn::GetAtt": ["Table", "Arn"]}:
                         table_actions.update(actions)
                     else:
-                        self.assertEqual(resource, INDEXES.get(function), function)
+                        resources = resource if isinstance(resource, list) else [resource]
+                        self.assertEqual(resources, INDEXES.get(function), function)
                         index_actions.update(actions)
                 elif actions == ["ssm:GetParameter"]:
                     ssm.append(resource)
@@ -209,10 +212,24 @@ class TemplateTest(unittest.TestCase):
         update = [s for s in statements if "dynamodb:UpdateItem" in s["Action"]]
         self.assertEqual(len(update), 1)
         allowed = set(update[0]["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"])
-        self.assertEqual(allowed, {"PK", "SK", "last_seen_at", "credential_until", "released_at", "leases"})
-        # Its other write action only checks a condition; it changes nothing.
+        # A device's sighting, horizon and lease; the license's lease count and layout (no term).
+        self.assertEqual(
+            allowed,
+            {
+                "PK",
+                "SK",
+                "last_seen_at",
+                "credential_until",
+                "released_at",
+                "lease_expires_at",
+                "leases_held",
+                "leases",
+                "moving_leases",
+            },
+        )
+        # Its other actions read or check a condition; they change nothing.
         others = {a for s in statements if s not in update for a in s["Action"] if a.startswith("dynamodb:")}
-        self.assertEqual(others, {"dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem"})
+        self.assertEqual(others, {"dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem", "dynamodb:Query"})
 
     def test_deactivate_writes_only_tombstones_counters_and_receipts(self):
         statements, _ = self.policy_statements("DeactivateFunction")
@@ -256,7 +273,12 @@ class TemplateTest(unittest.TestCase):
         indexes = {i["IndexName"]: [k["AttributeName"] for k in i["KeySchema"]] for i in table["GlobalSecondaryIndexes"]}
         self.assertEqual(
             indexes,
-            {"GSI1": ["GSI1PK", "created_at"], "GSI2": ["GSI2PK", "created_at"], "BySeen": ["PK", "last_seen_at"]},
+            {
+                "GSI1": ["GSI1PK", "created_at"],
+                "GSI2": ["GSI2PK", "created_at"],
+                "BySeen": ["PK", "last_seen_at"],
+                "ByLeaseEnd": ["PK", "lease_expires_at"],
+            },
         )
         self.assertEqual(table["TimeToLiveSpecification"], {"AttributeName": "ttl", "Enabled": True})
         self.assertTrue(table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"])

@@ -231,6 +231,10 @@ fn default_release_allowance() -> u32 {
     DEFAULT_RELEASE_ALLOWANCE
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// A license as stored. Absent options are left out of the item (not stored as NULL), so
 /// `attribute_not_exists` and `if_not_exists` in the store's expressions mean what they say.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -307,12 +311,17 @@ pub struct License {
     pub last_activated_at: Option<Timestamp>,
     #[serde(default)]
     pub version: u64,
-    /// A floating license's leases: each device holding a seat, and when its lease ends. A lease
-    /// that has ended still holds its entry until another device takes the seat over (in the same
-    /// conditional write), so the map never has more entries than seats and a lapsed seat is free
-    /// at once, without any background job. Written only by the lease operations, never by a patch.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub leases: BTreeMap<HardwareId, Timestamp>,
+    /// How many floating leases there are: devices holding a `lease_expires_at`, live or lapsed
+    /// (a lapsed lease keeps its seat until another device takes it over, in the same conditional
+    /// write, so a lapsed seat is free at once without any background job). The seat limit holds
+    /// in conditions on this counter; each lease lives on its device's item. Written only by the
+    /// lease operations, never by a patch (absent until a license's first lease: 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub leases_held: u32,
+    /// Leases the store found still kept the way earlier versions kept them (a map in the license
+    /// item): the next lease operation moves them to their devices first. Never stored from here.
+    #[serde(skip)]
+    pub unmoved_leases: BTreeMap<HardwareId, Timestamp>,
     /// Devices a client released (deactivated, or rotated out) while a credential of theirs was
     /// still valid, and until when it is: at most `release_allowance` entries still ahead. An entry
     /// that has passed is removed by the next release that needs its room, in the same conditional
@@ -375,7 +384,8 @@ impl License {
             first_activated_at: None,
             last_activated_at: None,
             version: 0,
-            leases: BTreeMap::new(),
+            leases_held: 0,
+            unmoved_leases: BTreeMap::new(),
             releases: BTreeMap::new(),
             consumption: BTreeMap::new(),
         }
@@ -407,7 +417,8 @@ pub struct Device {
     pub is_vm: bool,
     pub activated_at: Timestamp,
     pub last_seen_at: Timestamp,
-    /// A floating lease's end, filled in from the license's leases when shown (never stored here).
+    /// The end of the device's floating lease, while it holds one (live, or lapsed and not taken
+    /// over yet): the lease lives here, counted by the license's `leases_held`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<Timestamp>,
     /// The end of the last borrow (`POST /v1/borrow`), during which the device may work offline.

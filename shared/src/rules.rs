@@ -295,8 +295,7 @@ pub fn credential_until(license: &License, device: &Device) -> Option<Timestamp>
         device.last_seen_at.plus_seconds(CREDENTIAL_SLACK_SECONDS).plus_days(interval)
     };
     if license.is_floating {
-        let lease = license.leases.get(&device.hardware_id).copied();
-        return lease.max(device.credential_until);
+        return device.lease_expires_at.max(device.credential_until);
     }
     Some(device.credential_until.unwrap_or_else(legacy))
 }
@@ -456,20 +455,27 @@ pub fn lease_is_live(end: Timestamp, now: Timestamp) -> bool {
     end > now
 }
 
-/// The floating seats in use at `now`: the live leases.
-pub fn seats_in_use(license: &License, now: Timestamp) -> u32 {
-    license.leases.values().filter(|end| lease_is_live(**end, now)).count() as u32
+/// The floating seats held: the leases, live or lapsed but not taken over yet. It bounds the live
+/// leases from above (counting them would read every lease); a lapsed lease's seat is taken over
+/// by the next device that needs it.
+pub fn seats_held(license: &License) -> u32 {
+    license.leases_held
 }
+
+/// A lease another device holds (lapsed, when a takeover is planned), as read: it is taken over
+/// only if it still reads so.
+pub type HeldLease = (HardwareId, Timestamp);
 
 /// What a lease write must do, with the stored values it depends on (its conditions).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeasePlan {
-    /// The device's lease is live: move its end to `until` (never earlier), provided the entry
-    /// still reads `observed`. The number of leases does not change.
+    /// The device's lease is live: move its end to `until` (never earlier), provided it still
+    /// reads `observed`. The number of leases does not change.
     Renew { observed: Timestamp, until: Timestamp },
-    /// Take a seat until `until`: the device's own lapsed entry (`slot.own`, provided it still
-    /// reads so), or a new entry, removing the lapsed leases in `slot.take_over` (each provided it
-    /// still reads as observed) so that the leases never outnumber the seats.
+    /// Take a seat until `until`: the device's own lapsed lease (`slot.own`, provided it still
+    /// reads so), or a new one counted by `leases_held`, taking over the lapsed leases in
+    /// `slot.take_over` (each provided it still reads as observed) so that the leases never
+    /// outnumber the seats.
     Acquire { slot: Slot, until: Timestamp },
 }
 
@@ -485,14 +491,32 @@ impl LeasePlan {
         matches!(self, LeasePlan::Renew { observed, until } if observed == until)
     }
 
-    /// The leases once the plan is written.
-    pub fn apply(&self, license: &mut License, hardware_id: &HardwareId) {
+    /// How the number of leases changes: one more for a new lease, one fewer per lease taken over.
+    pub fn held_change(&self) -> i64 {
         match self {
-            LeasePlan::Acquire { slot, until } => slot.apply(&mut license.leases, hardware_id, *until),
-            LeasePlan::Renew { until, .. } => {
-                license.leases.insert(hardware_id.clone(), *until);
-            }
+            LeasePlan::Renew { .. } => 0,
+            LeasePlan::Acquire { slot, .. } => i64::from(slot.own.is_none()) - slot.take_over.len() as i64,
         }
+    }
+
+    /// The license and device once the plan is written.
+    pub fn apply(&self, license: &mut License, device: &mut Device) {
+        license.leases_held = (i64::from(license.leases_held) + self.held_change()).max(0) as u32;
+        device.lease_expires_at = Some(self.until());
+        if let LeasePlan::Acquire { .. } = self {
+            device.credential_until = Some(horizon_on_acquire(device.credential_until, self.until()));
+        }
+    }
+}
+
+/// The credential horizon a device records when it takes a lease until `until`: at least the
+/// lease's end, and never the horizon it had. (So that a release decided on the device as it was
+/// before the lease, by a function version still running from before leases were items, fails its
+/// condition on the horizon instead of releasing the device without its lease.)
+pub fn horizon_on_acquire(recorded: Option<Timestamp>, until: Timestamp) -> Timestamp {
+    match recorded {
+        Some(recorded) if recorded >= until => recorded.plus_seconds(1),
+        _ => until,
     }
 }
 
@@ -502,25 +526,47 @@ pub struct NoFreeSeat {
     pub max: u32,
 }
 
-/// How `hardware_id` gets (or keeps) a floating seat until at least `until`.
+/// How many lapsed leases of other devices a device holding `own` (its lease as read, if any) must
+/// take over to hold a seat: as many as keep the leases within the seats. One when the seats are
+/// all held, more only after the vendor lowered them; none while there is room, or for a live lease.
+pub fn leases_to_take_over(license: &License, own: Option<Timestamp>, now: Timestamp) -> usize {
+    if own.is_some_and(|end| lease_is_live(end, now)) {
+        return 0;
+    }
+    let after = license.leases_held as usize + usize::from(own.is_none());
+    after.saturating_sub(license.max_activations as usize)
+}
+
+/// How `hardware_id`, holding `own` (its lease as read, if any), gets (or keeps) a floating seat
+/// until at least `until`, given `lapsed`: lapsed leases of the license, in the order to take
+/// them over.
 ///
 /// A live lease is renewed; it is never cut short (a borrow outlasts heartbeats). Otherwise a seat
-/// is taken if the live leases leave one: the device's own lapsed entry if nobody took it over,
-/// else a new entry plus as many lapsed entries removed as needed to keep at most `max_activations`
-/// entries (the oldest lapsed first). A live lease is never removed, so a heartbeat never culls a
+/// is taken: the device's own lapsed lease or a new one, taking over as many lapsed leases as
+/// [`leases_to_take_over`] says. A live lease is never taken over, so a heartbeat never culls a
 /// machine that is still running.
 pub fn plan_lease(
     license: &License,
     hardware_id: &HardwareId,
+    own: Option<Timestamp>,
+    lapsed: &[HeldLease],
     until: Timestamp,
     now: Timestamp,
 ) -> Result<LeasePlan, NoFreeSeat> {
-    if let Some(observed) = license.leases.get(hardware_id).copied().filter(|end| lease_is_live(*end, now)) {
+    if let Some(observed) = own.filter(|end| lease_is_live(*end, now)) {
         return Ok(LeasePlan::Renew { observed, until: observed.max(until) });
     }
-    let max = license.max_activations;
-    let slot = plan_slot(&license.leases, hardware_id, max, now).ok_or(NoFreeSeat { max })?;
-    Ok(LeasePlan::Acquire { slot, until })
+    let needed = leases_to_take_over(license, own, now);
+    let take_over: Vec<HeldLease> = lapsed
+        .iter()
+        .filter(|(other, end)| other != hardware_id && !lease_is_live(*end, now))
+        .take(needed)
+        .cloned()
+        .collect();
+    if take_over.len() < needed {
+        return Err(NoFreeSeat { max: license.max_activations });
+    }
+    Ok(LeasePlan::Acquire { slot: Slot { own, take_over }, until })
 }
 
 /// Whether a borrow of `hours` is allowed: only on floating licenses that allow it, up to their limit.
@@ -951,11 +997,8 @@ pub(crate) mod tests {
         let legacy = device("pc", 1);
         assert_eq!(credential_until(&license(), &legacy), Some(legacy.last_seen_at.plus_seconds(3_600).plus_days(7)));
         let leased = floating(1, &[("pc", 60)]);
-        assert_eq!(
-            credential_until(&leased, &device("pc", 0)),
-            Some(NOW.plus_seconds(60)),
-            "a lease bounds its tokens"
-        );
+        let holder = Device { lease_expires_at: Some(NOW.plus_seconds(60)), ..device("pc", 0) };
+        assert_eq!(credential_until(&leased, &holder), Some(NOW.plus_seconds(60)), "a lease bounds its tokens");
     }
 
     #[test]
@@ -1036,14 +1079,23 @@ pub(crate) mod tests {
         HardwareId::parse(name).unwrap()
     }
 
-    /// A floating license with `max` seats and these leases (holder, end in seconds from NOW).
+    /// A floating license with `max` seats and these leases (holder, end in seconds from NOW),
+    /// counted by `leases_held` (the leases themselves live on the devices).
     fn floating(max: u32, leases: &[(&str, i64)]) -> License {
-        License {
-            is_floating: true,
-            max_activations: max,
-            leases: leases.iter().map(|(h, s)| (hw(h), NOW.plus_seconds(*s))).collect(),
-            ..license()
-        }
+        License { is_floating: true, max_activations: max, leases_held: leases.len() as u32, ..license() }
+    }
+
+    /// Plans `a`'s lease on `floating(max, leases)`: its own lease from the list, and the lapsed
+    /// leases as the index lists them (the earliest end first).
+    fn plan_for_a(max: u32, leases: &[(&str, i64)], until: Timestamp) -> Result<LeasePlan, NoFreeSeat> {
+        let own = leases.iter().find(|(h, _)| *h == "a").map(|(_, s)| NOW.plus_seconds(*s));
+        let mut lapsed: Vec<HeldLease> = leases
+            .iter()
+            .map(|(h, s)| (hw(h), NOW.plus_seconds(*s)))
+            .filter(|(_, end)| !lease_is_live(*end, NOW))
+            .collect();
+        lapsed.sort_by_key(|(_, end)| *end);
+        plan_lease(&floating(max, leases), &hw("a"), own, &lapsed, until, NOW)
     }
 
     #[test]
@@ -1054,9 +1106,18 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn seats_in_use_counts_only_live_leases() {
-        let l = floating(4, &[("a", 60), ("b", 1), ("c", 0), ("d", -60)]);
-        assert_eq!(seats_in_use(&l, NOW), 2, "a lease ending now has lapsed");
+    fn takeovers_are_needed_only_when_the_seats_are_all_held() {
+        let cases = [
+            ("room", floating(2, &[("b", 60)]), None, 0),
+            ("full", floating(2, &[("b", 60), ("c", -1)]), None, 1),
+            ("own live lease", floating(1, &[("a", 60)]), Some(60), 0),
+            ("own lapsed lease, nobody waiting", floating(1, &[("a", -1)]), Some(-1), 0),
+            ("lowered from 3 to 1 seat", floating(1, &[("a", -1), ("b", -2), ("c", -3)]), Some(-1), 2),
+        ];
+        for (name, l, own, expected) in cases {
+            let own = own.map(|s| NOW.plus_seconds(s));
+            assert_eq!(leases_to_take_over(&l, own, NOW), expected, "{name}");
+        }
     }
 
     #[allow(clippy::type_complexity)]
@@ -1065,57 +1126,75 @@ pub(crate) mod tests {
         let until = NOW.plus_seconds(900);
         let ts = |s: i64| NOW.plus_seconds(s);
         let acquire = |own, take_over| LeasePlan::Acquire { slot: Slot { own, take_over }, until };
-        let cases: Vec<(&str, License, Result<LeasePlan, NoFreeSeat>)> = vec![
-            ("first lease", floating(2, &[]), Ok(acquire(None, vec![]))),
-            ("a free seat beside a live lease", floating(2, &[("b", 60)]), Ok(acquire(None, vec![]))),
-            ("all seats live", floating(2, &[("b", 60), ("c", 60)]), Err(NoFreeSeat { max: 2 })),
+        let cases: Vec<(&str, u32, Vec<(&str, i64)>, Result<LeasePlan, NoFreeSeat>)> = vec![
+            ("first lease", 2, vec![], Ok(acquire(None, vec![]))),
+            ("a free seat beside a live lease", 2, vec![("b", 60)], Ok(acquire(None, vec![]))),
+            ("all seats live", 2, vec![("b", 60), ("c", 60)], Err(NoFreeSeat { max: 2 })),
             (
                 "a lapsed lease is taken over at once",
-                floating(2, &[("b", 60), ("c", -1)]),
+                2,
+                vec![("b", 60), ("c", -1)],
                 Ok(acquire(None, vec![(hw("c"), ts(-1))])),
             ),
             (
-                "the oldest lapsed lease goes first, only as many as needed",
-                floating(2, &[("b", -5), ("c", -50)]),
+                "the first lapsed lease listed goes, only as many as needed",
+                2,
+                vec![("b", -5), ("c", -50)],
                 Ok(acquire(None, vec![(hw("c"), ts(-50))])),
             ),
-            ("a live lease is renewed", floating(1, &[("a", 10)]), Ok(LeasePlan::Renew { observed: ts(10), until })),
+            ("a live lease is renewed", 1, vec![("a", 10)], Ok(LeasePlan::Renew { observed: ts(10), until })),
             (
                 "a renewal never shortens a borrow",
-                floating(1, &[("a", 7_200)]),
+                1,
+                vec![("a", 7_200)],
                 Ok(LeasePlan::Renew { observed: ts(7_200), until: ts(7_200) }),
             ),
             (
                 "a lapsed lease nobody took is re-acquired",
-                floating(2, &[("a", -10), ("b", 60)]),
+                2,
+                vec![("a", -10), ("b", 60)],
                 Ok(acquire(Some(ts(-10)), vec![])),
             ),
             (
                 "a lapsed lease whose seat went to another device is refused",
-                floating(1, &[("b", 60)]),
+                1,
+                vec![("b", 60)],
                 Err(NoFreeSeat { max: 1 }),
             ),
             (
-                "after the vendor lowered the seats, lapsed entries make room",
-                floating(1, &[("a", -10), ("b", -20), ("c", -30)]),
+                "after the vendor lowered the seats, lapsed leases make room",
+                1,
+                vec![("a", -10), ("b", -20), ("c", -30)],
                 Ok(acquire(Some(ts(-10)), vec![(hw("c"), ts(-30)), (hw("b"), ts(-20))])),
             ),
-            ("lowered seats, all live", floating(1, &[("a", -10), ("b", 20)]), Err(NoFreeSeat { max: 1 })),
+            ("lowered seats, all live", 1, vec![("a", -10), ("b", 20)], Err(NoFreeSeat { max: 1 })),
         ];
-        for (name, l, expected) in cases {
-            assert_eq!(plan_lease(&l, &hw("a"), until, NOW), expected, "{name}");
+        for (name, max, leases, expected) in cases {
+            assert_eq!(plan_for_a(max, &leases, until), expected, "{name}");
         }
+        // The index lags: a lease it lists as lapsed that reads live is never taken over.
+        let stale = [(hw("b"), ts(-5))];
+        let l = floating(1, &[("b", 60)]);
+        assert_eq!(plan_lease(&l, &hw("a"), None, &[(hw("a"), ts(-9))], until, NOW), Err(NoFreeSeat { max: 1 }));
+        assert!(plan_lease(&l, &hw("a"), None, &stale, until, NOW).is_ok(), "its condition decides");
     }
 
     #[test]
-    fn applying_a_plan_keeps_the_leases_within_the_seats() {
+    fn applying_a_plan_counts_the_leases_and_raises_the_horizon() {
         let mut l = floating(2, &[("b", 60), ("c", -1)]);
-        let plan = plan_lease(&l, &hw("a"), NOW.plus_seconds(900), NOW).unwrap();
-        plan.apply(&mut l, &hw("a"));
-        assert_eq!(l.leases.keys().map(HardwareId::as_str).collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(seats_in_use(&l, NOW), 2);
+        let mut a = device("a", 0);
+        let until = NOW.plus_seconds(900);
+        let plan = plan_for_a(2, &[("b", 60), ("c", -1)], until).unwrap();
+        plan.apply(&mut l, &mut a);
+        assert_eq!((l.leases_held, a.lease_expires_at, a.credential_until), (2, Some(until), Some(until)));
         assert!(!plan.is_noop());
         assert!(LeasePlan::Renew { observed: NOW, until: NOW }.is_noop());
+        let mut fresh = floating(2, &[]);
+        plan_for_a(2, &[], until).unwrap().apply(&mut fresh, &mut a);
+        assert_eq!(fresh.leases_held, 1);
+        assert_eq!(a.credential_until, Some(until.plus_seconds(1)), "the horizon always moves on an acquisition");
+        assert_eq!(horizon_on_acquire(Some(NOW), until), until);
+        assert_eq!(horizon_on_acquire(Some(until.plus_seconds(60)), until), until.plus_seconds(61));
     }
 
     #[test]

@@ -187,7 +187,9 @@ impl TestApp {
     /// server sees a lease that lapsed (or has time left) without the test waiting minutes.
     pub async fn set_lease_end(&self, key: &str, hardware_id: &str, unix: i64) {
         let end = keygate::time::Timestamp::from_unix(unix).to_string();
-        self.set_in_license(key, "leases.#k", &[("#k", hardware_id)], &end).await;
+        let sort_key = format!("D#{hardware_id}");
+        let holds = Some("attribute_exists(lease_expires_at)");
+        self.update_stored(key, &sort_key, "SET lease_expires_at = :v", holds, &[], &[(":v", &end)]).await;
     }
 
     /// Moves a consumption counter into another period in the table itself, as the passing of
@@ -196,10 +198,13 @@ impl TestApp {
         self.set_in_license(key, "consumption.#k.#p", &[("#k", counter), ("#p", "period")], period).await;
     }
 
-    /// Removes a device's floating lease entry, as a take-over of its lapsed seat would.
+    /// Removes a device's floating lease, as a take-over of its lapsed seat would (the license
+    /// counts one lease fewer).
     pub async fn remove_lease(&self, key: &str, hardware_id: &str) {
-        let names = [("#k", hardware_id)];
-        self.update_stored(key, "L", "REMOVE leases.#k", Some("attribute_exists(leases.#k)"), &names, &[]).await;
+        let sort_key = format!("D#{hardware_id}");
+        let holds = Some("attribute_exists(lease_expires_at)");
+        self.update_stored(key, &sort_key, "REMOVE lease_expires_at", holds, &[], &[]).await;
+        self.update_stored(key, "L", "SET leases_held = leases_held - :n_one", None, &[], &[(":n_one", "1")]).await;
     }
 
     /// Moves a device's `last_seen_at` in the table itself, as the passing of time would.
@@ -220,10 +225,12 @@ impl TestApp {
             let sort_key = format!("D#{hardware_id}");
             self.update_stored(key, &sort_key, "SET credential_until = :v", None, &[], &[(":v", &past)]).await;
         }
-        for map in ["leases", "releases"] {
-            if partition.license[map].get(hardware_id).is_some() {
-                self.set_in_license(key, &format!("{map}.#k"), &[("#k", hardware_id)], &past).await;
-            }
+        if device.is_some_and(|d| d.get("lease_expires_at").is_some()) {
+            let sort_key = format!("D#{hardware_id}");
+            self.update_stored(key, &sort_key, "SET lease_expires_at = :v", None, &[], &[(":v", &past)]).await;
+        }
+        if partition.license["releases"].get(hardware_id).is_some() {
+            self.set_in_license(key, "releases.#k", &[("#k", hardware_id)], &past).await;
         }
     }
 
@@ -259,7 +266,12 @@ impl TestApp {
             update = update.expression_attribute_names(*placeholder, *name);
         }
         for (placeholder, value) in values {
-            update = update.expression_attribute_values(*placeholder, AttributeValue::S(value.to_string()));
+            // Placeholders named `:n_...` are numbers, the others strings.
+            let value = match placeholder.starts_with(":n_") {
+                true => AttributeValue::N(value.to_string()),
+                false => AttributeValue::S(value.to_string()),
+            };
+            update = update.expression_attribute_values(*placeholder, value);
         }
         update.send().await.unwrap_or_else(|e| panic!("{expression} on {sort_key} of {key}: {e:?}"));
     }
@@ -286,6 +298,18 @@ impl Partition {
             .filter(|d| d.get("released_at").is_none())
             .map(|d| d["hardware_id"].as_str().unwrap().to_string())
             .collect()
+    }
+
+    /// The floating leases (live or lapsed), by holder: on device items, bound or released.
+    pub fn leases(&self) -> std::collections::BTreeMap<String, i64> {
+        let end =
+            |d: &Value| d.get("lease_expires_at")?.as_str().map(|e| keygate::time::Timestamp::parse(e).unwrap().unix());
+        self.devices.iter().filter_map(|d| Some((d["hardware_id"].as_str()?.to_string(), end(d)?))).collect()
+    }
+
+    /// The license's count of leases, as its seat limit's conditions see it.
+    pub fn leases_held(&self) -> usize {
+        self.license.get("leases_held").and_then(Value::as_u64).unwrap_or(0) as usize
     }
 
     pub fn released_devices(&self) -> Vec<&Value> {

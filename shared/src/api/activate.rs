@@ -1,6 +1,7 @@
 //! `POST /v1/activate`: bind a device to a license, consuming a seat atomically.
 
 use super::idempotency::{read_keyed, receipt, Before, Idempotency};
+use super::lease::{hold_lease, Held, Hold};
 use super::refusals::Refusal;
 use super::views::granted;
 use super::{committed, redecided, store_error, App, Reply, Settled};
@@ -8,7 +9,7 @@ use crate::error::ApiError;
 use crate::input::{DeviceName, HardwareId, LicenseKey, Nonce, Platform, Product};
 use crate::model::{Device, License};
 use crate::rules::{self, ActivationPlan, ActivationRequest, Eviction};
-use crate::store::{reclaimed, ActivationWrite, LeaseWrite, Receipt, Sighting, Store};
+use crate::store::{reclaimed, ActivationWrite, Receipt, Sighting, Store};
 use crate::time::Timestamp;
 use lambda_http::http::StatusCode;
 use serde::Deserialize;
@@ -205,31 +206,24 @@ async fn take_lease<S: Store>(
     written: Written<'_>,
 ) -> Settled<Reply> {
     let now = written.now;
-    let plan = rules::plan_lease(&license, &request.hardware_id, rules::lease_end(&license, now), now)?;
     // A floating device coming back does not take back its place in the release allowance: a
     // credential of its earlier binding (a borrow) may outlast the short lease it takes now, and
     // once that lapses and another device takes the seat, only the allowance still counts it.
-    let new_device = bound.is_none().then(|| request.new_device(now));
-    let mut after = match new_device {
-        Some(_) => after_activation(&license, false, now),
-        None => license.clone(),
+    let new_device = bound.is_none();
+    let mut license = if new_device { after_activation(&license, false, now) } else { license };
+    let mut device = bound.unwrap_or_else(|| request.new_device(now));
+    let until = rules::lease_end(&license, now);
+    let mut reply = None;
+    let mut make_receipt = |license: &License, device: &Device| {
+        let (answer, receipt) = written.reply(license, device)?;
+        reply = Some(answer);
+        Ok(receipt)
     };
-    plan.apply(&mut after, &request.hardware_id);
-    let mut device = bound.or(new_device.clone()).ok_or_else(|| ApiError::internal("no device after a lease"))?;
-    device.lease_expires_at = Some(plan.until());
-    if plan.is_noop() && new_device.is_none() {
-        // Nothing to write (the lease runs long enough), so nothing a retry could repeat.
-        return (written.answer)(&after, &device, now).map(Some);
+    let hold = Hold { borrow: false, new_device };
+    match hold_lease(app, &mut license, &mut device, until, hold, now, Some(&mut make_receipt)).await? {
+        // Nothing written (the lease runs long enough): nothing a retry could repeat.
+        Held::Yes => reply.map_or_else(|| (written.answer)(&license, &device, now), Ok).map(Some),
+        Held::No(no_seat) => Err(no_seat.into()),
+        Held::Raced => Ok(None),
     }
-    let (reply, receipt) = written.reply(&after, &device)?;
-    let write = LeaseWrite {
-        license: &license,
-        hardware_id: &request.hardware_id,
-        plan: &plan,
-        new_device: new_device.as_ref(),
-        borrowed_until: None,
-        now,
-        receipt: receipt.as_ref(),
-    };
-    committed(app.store.lease(&write).await, reply)
 }

@@ -2,7 +2,7 @@
 //! On a floating license the check is also the heartbeat: it renews the device's lease (one write).
 
 use super::consume::Consumption;
-use super::lease::{hold_lease, Held};
+use super::lease::{hold_lease, Held, Hold};
 use super::refusals::Refusal;
 use super::views::{verdict_claims, ClientLicense, FeatureClaim};
 use super::{redecided, store_error, App, Reply};
@@ -82,7 +82,7 @@ pub(super) async fn check<S: Store>(app: &App<S>, request: CheckRequest) -> Resu
         let mut code = rules::check(&license, &request.product, device.as_ref(), now);
         if let Some(device) = device.as_mut().filter(|_| code.is_valid() && license.is_floating) {
             let until = rules::lease_end(&license, now);
-            match hold_lease(app, &mut license, device, until, false, now, None).await? {
+            match hold_lease(app, &mut license, device, until, Hold::default(), now, None).await? {
                 Held::Yes => {}
                 Held::No(_) => code = CheckCode::LeaseExpired,
                 Held::Raced => return Ok(None),

@@ -2,6 +2,7 @@
 //! added atomically to a counter that resets lazily each consumption period.
 
 use super::idempotency::{read_keyed, receipt, Before, Idempotency};
+use super::lease::upgraded;
 use super::refusals::Refusal;
 use super::{committed, redecided, App, Reply};
 use crate::error::ApiError;
@@ -85,8 +86,9 @@ pub(super) async fn consume<S: Store>(
         };
         let license = license.ok_or(Refusal::LicenseNotFound(&request.license_key))?;
         rules::usable(&license, &request.product, now)?;
-        if device.is_none() {
-            return Err(Refusal::DeviceNotFound(&request.hardware_id).into());
+        let device = device.ok_or(Refusal::DeviceNotFound(&request.hardware_id))?;
+        if license.is_floating && upgraded(app, &license).await? {
+            return Ok(None);
         }
         let (key, terms) = match &request.feature {
             Some(code) => {
@@ -100,9 +102,7 @@ pub(super) async fn consume<S: Store>(
             rules::plan_consumption(&license, &key, &terms, request.amount, now).map_err(Refusal::ConsumptionLimit)?;
         // A floating device counts use only while it holds a seat (its live lease).
         let lease_holder = license.is_floating.then_some((&request.hardware_id, now));
-        if license.is_floating
-            && !license.leases.get(&request.hardware_id).is_some_and(|end| rules::lease_is_live(*end, now))
-        {
+        if license.is_floating && !device.lease_expires_at.is_some_and(|end| rules::lease_is_live(end, now)) {
             return Err(Refusal::LeaseExpired(&request.hardware_id).into());
         }
         let usage = Consumption::of(&terms, plan.used_after, now);

@@ -4,6 +4,7 @@
 //! takes a place in the license's release allowance until that credential lapses.
 
 use super::idempotency::{read_keyed, receipt, Before, Idempotency};
+use super::lease::upgraded;
 use super::refusals::Refusal;
 use super::views::ClientLicense;
 use super::{committed, redecided, App, Reply};
@@ -67,6 +68,10 @@ pub(super) async fn release<S: Store>(
             Before::Found(license, device) => (license, device),
         };
         let license = license.ok_or(Refusal::LicenseNotFound(key))?;
+        // The device's lease must be on its item to leave with it.
+        if license.is_floating && upgraded(app, &license).await? {
+            return Ok(None);
+        }
         let (allowance, released_by) = match releaser {
             Releaser::Client { product, .. } => {
                 let allowance = rules::plan_deactivation(&license, product, device.as_ref(), now)
@@ -79,7 +84,7 @@ pub(super) async fn release<S: Store>(
         let device = device.ok_or(Refusal::DeviceNotFound(hardware_id))?;
         let credential_until = rules::credential_until(&license, &device).filter(|until| *until > now);
         let seat = if license.is_floating {
-            SeatRelease::Lease { observed: license.leases.get(hardware_id).copied() }
+            SeatRelease::Lease { observed: device.lease_expires_at }
         } else {
             SeatRelease::Counted { count_transfer: matches!(releaser, Releaser::Client { .. }) }
         };
@@ -112,8 +117,8 @@ fn after_release(
 ) -> License {
     let mut license = license.clone();
     match seat {
-        SeatRelease::Lease { .. } => {
-            license.leases.remove(hardware_id);
+        SeatRelease::Lease { observed } => {
+            license.leases_held = license.leases_held.saturating_sub(u32::from(observed.is_some()));
         }
         SeatRelease::Counted { count_transfer } => {
             license.times_activated = license.times_activated.saturating_sub(1);

@@ -17,9 +17,9 @@ use std::collections::HashSet;
 
 pub const MAX_QUANTITY: u32 = 1_000;
 const MAX_SEATS: u32 = 1_000_000;
-/// A floating license keeps its leases in its own item (DynamoDB items are at most 400 KB, and a
-/// lease entry can take ~300 bytes with a 256-character hardware id).
-pub const MAX_FLOATING_SEATS: u32 = 1_000;
+/// Each lease lives on its device's item and the seat limit in a counter, so a pool's size costs
+/// nothing per operation (docs/scale.md); this bounds what a vendor can ask for by mistake.
+pub const MAX_FLOATING_SEATS: u32 = 100_000;
 const MAX_DAYS: u32 = 3_650;
 const MAX_FEATURES: usize = 100;
 const MAX_CONSUMPTIONS: u64 = 1_000_000_000_000;
@@ -518,20 +518,12 @@ pub(super) async fn show<S: Store>(app: &App<S>, raw_key: &str, query: ShowQuery
         }
     };
     let license = license.ok_or(Refusal::LicenseNotFound(&key))?;
-    let now = app.now();
+    // Leases an earlier version kept in the license item, until the next lease operation moves them.
     for device in &mut devices {
-        device.lease_expires_at = license.leases.get(&device.hardware_id).copied();
+        device.lease_expires_at = device.lease_expires_at.or(license.unmoved_leases.get(&device.hardware_id).copied());
     }
-    let usage = Usage::of(&license, now);
-    let floating = match license.is_floating {
-        // The lease holders' devices (at most one per seat) say which leases are borrowed.
-        true => {
-            let holders: Vec<HardwareId> = license.leases.keys().cloned().collect();
-            let held = app.store.devices(&key, &holders).await.map_err(store_error)?;
-            Some(FloatingLeases::of(&license, &held, now))
-        }
-        false => None,
-    };
+    let usage = Usage::of(&license);
+    let floating = license.is_floating.then(|| FloatingLeases { seats_held: crate::rules::seats_held(&license) });
     Reply::json(
         StatusCode::OK,
         &LicenseDetail { license: VendorLicense::of(&license), devices: &devices, next_cursor, usage, floating },

@@ -24,37 +24,78 @@ pub(super) enum Held {
 /// Makes the receipt of a write from the license and device as it will leave them.
 pub(super) type MakeReceipt<'a> = dyn FnMut(&License, &Device) -> Result<Option<Receipt>, ApiError> + Send + 'a;
 
-/// Takes or renews `device`'s lease until at least `until` (recording a borrow when `borrow`),
-/// updating `license` and `device` to match what was stored. `receipt`, when given, is given the
-/// license and device as a write will leave them, before it is made, and may return a receipt to
-/// store with it.
+/// How many lapsed leases a takeover reads beyond those it needs, to pick among at random: devices
+/// taking seats of one pool at once then rarely race for the same lapsed lease.
+const TAKEOVER_CANDIDATES: usize = 25;
+
+/// The most lapsed leases one decision reads (after a vendor lowered a pool's seats far below its
+/// leases; more are cleared a read's worth at a time).
+const MAX_TAKEOVER_READ: usize = 1_000;
+
+/// What kind of hold: a borrow is recorded on the device; a new device is bound by the same write.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Hold {
+    pub borrow: bool,
+    pub new_device: bool,
+}
+
+/// Moves leases an earlier version kept in the license item to their devices. `true`: it did,
+/// and the caller reads again and decides on the moved leases.
+pub(super) async fn upgraded<S: Store>(app: &App<S>, license: &License) -> Result<bool, ApiError> {
+    if license.unmoved_leases.is_empty() {
+        return Ok(false);
+    }
+    match app.store.upgrade_leases(license).await {
+        Ok(()) | Err(WriteError::Conflict) => Ok(true),
+        Err(WriteError::Store(err)) => Err(store_error(err)),
+    }
+}
+
+/// Takes or renews `device`'s lease until at least `until` (`device` as read, or new), updating
+/// `license` and `device` to match what was stored. `receipt`, when given, is given the license
+/// and device as a write will leave them, before it is made, and may return a receipt to store
+/// with it.
 pub(super) async fn hold_lease<S: Store>(
     app: &App<S>,
     license: &mut License,
     device: &mut Device,
     until: Timestamp,
-    borrow: bool,
+    hold: Hold,
     now: Timestamp,
     receipt: Option<&mut MakeReceipt<'_>>,
 ) -> Result<Held, ApiError> {
-    let hardware_id = device.hardware_id.clone();
-    let plan = match rules::plan_lease(license, &hardware_id, until, now) {
+    if upgraded(app, license).await? {
+        return Ok(Held::Raced);
+    }
+    let own = device.lease_expires_at;
+    let needed = rules::leases_to_take_over(license, own, now);
+    let limit = needed.min(MAX_TAKEOVER_READ) + TAKEOVER_CANDIDATES;
+    let mut lapsed = Vec::new();
+    if needed > 0 {
+        lapsed = app.store.lapsed_leases(&license.license_key, now, limit as u32).await.map_err(store_error)?;
+        spread(&mut lapsed);
+    }
+    let plan = match rules::plan_lease(license, &device.hardware_id, own, &lapsed, until, now) {
         Ok(plan) => plan,
-        Err(no_seat) => {
-            device.lease_expires_at = license.leases.get(&hardware_id).copied();
-            return Ok(Held::No(no_seat));
+        // More lapsed leases to clear than one read holds: clear these, and decide again.
+        Err(_) if lapsed.len() == limit => {
+            lapsed.retain(|(holder, end)| holder != &device.hardware_id && !rules::lease_is_live(*end, now));
+            return match app.store.clear_lapsed_leases(&license.license_key, &lapsed).await {
+                Ok(()) | Err(WriteError::Conflict) => Ok(Held::Raced),
+                Err(WriteError::Store(err)) => Err(store_error(err)),
+            };
         }
+        Err(no_seat) => return Ok(Held::No(no_seat)),
     };
-    let borrowed_until = borrow.then(|| plan.until());
+    let borrowed_until = hold.borrow.then(|| plan.until());
     // The license and device as the write leaves them.
     let held = |license: &mut License, device: &mut Device| {
-        plan.apply(license, &hardware_id);
-        device.lease_expires_at = Some(plan.until());
+        plan.apply(license, device);
         if borrowed_until.is_some() {
             device.borrowed_until = borrowed_until;
         }
     };
-    if !plan.is_noop() || borrowed_until.is_some() {
+    if !plan.is_noop() || borrowed_until.is_some() || hold.new_device {
         // Only a write with a receipt needs its outcome before it is made (a check's renewal does not).
         let receipt = match receipt {
             Some(make) => {
@@ -66,9 +107,9 @@ pub(super) async fn hold_lease<S: Store>(
         };
         let write = LeaseWrite {
             license,
-            hardware_id: &hardware_id,
+            device,
+            new_device: hold.new_device,
             plan: &plan,
-            new_device: None,
             borrowed_until,
             now,
             receipt: receipt.as_ref(),
@@ -81,6 +122,15 @@ pub(super) async fn hold_lease<S: Store>(
     }
     held(license, device);
     Ok(Held::Yes)
+}
+
+/// Starts the list at a random place (wrapping around), so concurrent takeovers spread over the
+/// lapsed leases instead of all racing for the first.
+fn spread<T>(items: &mut [T]) {
+    let mut random = [0u8; 4];
+    if items.len() > 1 && getrandom::getrandom(&mut random).is_ok() {
+        items.rotate_left(u32::from_le_bytes(random) as usize % items.len());
+    }
 }
 
 /// `POST /v1/borrow`
@@ -124,7 +174,8 @@ pub(super) async fn borrow<S: Store>(
             reply = Some(answer);
             Ok(stored)
         };
-        let held = hold_lease(app, &mut license, &mut device, until, true, now, Some(&mut make_receipt)).await?;
+        let hold = Hold { borrow: true, new_device: false };
+        let held = hold_lease(app, &mut license, &mut device, until, hold, now, Some(&mut make_receipt)).await?;
         match held {
             Held::Yes => reply.map_or_else(|| answer(&license, &device), Ok).map(Some),
             Held::No(no_seat) => Err(no_seat.into()),

@@ -674,6 +674,24 @@ impl Store for Tweaked {
     async fn lease(&self, write: &crate::store::LeaseWrite<'_>) -> Result<(), crate::store::WriteError> {
         self.unless_raced(self.inner.lease(write)).await
     }
+    async fn lapsed_leases(
+        &self,
+        key: &crate::input::LicenseKey,
+        now: crate::time::Timestamp,
+        limit: u32,
+    ) -> Result<Vec<crate::rules::HeldLease>, crate::store::StoreError> {
+        self.inner.lapsed_leases(key, now, limit).await
+    }
+    async fn clear_lapsed_leases(
+        &self,
+        key: &crate::input::LicenseKey,
+        leases: &[crate::rules::HeldLease],
+    ) -> Result<(), crate::store::WriteError> {
+        self.unless_raced(self.inner.clear_lapsed_leases(key, leases)).await
+    }
+    async fn upgrade_leases(&self, license: &crate::model::License) -> Result<(), crate::store::WriteError> {
+        self.inner.upgrade_leases(license).await
+    }
     async fn consume(
         &self,
         key: &crate::input::LicenseKey,
@@ -810,32 +828,36 @@ async fn the_memory_store_keeps_the_lease_conditions() {
     assert_eq!((status, error_code(&refused)), (409, "ACTIVATION_LIMIT_REACHED"));
 
     let license_key = LicenseKey::parse(&key).unwrap();
-    let license = app.store.licenses(std::slice::from_ref(&license_key)).await.unwrap().pop().unwrap();
     let now = Timestamp::now();
     let (pc1, pc2) = (HardwareId::parse("pc-1").unwrap(), HardwareId::parse("pc-2").unwrap());
-    let held = license.leases[&pc1];
-    let write = |hardware_id, plan| LeaseWrite {
+    let (license, device) = app.store.license_and_device(&license_key, &pc1).await.unwrap();
+    let (license, device) = (license.unwrap(), device.unwrap());
+    let held = device.lease_expires_at.unwrap();
+    let other = crate::model::Device { hardware_id: pc2.clone(), lease_expires_at: None, ..device.clone() };
+    let write = |device, new_device, plan| LeaseWrite {
         license: &license,
-        hardware_id,
+        device,
+        new_device,
         plan,
-        new_device: None,
         borrowed_until: None,
         now,
         receipt: None,
     };
-    // A second entry on one seat, a renewal of a changed entry, a take-over of a changed entry.
+    // A second lease on one seat, a renewal of a changed lease, a take-over of a changed lease.
     let slot = |take_over| crate::rules::Slot { own: None, take_over };
     let extra = LeasePlan::Acquire { slot: slot(vec![]), until: now.plus_seconds(60) };
     let stale_renewal = LeasePlan::Renew { observed: held.plus_seconds(-1), until: now.plus_seconds(60) };
     let stale_take_over = LeasePlan::Acquire { slot: slot(vec![(pc1.clone(), held.plus_seconds(-1))]), until: now };
-    for (hardware_id, plan) in [(&pc2, &extra), (&pc1, &stale_renewal), (&pc2, &stale_take_over)] {
-        assert!(matches!(app.store.lease(&write(hardware_id, plan)).await, Err(WriteError::Conflict)), "{plan:?}");
+    for (device, plan) in [(&other, &extra), (&device, &stale_renewal), (&other, &stale_take_over)] {
+        let refused = app.store.lease(&write(device, device.hardware_id == pc2, plan)).await;
+        assert!(matches!(refused, Err(WriteError::Conflict)), "{plan:?}");
     }
     let renewal = LeasePlan::Renew { observed: held, until: held.plus_seconds(60) };
-    app.store.lease(&write(&pc1, &renewal)).await.unwrap();
-    let after = app.store.licenses(std::slice::from_ref(&license_key)).await.unwrap().pop().unwrap();
-    assert_eq!(after.leases.len(), 1);
-    assert_eq!(after.leases[&pc1], held.plus_seconds(60));
+    app.store.lease(&write(&device, false, &renewal)).await.unwrap();
+    let (after, device) = app.store.license_and_device(&license_key, &pc1).await.unwrap();
+    assert_eq!(after.unwrap().leases_held, 1);
+    assert_eq!(device.unwrap().lease_expires_at, Some(held.plus_seconds(60)));
+    assert_eq!(app.store.license_and_device(&license_key, &pc2).await.unwrap().1, None);
 }
 
 #[tokio::test]

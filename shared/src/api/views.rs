@@ -35,7 +35,8 @@ pub struct ClientLicense<'a> {
     pub releases_in_use: u32,
     pub is_floating: bool,
     pub floating_timeout: Option<u32>,
-    /// Floating seats held by live leases (0 for a node-locked license).
+    /// Floating seats held: live leases, and lapsed ones no device has taken over yet (0 for a
+    /// node-locked license). At least the live leases, never more than the seats.
     pub floating_in_use_devices: u32,
     pub can_borrow: bool,
     pub max_borrow_time: Option<u32>,
@@ -76,7 +77,7 @@ impl<'a> ClientLicense<'a> {
             releases_in_use: rules::releases_in_use(license, now),
             is_floating: license.is_floating,
             floating_timeout: license.floating_timeout_minutes,
-            floating_in_use_devices: rules::seats_in_use(license, now),
+            floating_in_use_devices: rules::seats_held(license),
             can_borrow: license.can_borrow,
             max_borrow_time: license.max_borrow_hours,
             prevent_vm: license.prevent_vm,
@@ -262,9 +263,10 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// Seats used: the bound devices (the license's seat count), or on a floating license the live leases.
-    pub fn of(license: &License, now: Timestamp) -> Self {
-        let seats_used = if license.is_floating { rules::seats_in_use(license, now) } else { license.times_activated };
+    /// Seats used: the bound devices (the license's seat count), or on a floating license the
+    /// seats its leases hold.
+    pub fn of(license: &License) -> Self {
+        let seats_used = if license.is_floating { rules::seats_held(license) } else { license.times_activated };
         Self {
             seats_used,
             seats_available: (!license.allow_unlimited_activations)
@@ -274,42 +276,12 @@ impl Usage {
     }
 }
 
-/// A floating license's leases as the vendor sees them: live, borrowed (live, held offline until
-/// the borrow ends) and lapsed (seats anyone may take over at once).
+/// A floating license's leases as the vendor sees them: the seats held (live leases, and lapsed
+/// ones no device has taken over yet: each is free for the next device). Each device shows its
+/// own lease (`lease_expires_at`, `borrowed_until`): the page of devices is the list of leases.
 #[derive(Debug, Default, Serialize)]
 pub struct FloatingLeases {
-    pub seats_in_use: u32,
-    pub live: Vec<LeaseView>,
-    pub borrowed: Vec<LeaseView>,
-    pub lapsed: Vec<LeaseView>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct LeaseView {
-    pub hardware_id: HardwareId,
-    pub lease_expires_at: Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub borrowed_until: Option<Timestamp>,
-}
-
-impl FloatingLeases {
-    pub fn of(license: &License, devices: &[Device], now: Timestamp) -> Self {
-        let mut leases = FloatingLeases { seats_in_use: rules::seats_in_use(license, now), ..Default::default() };
-        for (hardware_id, &lease_expires_at) in &license.leases {
-            let borrowed_until = devices
-                .iter()
-                .find(|d| &d.hardware_id == hardware_id)
-                .and_then(|d| d.borrowed_until)
-                .filter(|until| *until > now);
-            let list = match (rules::lease_is_live(lease_expires_at, now), borrowed_until) {
-                (false, _) => &mut leases.lapsed,
-                (true, Some(_)) => &mut leases.borrowed,
-                (true, None) => &mut leases.live,
-            };
-            list.push(LeaseView { hardware_id: hardware_id.clone(), lease_expires_at, borrowed_until });
-        }
-        leases
-    }
+    pub seats_held: u32,
 }
 
 /// A license as the vendor sees it: every stored field, plus the derived expiry.
@@ -345,7 +317,7 @@ mod tests {
     #[test]
     fn usage_counts_the_seats_taken() {
         let l = License { max_activations: 3, times_activated: 2, ..license() };
-        let usage = Usage::of(&l, crate::rules::tests::NOW);
+        let usage = Usage::of(&l);
         assert_eq!((usage.seats_used, usage.seats_available), (2, Some(1)));
     }
 }

@@ -6,7 +6,7 @@ use super::{
 };
 use crate::input::{HardwareId, LicenseKey, Product};
 use crate::model::{Counter, Device, License, LicenseStatus, ReleasedBy, TrialMarker, TrialTerms};
-use crate::rules::{ConsumptionPlan, LeasePlan, Slot};
+use crate::rules::{horizon_on_acquire, ConsumptionPlan, HeldLease, LeasePlan, Slot};
 use crate::time::Timestamp;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,7 +43,20 @@ impl Partition {
     fn release(&mut self, hardware_id: &HardwareId, credential_until: Option<Timestamp>, by: ReleasedBy) {
         if let Some(mut device) = self.devices.remove(hardware_id) {
             device.credential_until = credential_until;
+            device.lease_expires_at = None;
             self.released.insert(hardware_id.clone(), (device, by));
+        }
+    }
+
+    /// The lease `holder` holds, bound or released.
+    fn lease_of(&self, holder: &HardwareId) -> Option<Timestamp> {
+        let device = self.devices.get(holder).or_else(|| self.released.get(holder).map(|(device, _)| device));
+        device.and_then(|d| d.lease_expires_at)
+    }
+
+    fn drop_lease(&mut self, holder: &HardwareId) {
+        for device in self.devices.get_mut(holder).into_iter().chain(self.released.get_mut(holder).map(|(d, _)| d)) {
+            device.lease_expires_at = None;
         }
     }
 
@@ -282,7 +295,7 @@ impl Store for MemoryStore {
                     license.times_activated > 0
                         && (!count_transfer || license.max_transfers.is_none_or(|max| license.transfer_count < max))
                 }
-                SeatRelease::Lease { observed } => license.leases.get(hardware_id).copied() == observed,
+                SeatRelease::Lease { observed } => partition.lease_of(hardware_id) == observed,
             };
             let allowance_ok = write.allowance.is_none_or(|entry| {
                 slot_holds(&license.releases, hardware_id, &entry.slot, license.release_allowance, 0)
@@ -297,8 +310,8 @@ impl Store for MemoryStore {
                     license.transfer_count += u32::from(count_transfer);
                     license.version += 1;
                 }
-                SeatRelease::Lease { .. } => {
-                    license.leases.remove(hardware_id);
+                SeatRelease::Lease { observed } => {
+                    license.leases_held -= u32::from(observed.is_some());
                 }
             }
             if let Some(entry) = write.allowance {
@@ -316,36 +329,82 @@ impl Store for MemoryStore {
             let mut partitions = self.lock();
             let partition = partitions.get_mut(&write.license.license_key).ok_or(WriteError::Conflict)?;
             let license = &partition.license;
+            let hardware_id = &write.device.hardware_id;
+            let bound = partition.devices.get(hardware_id);
+            let until = write.plan.until();
             let holds = match write.plan {
-                LeasePlan::Renew { observed, .. } => license.leases.get(write.hardware_id) == Some(observed),
+                LeasePlan::Renew { observed, .. } => bound.is_some_and(|d| d.lease_expires_at == Some(*observed)),
                 LeasePlan::Acquire { slot, .. } => {
-                    slot_holds(&license.leases, write.hardware_id, slot, write.license.max_activations, 0)
+                    let change = write.plan.held_change();
+                    let counted = change == 0
+                        || i64::from(license.leases_held) <= i64::from(write.license.max_activations) - change;
+                    let taken = slot.take_over.iter().all(|(other, end)| partition.lease_of(other) == Some(*end));
+                    let device = match write.new_device {
+                        true => {
+                            bound.is_none()
+                                && partition.lease_of(hardware_id).is_none()
+                                && license.status == LicenseStatus::Active
+                        }
+                        false => bound.is_some_and(|d| {
+                            d.lease_expires_at == slot.own && d.credential_until == write.device.credential_until
+                        }),
+                    };
+                    counted && taken && device
                 }
             };
-            let new_entry = matches!(write.plan, LeasePlan::Acquire { slot, .. } if slot.own.is_none());
-            let device_ok = match (write.new_device, write.borrowed_until) {
-                (Some(device), _) => {
-                    !partition.devices.contains_key(&device.hardware_id) && license.status == LicenseStatus::Active
-                }
-                (None, Some(_)) => partition.devices.contains_key(write.hardware_id),
-                (None, None) => !new_entry || partition.devices.contains_key(write.hardware_id),
-            };
-            if !holds || !device_ok {
+            if !holds {
                 return Err(WriteError::Conflict);
             }
-            write.plan.apply(&mut partition.license, write.hardware_id);
-            if let Some(device) = write.new_device {
+            let mut device = bound.cloned().unwrap_or_else(|| write.device.clone());
+            if let LeasePlan::Acquire { slot, .. } = write.plan {
+                for (other, _) in &slot.take_over {
+                    partition.drop_lease(other);
+                }
+                let held = i64::from(partition.license.leases_held) + write.plan.held_change();
+                partition.license.leases_held = held.max(0) as u32;
+                device.credential_until = Some(horizon_on_acquire(device.credential_until, until));
+            }
+            device.lease_expires_at = Some(until);
+            device.borrowed_until = write.borrowed_until.or(device.borrowed_until);
+            if write.new_device {
                 let license = &mut partition.license;
                 license.first_activated_at.get_or_insert(write.now);
                 license.last_activated_at = Some(write.now);
                 license.version += 1;
-                partition.bind(device);
             }
-            if let (Some(until), Some(device)) = (write.borrowed_until, partition.devices.get_mut(write.hardware_id)) {
-                device.borrowed_until = Some(until);
-            }
+            partition.bind(&device);
             Ok(())
         })
+    }
+
+    async fn lapsed_leases(&self, key: &LicenseKey, now: Timestamp, limit: u32) -> Result<Vec<HeldLease>, StoreError> {
+        let partitions = self.lock();
+        let Some(partition) = partitions.get(key) else { return Ok(Vec::new()) };
+        let holders = partition.devices.keys().chain(partition.released.keys());
+        let mut lapsed: Vec<HeldLease> = holders
+            .filter_map(|holder| partition.lease_of(holder).filter(|end| *end <= now).map(|end| (holder.clone(), end)))
+            .collect();
+        lapsed.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        lapsed.truncate(limit as usize);
+        Ok(lapsed)
+    }
+
+    async fn clear_lapsed_leases(&self, key: &LicenseKey, leases: &[HeldLease]) -> Result<(), WriteError> {
+        let mut partitions = self.lock();
+        let partition = partitions.get_mut(key).ok_or(WriteError::Conflict)?;
+        if !leases.iter().all(|(holder, end)| partition.lease_of(holder) == Some(*end)) {
+            return Err(WriteError::Conflict);
+        }
+        for (holder, _) in leases {
+            partition.drop_lease(holder);
+        }
+        partition.license.leases_held = partition.license.leases_held.saturating_sub(leases.len() as u32);
+        Ok(())
+    }
+
+    /// This store never held leases the earlier way.
+    async fn upgrade_leases(&self, _license: &License) -> Result<(), WriteError> {
+        Ok(())
     }
 
     async fn consume(
@@ -357,19 +416,23 @@ impl Store for MemoryStore {
     ) -> Result<(), WriteError> {
         self.with_receipt(receipt, || {
             let mut partitions = self.lock();
-            let license = &mut partitions.get_mut(key).ok_or(WriteError::Conflict)?.license;
-            let counter = license.consumption.get(&plan.key);
+            let partition = partitions.get_mut(key).ok_or(WriteError::Conflict)?;
+            let counter = partition.license.consumption.get(&plan.key);
             let same_period = counter.map(|c| &c.period) == plan.observed.as_ref().map(|c| &c.period);
             let used_after = match counter {
                 Some(c) if plan.continues() => c.used + plan.amount,
                 _ => plan.amount,
             };
-            let seated =
-                lease_holder.is_none_or(|(holder, now)| license.leases.get(holder).is_some_and(|end| *end > now));
+            let seated = lease_holder.is_none_or(|(holder, now)| {
+                partition.devices.get(holder).and_then(|d| d.lease_expires_at).is_some_and(|end| end > now)
+            });
             if !same_period || !seated || plan.limit.is_some_and(|limit| used_after > limit) {
                 return Err(WriteError::Conflict);
             }
-            license.consumption.insert(plan.key.clone(), Counter { period: plan.period.clone(), used: used_after });
+            partition
+                .license
+                .consumption
+                .insert(plan.key.clone(), Counter { period: plan.period.clone(), used: used_after });
             Ok(())
         })
     }
@@ -422,10 +485,10 @@ impl Store for MemoryStore {
         if partition.license.version != previous.version {
             return Err(WriteError::Conflict);
         }
-        let leases = std::mem::take(&mut partition.license.leases);
+        let leases_held = partition.license.leases_held;
         let releases = std::mem::take(&mut partition.license.releases);
         let consumption = std::mem::take(&mut partition.license.consumption);
-        partition.license = License { leases, releases, consumption, ..license.clone() };
+        partition.license = License { leases_held, releases, consumption, ..license.clone() };
         Ok(())
     }
 

@@ -10,7 +10,7 @@ pub use memory::MemoryStore;
 
 use crate::input::{Email, HardwareId, LicenseKey, OrderId, Product};
 use crate::model::{Device, License, ReleasedBy, TrialMarker, TrialTerms};
-use crate::rules::{AllowanceEntry, ConsumptionPlan, Eviction, LeasePlan};
+use crate::rules::{AllowanceEntry, ConsumptionPlan, Eviction, HeldLease, LeasePlan};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -72,23 +72,24 @@ pub struct DeactivationWrite<'a> {
 pub enum SeatRelease {
     /// A node-locked seat: `times_activated` goes down; a client's own release counts a transfer.
     Counted { count_transfer: bool },
-    /// A floating device: its lease entry is removed if it still reads `observed`, or must still be
-    /// absent when it was (a check taking a seat for it meanwhile makes the release re-decide).
-    /// Never a transfer.
+    /// A floating device: its lease is removed (and `leases_held` counts one fewer) if it still
+    /// reads `observed`, or must still be absent when it was (a check taking a seat for it
+    /// meanwhile makes the release re-decide). Never a transfer.
     Lease { observed: Option<Timestamp> },
 }
 
 /// Take or renew a floating lease, as `plan` says, in one atomic write.
 #[derive(Debug, Clone)]
 pub struct LeaseWrite<'a> {
-    /// The license as read: its key, seat count and status are conditions of the write.
+    /// The license as read: its key, seats and `leases_held` bound the count after the write.
     pub license: &'a License,
-    pub hardware_id: &'a HardwareId,
+    /// The device as read (its lease and credential horizon are conditions of the write), or a
+    /// device activated for the first time (`new_device`), bound in the same transaction, stamping
+    /// the license's activation times as a node-locked activation does. Its place in the release
+    /// allowance, if any, stays: a credential of its earlier binding may outlast its new lease.
+    pub device: &'a Device,
+    pub new_device: bool,
     pub plan: &'a LeasePlan,
-    /// A device activated for the first time, bound in the same transaction (stamping the license's
-    /// activation times as a node-locked activation does). Its place in the release allowance, if
-    /// any, stays: a credential of its earlier binding may outlast its new lease.
-    pub new_device: Option<&'a Device>,
     /// A borrow: recorded on the (bound) device in the same transaction.
     pub borrowed_until: Option<Timestamp>,
     pub now: Timestamp,
@@ -225,14 +226,38 @@ pub trait Store: Send + Sync + 'static {
     /// absent); the allowance's room as planned.
     fn deactivate(&self, write: &DeactivationWrite<'_>) -> impl Future<Output = Result<(), WriteError>> + Send;
 
-    /// Holds: the device's own entry and every entry taken over still read as observed; after the
-    /// write there are at most `max_activations` (as read) entries; a new device is not bound yet
-    /// and the license is active; a borrowing device is bound, and so is a device taking a new
-    /// entry (so no lease outlives a concurrent deactivation). The conditions touch no license
-    /// attribute but the leases, so the check function's IAM role can be limited to that attribute.
-    /// (A vendor's concurrent change of status or seats then simply orders after the lease write:
-    /// lowering the seats never evicts live leases either.)
+    /// Holds: the device's own lease and every lease taken over still read as observed; a new
+    /// lease keeps `leases_held` within the seats as read (a lease taken over frees one); the
+    /// device is bound (a new device: not bound yet, and the license active), and on an
+    /// acquisition its credential horizon still reads as it was. A renewal writes the device item
+    /// alone: a heartbeat costs the same whatever the pool's size. (A vendor's concurrent change of
+    /// status or seats simply orders after the lease write: lowering the seats never evicts live
+    /// leases either.)
     fn lease(&self, write: &LeaseWrite<'_>) -> impl Future<Output = Result<(), WriteError>> + Send;
+
+    /// Up to `limit` of the license's leases that have lapsed at `now`, the earliest end first.
+    /// One query of an index, which may lag a write by a moment: what a takeover picks from, never
+    /// what a condition relies on.
+    fn lapsed_leases(
+        &self,
+        key: &LicenseKey,
+        now: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<HeldLease>, StoreError>> + Send;
+
+    /// Removes lapsed leases (each if it still reads as listed), counting as many fewer: what
+    /// makes room after a vendor lowered a pool's seats far below its leases. Several round trips
+    /// for many leases.
+    fn clear_lapsed_leases(
+        &self,
+        key: &LicenseKey,
+        leases: &[HeldLease],
+    ) -> impl Future<Output = Result<(), WriteError>> + Send;
+
+    /// Moves the leases an earlier version kept in the license item (`license.unmoved_leases`)
+    /// to their devices, first making the license unwritable to that version's lease code. Several
+    /// round trips for a large pool; safe to repeat and to race (each move is conditional).
+    fn upgrade_leases(&self, license: &License) -> impl Future<Output = Result<(), WriteError>> + Send;
 
     /// Add to a consumption counter, as `plan` says; holds: the counter is still of the period read
     /// (or still absent), with a limit the sum stays within it, and with `lease_holder` that
@@ -267,7 +292,7 @@ pub trait Store: Send + Sync + 'static {
         receipt: Option<&Receipt>,
     ) -> impl Future<Output = Result<(), WriteError>> + Send;
 
-    /// Replace the stored fields of `previous` with those of `license`, except the leases, the
+    /// Replace the stored fields of `previous` with those of `license`, except the lease count, the
     /// releases and the consumption counters (their writes do not move `version`, and are kept); holds: the stored `version` is still
     /// `previous.version` (the caller bumps it), so a concurrent change is never overwritten.
     fn replace_license(

@@ -3,7 +3,7 @@
 //! would, so no test waits for a timeout.
 
 use crate::verify_by_hand;
-use keygate_tests::{claims, device, join_all, TestApp};
+use keygate_tests::{claims, device, join_all, stored_partition, TestApp};
 use serde_json::{json, Value};
 
 const MINUTE: i64 = 60;
@@ -29,8 +29,26 @@ async fn check(t: &TestApp, key: &str, hwid: &str) -> Value {
     answer.body
 }
 
-fn hardware_ids(list: &Value) -> Vec<&str> {
-    let mut ids: Vec<&str> = list.as_array().unwrap().iter().map(|l| l["hardware_id"].as_str().unwrap()).collect();
+/// The devices of a vendor view holding a lease of this kind: `live`, `borrowed` (live, and held
+/// offline until the borrow ends) or `lapsed` (not taken over yet).
+fn leases<'a>(stored: &'a Value, kind: &str) -> Vec<&'a str> {
+    let now = now();
+    let time = |d: &Value, field: &str| d.get(field).filter(|v| !v.is_null()).map(unix);
+    let mut ids: Vec<&str> = stored["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| {
+            let Some(end) = time(d, "lease_expires_at") else { return false };
+            let borrowed = time(d, "borrowed_until").is_some_and(|until| until > now);
+            match kind {
+                "lapsed" => end <= now,
+                "borrowed" => end > now && borrowed,
+                _ => end > now && !borrowed,
+            }
+        })
+        .map(|d| d["hardware_id"].as_str().unwrap())
+        .collect();
     ids.sort_unstable();
     ids
 }
@@ -54,7 +72,7 @@ async fn leases_are_taken_up_to_the_seats_then_refused() {
     assert_eq!((checked["valid"].clone(), checked["code"].clone()), (json!(true), json!("VALID")));
     assert_eq!(checked["license"]["floating_in_use_devices"], 2);
     let stored = t.stored(&key).await;
-    assert_eq!(hardware_ids(&stored["floating"]["live"]), ["pc-1", "pc-2"]);
+    assert_eq!(leases(&stored, "live"), ["pc-1", "pc-2"]);
     assert_eq!(stored["usage"]["seats_used"], 2);
     assert_eq!(stored["license"]["times_activated"], 0, "floating seats are leases, not counted devices");
 }
@@ -71,7 +89,7 @@ async fn a_check_is_a_heartbeat_that_moves_the_lease_end() {
     let lease_end = token["lease_expires_at"].as_i64().unwrap();
     assert!(lease_end >= before + 10 * MINUTE, "renewed to a full timeout, not left at 30 s");
     let stored = t.stored(&key).await;
-    assert_eq!(unix(&stored["floating"]["live"][0]["lease_expires_at"]), lease_end);
+    assert_eq!(unix(&stored["devices"][0]["lease_expires_at"]), lease_end);
 }
 
 #[tokio::test]
@@ -84,8 +102,8 @@ async fn a_lapsed_lease_frees_its_seat_at_once_for_another_device() {
 
     t.set_lease_end(&key, "pc-1", now() - 1).await;
     let stored = t.stored(&key).await;
-    assert_eq!(hardware_ids(&stored["floating"]["lapsed"]), ["pc-1"]);
-    assert_eq!(stored["floating"]["seats_in_use"], 0);
+    assert_eq!(leases(&stored, "lapsed"), ["pc-1"]);
+    assert_eq!(stored["floating"]["seats_held"], 1, "held until another device takes it over");
 
     let taken = t.post("/v1/activate", &device(&key, "pc-2")).await;
     assert_eq!(taken.status, 200, "the lapsed seat is taken over: {}", taken.body);
@@ -96,8 +114,8 @@ async fn a_lapsed_lease_frees_its_seat_at_once_for_another_device() {
     assert_eq!(claims(late["token"].as_str().unwrap())["code"], "LEASE_EXPIRED", "the refusal is signed");
     assert_eq!(late["license"]["floating_in_use_devices"], 1);
     let stored = t.stored(&key).await;
-    assert_eq!(hardware_ids(&stored["floating"]["live"]), ["pc-2"]);
-    assert_eq!(hardware_ids(&stored["floating"]["lapsed"]), Vec::<&str>::new());
+    assert_eq!(leases(&stored, "live"), ["pc-2"]);
+    assert_eq!(leases(&stored, "lapsed"), Vec::<&str>::new());
     assert_eq!(check(&t, &key, "pc-2").await["code"], "VALID");
 }
 
@@ -119,7 +137,7 @@ async fn a_lapsed_lease_is_re_acquired_by_a_check_when_a_seat_is_free() {
     assert_eq!(t.post("/v1/activate", &device(&key, "pc-3")).await.status, 200);
     t.set_lease_end(&key, "pc-1", now() - 1).await;
     assert_eq!(check(&t, &key, "pc-1").await["code"], "VALID");
-    assert_eq!(t.stored(&key).await["floating"]["seats_in_use"], 2);
+    assert_eq!(t.stored(&key).await["floating"]["seats_held"], 2);
 }
 
 #[tokio::test]
@@ -136,7 +154,7 @@ async fn deactivation_returns_the_lease_at_once_and_is_not_a_transfer() {
     // The vendor's release frees a floating seat the same way.
     let released = t.admin_delete(&format!("/v1/licenses/{key}/devices/pc-2")).await;
     assert_eq!(released.status, 200, "{}", released.body);
-    assert_eq!(t.stored(&key).await["floating"]["seats_in_use"], 0);
+    assert_eq!(t.stored(&key).await["floating"]["seats_held"], 0);
 }
 
 #[tokio::test]
@@ -169,8 +187,8 @@ async fn a_borrowed_seat_works_offline_until_the_borrow_ends_and_returns_early()
     assert_eq!(claims(checked["token"].as_str().unwrap())["exp"].as_i64(), Some(until));
 
     let stored = t.stored(&key).await;
-    assert_eq!(hardware_ids(&stored["floating"]["borrowed"]), ["pc-1"]);
-    assert_eq!(hardware_ids(&stored["floating"]["live"]), Vec::<&str>::new());
+    assert_eq!(leases(&stored, "borrowed"), ["pc-1"]);
+    assert_eq!(leases(&stored, "live"), Vec::<&str>::new());
     assert_eq!(t.post("/v1/activate", &device(&key, "pc-2")).await.error_code(), "ACTIVATION_LIMIT_REACHED");
 
     // Returned early: the seat is free at once.
@@ -222,7 +240,7 @@ async fn thirty_devices_racing_for_four_floating_seats_get_exactly_four_leases()
     let stored = t.stored(&key).await;
     let mut winners = winners;
     winners.sort_unstable();
-    assert_eq!(hardware_ids(&stored["floating"]["live"]), winners);
+    assert_eq!(leases(&stored, "live"), winners);
     assert_eq!(stored["devices"].as_array().unwrap().len(), 4, "only the winners were bound");
 }
 
@@ -252,8 +270,8 @@ async fn late_renewals_racing_new_devices_for_lapsed_seats_never_share_a_seat() 
     let stored = t.stored(&key).await;
     let mut holders = holders;
     holders.sort_unstable();
-    assert_eq!(hardware_ids(&stored["floating"]["live"]), holders);
-    assert_eq!(stored["floating"]["seats_in_use"], 2);
+    assert_eq!(leases(&stored, "live"), holders);
+    assert_eq!(stored["floating"]["seats_held"], 2);
 }
 
 #[tokio::test]
@@ -280,7 +298,7 @@ async fn a_vendor_patch_keeps_the_leases_and_floating_limits_hold() {
     assert_eq!(t.post("/v1/activate", &device(&key, "pc-1")).await.status, 200);
     let patched = t.admin_patch(&format!("/v1/licenses/{key}"), &json!({"metadata": {"seat": "x"}})).await;
     assert_eq!(patched.status, 200, "{}", patched.body);
-    assert_eq!(hardware_ids(&t.stored(&key).await["floating"]["live"]), ["pc-1"]);
+    assert_eq!(leases(&t.stored(&key).await, "live"), ["pc-1"]);
     let unlimited = t.admin_patch(&format!("/v1/licenses/{key}"), &json!({"allow_unlimited_activations": true})).await;
     assert_eq!(
         (unlimited.status, unlimited.body["error"]["field"].clone()),
@@ -294,9 +312,9 @@ async fn a_vendor_patch_keeps_the_leases_and_floating_limits_hold() {
     t.set_lease_end(&key, "pc-1", now() - 1).await;
     t.set_lease_end(&key, "pc-2", now() - 1).await;
     assert_eq!(t.post("/v1/activate", &device(&key, "pc-3")).await.status, 200, "both lapsed entries make room");
-    let stored = t.stored(&key).await;
-    assert_eq!(hardware_ids(&stored["floating"]["live"]), ["pc-3"]);
-    assert_eq!(stored["license"]["leases"].as_object().unwrap().len(), 1);
+    let partition = stored_partition(&t, &key).await;
+    assert_eq!(partition.leases().keys().collect::<Vec<_>>(), ["pc-3"]);
+    assert_eq!(partition.leases_held(), 1);
 }
 
 #[tokio::test]
@@ -312,11 +330,11 @@ async fn a_borrow_after_a_lapse_needs_a_free_seat_and_bad_terms_are_refused_at_i
     assert_eq!(t.post("/v1/activate", &device(&key, "pc-2")).await.status, 200, "takes the lapsed seat");
     let refused = t.post("/v1/borrow", &borrow("pc-1", 2)).await;
     assert_eq!((refused.status, refused.error_code()), (409, "ACTIVATION_LIMIT_REACHED"));
-    assert_eq!(hardware_ids(&t.stored(&key).await["floating"]["live"]), ["pc-2"], "the refusal changed nothing");
+    assert_eq!(leases(&t.stored(&key).await, "live"), ["pc-2"], "the refusal changed nothing");
 
     for (terms, field) in [
         (json!({"is_floating": true, "can_borrow": true}), "max_borrow_hours"),
-        (json!({"is_floating": true, "max_activations": 1001}), "max_activations"),
+        (json!({"is_floating": true, "max_activations": 100_001}), "max_activations"),
         (json!({"is_floating": true, "allow_unlimited_activations": true}), "allow_unlimited_activations"),
     ] {
         let mut body = json!({"product": "editor", "license_type": "perpetual", "max_activations": 1});

@@ -210,8 +210,9 @@ async fn check_invariants(t: &TestApp, key: &str, terms: Terms, observed: &mut O
     let now = now();
     let at = |field: &Value| keygate::time::Timestamp::parse(field.as_str().unwrap()).unwrap().unix();
     if terms.floating() {
-        let leases = license["leases"].as_object().cloned().unwrap_or_default();
-        let live: Vec<&String> = leases.iter().filter(|(_, end)| at(end) > now).map(|(hw, _)| hw).collect();
+        let leases = partition.leases();
+        assert_eq!(partition.leases_held(), leases.len(), "round {round}: the lease count is the leases");
+        let live: Vec<&String> = leases.iter().filter(|(_, end)| **end > now).map(|(hw, _)| hw).collect();
         assert!(
             live.len() <= seats.max(observed.seats_before) || live.len() <= observed.leases_before,
             "round {round}: {} live leases on {seats} seats",
@@ -266,7 +267,7 @@ async fn check_invariants(t: &TestApp, key: &str, terms: Terms, observed: &mut O
         let exp = observed.credentials[hardware_id];
         let device = partition.devices.iter().find(|d| d["hardware_id"] == hardware_id.as_str());
         let recorded = device.and_then(|d| d.get("credential_until")).map(at);
-        let leased = license["leases"].get(hardware_id).map(at);
+        let leased = partition.leases().get(hardware_id).copied();
         let released = releases.get(hardware_id).map(at);
         let known = [recorded, leased, released].into_iter().flatten().max();
         assert!(
@@ -309,9 +310,7 @@ async fn run(schedule: Schedule) {
             Some(Passing::LapseLease(index)) if schedule.terms.floating() => {
                 let hardware_id = machine(index / MACHINES_PER_CLIENT, index % MACHINES_PER_CLIENT);
                 let partition = stored_partition(&t, &key).await;
-                let lease = partition.license["leases"][hardware_id.as_str()]
-                    .as_str()
-                    .map(|end| keygate::time::Timestamp::parse(end).unwrap().unix());
+                let lease = partition.leases().get(&hardware_id).copied();
                 if let Some(end) = lease.filter(|end| *end > now()) {
                     t.set_lease_end(&key, &hardware_id, now() - 1).await;
                     if observed.credentials.get(&hardware_id).is_some_and(|exp| *exp <= end) {

@@ -14,12 +14,13 @@ pub use schema::create_table;
 pub use sdk::{sdk_config, sdk_config_with};
 
 use errors::{classify, conditional_error, transaction_error};
-use expression::{releases, Expression, MapAttribute, MAX_TAKE_OVER_PER_WRITE};
+use expression::{releases, Expression, MAX_TAKE_OVER_PER_WRITE};
 use records::{
-    built, decode_cursor, device_from, device_item, device_sk, encode_cursor, idempotency_pk, is_released,
-    license_from, license_item, license_pk, lookup_index, n, receipt_pk, s, status, trial_marker_pk, trial_terms_pk,
-    Item, BOUND, CONSUMPTION, DEVICE_PREFIX, IDEMPOTENCY_SK, LEASES, LICENSE_SK, MAX_TRANSACTION_ITEMS,
-    OPERATION_OWNED, RECEIPT_SK, RELEASED, RELEASES, SEEN_INDEX, TRIAL_SK,
+    built, decode_cursor, device_from, device_item, device_sk, encode_cursor, hardware_id_of, idempotency_pk,
+    is_released, license_from, license_item, license_pk, lookup_index, n, receipt_pk, s, status, trial_marker_pk,
+    trial_terms_pk, Item, BOUND, CONSUMPTION, DEVICE_PREFIX, IDEMPOTENCY_SK, LEASES, LEASES_HELD, LEASES_ON_DEVICES,
+    LEASE_END, LEASE_INDEX, LICENSE_SK, MAX_TRANSACTION_ITEMS, MOVING_LEASES, OPERATION_OWNED, RECEIPT_SK, RELEASED,
+    RELEASES, SEEN_INDEX, TRIAL_SK,
 };
 
 use super::{
@@ -28,7 +29,7 @@ use super::{
 };
 use crate::input::{HardwareId, LicenseKey, Product};
 use crate::model::{Device, License, LicenseStatus, ReleasedBy, TrialMarker, TrialTerms};
-use crate::rules::{ConsumptionPlan, LeasePlan, Slot};
+use crate::rules::{horizon_on_acquire, ConsumptionPlan, HeldLease, LeasePlan, Slot};
 use crate::time::Timestamp;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
@@ -178,15 +179,79 @@ impl DynamoStore {
         Ok(Slot { own: slot.own, take_over: slot.take_over[excess..].to_vec() })
     }
 
-    /// A condition that `hardware_id` is bound to the license, as one item of a transaction.
-    fn device_bound(&self, key: &LicenseKey, hardware_id: &HardwareId) -> Result<TransactWriteItem, StoreError> {
-        let check = ConditionCheck::builder()
+    /// A transaction's Update sent alone, as one UpdateItem; a failed condition is a conflict.
+    async fn update_item(&self, update: Update) -> Result<(), WriteError> {
+        self.count_round_trip();
+        let output = self
+            .client
+            .update_item()
+            .table_name(update.table_name())
+            .set_key(Some(update.key().clone()))
+            .update_expression(update.update_expression())
+            .set_condition_expression(update.condition_expression().map(str::to_string))
+            .set_expression_attribute_names(update.expression_attribute_names().cloned())
+            .set_expression_attribute_values(update.expression_attribute_values().cloned())
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(conditional_error)?;
+        self.count_writes(output.consumed_capacity());
+        Ok(())
+    }
+
+    /// Removes `holder`'s lease, provided it still ends at `end` (lapsed: taking it frees nothing
+    /// that runs), as one item of a transaction. Bound or released, the device keeps its item.
+    fn lease_removal(
+        &self,
+        key: &LicenseKey,
+        holder: &HardwareId,
+        end: Timestamp,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
             .table_name(&self.table)
             .key("PK", license_pk(key))
-            .key("SK", device_sk(hardware_id))
-            .condition_expression(format!("attribute_exists(SK) AND {BOUND}"))
+            .key("SK", device_sk(holder))
+            .update_expression("REMOVE #end")
+            .condition_expression("#end = :end")
+            .expression_attribute_names("#end", LEASE_END)
+            .expression_attribute_values(":end", s(&end.to_string()))
             .build();
-        Ok(TransactWriteItem::builder().condition_check(built(check)?).build())
+        Ok(TransactWriteItem::builder().update(built(update)?).build())
+    }
+
+    /// Puts a lease moved from the earlier layout on its device, as read (bound, holding none), as
+    /// one item of a transaction; the horizon moves as on any acquisition.
+    fn moved_lease(&self, key: &LicenseKey, device: &Device, end: Timestamp) -> Result<TransactWriteItem, StoreError> {
+        let horizon = horizon_on_acquire(device.credential_until, end);
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("PK", license_pk(key))
+            .key("SK", device_sk(&device.hardware_id))
+            .update_expression("SET #end = :end, credential_until = :horizon")
+            .expression_attribute_names("#end", LEASE_END)
+            .expression_attribute_values(":end", s(&end.to_string()))
+            .expression_attribute_values(":horizon", s(&horizon.to_string()));
+        let recorded = match device.credential_until {
+            Some(recorded) => {
+                update = update.expression_attribute_values(":recorded", s(&recorded.to_string()));
+                "credential_until = :recorded"
+            }
+            None => "attribute_not_exists(credential_until)",
+        };
+        let update = update
+            .condition_expression(format!(
+                "attribute_exists(SK) AND {BOUND} AND attribute_not_exists(#end) AND {recorded}"
+            ))
+            .build();
+        Ok(TransactWriteItem::builder().update(built(update)?).build())
+    }
+
+    /// Takes over the lapsed leases of `slot` that one write cannot hold first, in writes of their
+    /// own (see `clear_lapsed_leases`), and returns the slot for the rest.
+    async fn fit_leases(&self, key: &LicenseKey, slot: &Slot) -> Result<Slot, WriteError> {
+        let excess = slot.take_over.len().saturating_sub(MAX_TAKE_OVER_PER_WRITE);
+        self.clear_lapsed_leases(key, &slot.take_over[..excess]).await?;
+        Ok(Slot { own: slot.own, take_over: slot.take_over[excess..].to_vec() })
     }
 
     /// Turns a bound device into a tombstone: who released it and until when its credentials may
@@ -227,9 +292,19 @@ impl DynamoStore {
             }
             None => "attribute_not_exists(credential_until)",
         };
+        // A floating device's lease goes with it, as read (the license counts one fewer).
+        let lease = match device.lease_expires_at {
+            Some(observed) => {
+                sets.push_str(", #end");
+                update = update.expression_attribute_values(":lease", s(&observed.to_string()));
+                "#end = :lease"
+            }
+            None => "attribute_not_exists(#end)",
+        };
         let update = update
             .update_expression(sets)
-            .condition_expression(format!("attribute_exists(SK) AND {BOUND} AND {horizon}"))
+            .expression_attribute_names("#end", LEASE_END)
+            .condition_expression(format!("attribute_exists(SK) AND {BOUND} AND {horizon} AND {lease}"))
             .build();
         Ok(TransactWriteItem::builder().update(built(update)?).build())
     }
@@ -635,7 +710,11 @@ impl Store for DynamoStore {
                         .condition("(attribute_not_exists(max_transfers) OR transfer_count < max_transfers)");
                 }
             }
-            SeatRelease::Lease { observed } => e.remove_entry("l", LEASES, hardware_id, observed),
+            // The lease itself leaves with the device (`release_write`, conditioned on it as read).
+            SeatRelease::Lease { observed: Some(_) } => {
+                e.name("#held", LEASES_HELD).value(":one", n(1)).set("#held = #held - :one");
+            }
+            SeatRelease::Lease { observed: None } => {}
         }
         if let Some(entry) = write.allowance {
             let slot = self.fit(key, RELEASES, &entry.slot).await?;
@@ -653,66 +732,195 @@ impl Store for DynamoStore {
     async fn lease(&self, write: &LeaseWrite<'_>) -> Result<(), WriteError> {
         let license = write.license;
         let key = &license.license_key;
-        let mut e = Expression::default();
-        e.condition("attribute_exists(PK)");
-        let mut new_entry = false;
-        match write.plan {
-            LeasePlan::Renew { observed, until } => {
-                e.name("#l", LEASES)
-                    .name("#l_h", write.hardware_id.as_str())
-                    .set("#l.#l_h = :l_until")
-                    .value(":l_until", s(&until.to_string()))
-                    .condition("#l.#l_h = :l_own")
-                    .value(":l_own", s(&observed.to_string()));
-            }
-            LeasePlan::Acquire { slot, until } => {
-                new_entry = slot.own.is_none();
-                let slot = self.fit(key, LEASES, slot).await?;
-                let leases = MapAttribute { prefix: "l", name: LEASES, read: &license.leases };
-                e.put_slot(leases, write.hardware_id, &slot, *until, license.max_activations);
-            }
+        let device = write.device;
+        let until = write.plan.until();
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("PK", license_pk(key))
+            .key("SK", device_sk(&device.hardware_id))
+            .expression_attribute_names("#end", LEASE_END)
+            .expression_attribute_values(":until", s(&until.to_string()));
+        let mut sets = vec!["#end = :until"];
+        let mut conditions = vec![format!("attribute_exists(SK) AND {BOUND}")];
+        if let Some(borrowed) = write.borrowed_until {
+            sets.push("borrowed_until = :borrowed");
+            update = update.expression_attribute_values(":borrowed", s(&borrowed.to_string()));
         }
-        if write.new_device.is_some() {
-            e.set("last_activated_at = :now, first_activated_at = if_not_exists(first_activated_at, :now)")
-                .set("version = version + :one")
-                .value(":now", s(&write.now.to_string()))
-                .value(":one", n(1))
-                .name("#status", "status")
-                .condition("#status = :active")
-                .value(":active", status(LicenseStatus::Active));
-        }
-        let device_write = match (write.new_device, write.borrowed_until) {
-            (Some(device), _) => {
+        let mut items = Vec::new();
+        let slot = match write.plan {
+            LeasePlan::Renew { observed, .. } => {
+                conditions.push("#end = :own".into());
+                update = update.expression_attribute_values(":own", s(&observed.to_string()));
+                None
+            }
+            LeasePlan::Acquire { slot, .. } => Some(self.fit_leases(key, slot).await?),
+        };
+        if let Some(slot) = &slot {
+            // The horizon moves on every acquisition (see `rules::horizon_on_acquire`).
+            let horizon = horizon_on_acquire(device.credential_until, until);
+            if write.new_device {
+                let mut item =
+                    Device { lease_expires_at: Some(until), credential_until: Some(horizon), ..device.clone() };
+                item.borrowed_until = write.borrowed_until.or(item.borrowed_until);
                 let put = Put::builder()
                     .table_name(&self.table)
-                    .set_item(Some(device_item(key, device)?))
-                    .condition_expression(format!("attribute_not_exists(SK) OR {RELEASED}"))
+                    .set_item(Some(device_item(key, &item)?))
+                    .condition_expression(format!(
+                        "attribute_not_exists(SK) OR ({RELEASED} AND attribute_not_exists(#end))"
+                    ))
+                    .expression_attribute_names("#end", LEASE_END)
                     .build();
-                Some(TransactWriteItem::builder().put(built(put)?).build())
+                items.push(TransactWriteItem::builder().put(built(put)?).build());
+            } else {
+                sets.push("credential_until = :horizon");
+                update = update.expression_attribute_values(":horizon", s(&horizon.to_string()));
+                conditions.push(match slot.own {
+                    Some(observed) => {
+                        update = update.expression_attribute_values(":own", s(&observed.to_string()));
+                        "#end = :own".into()
+                    }
+                    None => "attribute_not_exists(#end)".into(),
+                });
+                conditions.push(match device.credential_until {
+                    Some(observed) => {
+                        update = update.expression_attribute_values(":recorded", s(&observed.to_string()));
+                        "credential_until = :recorded".into()
+                    }
+                    None => "attribute_not_exists(credential_until)".into(),
+                });
             }
-            (None, Some(until)) => {
-                let update = Update::builder()
-                    .table_name(&self.table)
-                    .key("PK", license_pk(key))
-                    .key("SK", device_sk(write.hardware_id))
-                    .update_expression("SET borrowed_until = :until")
-                    .condition_expression(format!("attribute_exists(SK) AND {BOUND}"))
-                    .expression_attribute_values(":until", s(&until.to_string()))
-                    .build();
-                Some(TransactWriteItem::builder().update(built(update)?).build())
-            }
-            // A new entry for a device that holds none may race its deactivation: the device
-            // must still be bound, or the lease would outlive it.
-            (None, None) if new_entry => Some(self.device_bound(key, write.hardware_id)?),
-            (None, None) => None,
-        };
-        match (device_write, write.receipt) {
-            (None, None) => self.update_license(key, e).await,
-            (device_write, receipt) => {
-                let items = std::iter::once(self.license_write(key, e)).chain(device_write.map(Ok));
-                self.transact_with(items.collect::<Result<_, _>>()?, receipt).await
+            for (other, end) in &slot.take_over {
+                items.push(self.lease_removal(key, other, *end)?);
             }
         }
+        if !(write.new_device && slot.is_some()) {
+            let update = update
+                .update_expression(format!("SET {}", sets.join(", ")))
+                .condition_expression(conditions.join(" AND "))
+                .build();
+            items.insert(0, TransactWriteItem::builder().update(built(update)?).build());
+        }
+        let change = slot.as_ref().map_or(0, |slot| i64::from(slot.own.is_none()) - slot.take_over.len() as i64);
+        if change != 0 || write.new_device {
+            let mut e = Expression::default();
+            e.condition("attribute_exists(PK)");
+            if change != 0 {
+                // The count stays within the seats as read; the layout says leases are items.
+                let bound = i64::from(license.max_activations) - change;
+                e.name("#leases", LEASES)
+                    .name("#held", LEASES_HELD)
+                    .value(":on_devices", s(LEASES_ON_DEVICES))
+                    .value(":zero", n(0))
+                    .value(":change", n(change))
+                    .value(":bound", n(bound))
+                    .set("#leases = :on_devices, #held = if_not_exists(#held, :zero) + :change")
+                    .condition("(attribute_not_exists(#leases) OR size(#leases) = :zero OR #leases = :on_devices)")
+                    .condition("(attribute_not_exists(#held) OR #held <= :bound)");
+            }
+            if write.new_device {
+                e.set("last_activated_at = :now, first_activated_at = if_not_exists(first_activated_at, :now)")
+                    .set("version = version + :one")
+                    .value(":now", s(&write.now.to_string()))
+                    .value(":one", n(1))
+                    .name("#status", "status")
+                    .condition("#status = :active")
+                    .value(":active", status(LicenseStatus::Active));
+            }
+            items.insert(0, self.license_write(key, e)?);
+        }
+        match items.as_mut_slice() {
+            // A lone write of the device (a heartbeat's renewal): one UpdateItem, half the units.
+            [TransactWriteItem { update: update @ Some(_), .. }] if write.receipt.is_none() => {
+                let update = update.take().ok_or_else(|| StoreError::Internal("no update".into()))?;
+                self.update_item(update).await
+            }
+            _ => self.transact_with(items, write.receipt).await,
+        }
+    }
+
+    async fn lapsed_leases(&self, key: &LicenseKey, now: Timestamp, limit: u32) -> Result<Vec<HeldLease>, StoreError> {
+        self.count_round_trip();
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(LEASE_INDEX)
+            .key_condition_expression("PK = :pk AND #end <= :now")
+            .expression_attribute_names("#end", LEASE_END)
+            .expression_attribute_values(":pk", license_pk(key))
+            .expression_attribute_values(":now", s(&now.to_string()))
+            .limit(limit as i32)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(classify)?;
+        self.count_reads(output.consumed_capacity());
+        let mut leases = Vec::new();
+        for item in output.items.unwrap_or_default() {
+            let end = item.get(LEASE_END).and_then(|end| end.as_s().ok()).and_then(|end| Timestamp::parse(end).ok());
+            let end = end.ok_or_else(|| StoreError::Internal("a lease without a readable end".into()))?;
+            leases.push((hardware_id_of(&item)?, end));
+        }
+        Ok(leases)
+    }
+
+    async fn clear_lapsed_leases(&self, key: &LicenseKey, leases: &[HeldLease]) -> Result<(), WriteError> {
+        for chunk in leases.chunks(MAX_TRANSACTION_ITEMS - 1) {
+            let mut e = Expression::default();
+            e.name("#held", LEASES_HELD).value(":cleared", n(chunk.len())).set("#held = #held - :cleared");
+            e.condition("attribute_exists(#held)");
+            let mut items = vec![self.license_write(key, e)?];
+            for (holder, end) in chunk {
+                items.push(self.lease_removal(key, holder, *end)?);
+            }
+            self.transact(items).await?;
+        }
+        Ok(())
+    }
+
+    async fn upgrade_leases(&self, license: &License) -> Result<(), WriteError> {
+        let key = &license.license_key;
+        // First the license leaves the earlier layout: the map moves aside and `leases` becomes a
+        // string, so an earlier version's lease write fails from now on. (Done already when the
+        // map is being moved: then this finds no map and goes on with the moves.)
+        let mut e = Expression::default();
+        e.name("#leases", LEASES)
+            .name("#moving", MOVING_LEASES)
+            .name("#held", LEASES_HELD)
+            .value(":map", s("M"))
+            .value(":on_devices", s(LEASES_ON_DEVICES))
+            .value(":zero", n(0))
+            .set("#moving = #leases, #leases = :on_devices, #held = if_not_exists(#held, :zero)")
+            .condition("attribute_type(#leases, :map)");
+        match self.update_license(key, e).await {
+            Ok(()) | Err(WriteError::Conflict) => {}
+            Err(err) => return Err(err),
+        }
+        // Then each lease moves to its device, counted (a lapsed one too: it is taken over as any
+        // lapsed lease). A lease of a device no longer bound is dropped. A device whose horizon
+        // moved, or that was released meanwhile, fails its move's condition, and the caller reads
+        // again and upgrades what is left.
+        let entries: Vec<(&HardwareId, &Timestamp)> = license.unmoved_leases.iter().collect();
+        for chunk in entries.chunks(MAX_TRANSACTION_ITEMS - 1) {
+            let holders: Vec<HardwareId> = chunk.iter().map(|(holder, _)| (*holder).clone()).collect();
+            let devices = self.devices(key, &holders).await?;
+            let mut e = Expression::default();
+            e.name("#moving", MOVING_LEASES).name("#held", LEASES_HELD);
+            let mut items = Vec::new();
+            for (index, (holder, end)) in chunk.iter().enumerate() {
+                e.name(&format!("#h{index}"), holder.as_str()).value(&format!(":h{index}"), s(&end.to_string()));
+                e.condition(format!("#moving.#h{index} = :h{index}"));
+                e.removes.push(format!("#moving.#h{index}"));
+                let device = devices.iter().find(|d| &d.hardware_id == *holder);
+                if let Some(device) = device {
+                    items.push(self.moved_lease(key, device, **end)?);
+                }
+            }
+            e.value(":moved", n(items.len())).set("#held = #held + :moved");
+            items.insert(0, self.license_write(key, e)?);
+            self.transact(items).await?;
+        }
+        Ok(())
     }
 
     async fn consume(
@@ -764,17 +972,23 @@ impl Store for DynamoStore {
                     .condition("#c.#k.#p = :old");
             }
         }
+        let mut items = vec![self.license_write(key, e)?];
         if let Some((hardware_id, now)) = lease_holder {
             // A floating device counts use only while it holds a seat.
-            e.name("#l", LEASES)
-                .name("#l_h", hardware_id.as_str())
-                .condition("#l.#l_h > :l_now")
-                .value(":l_now", s(&now.to_string()));
+            let check = ConditionCheck::builder()
+                .table_name(&self.table)
+                .key("PK", license_pk(key))
+                .key("SK", device_sk(hardware_id))
+                .condition_expression(format!("attribute_exists(SK) AND {BOUND} AND #end > :now"))
+                .expression_attribute_names("#end", LEASE_END)
+                .expression_attribute_values(":now", s(&now.to_string()))
+                .build();
+            items.push(TransactWriteItem::builder().condition_check(built(check)?).build());
         }
         // A transaction even alone: the SDK retries a write whose answer was lost (a 500 may follow
         // a commit), and only a transaction's ClientRequestToken (which the SDK sets once per call)
         // makes that retry a no-op instead of a second count.
-        self.transact_with(vec![self.license_write(key, e)?], receipt).await
+        self.transact_with(items, receipt).await
     }
 
     async fn put_trial_terms(&self, terms: &TrialTerms) -> Result<(), StoreError> {

@@ -4,6 +4,7 @@
 use crate::input::{HardwareId, LicenseKey, Product};
 use crate::model::{Device, License, LicenseStatus};
 use crate::store::{Lookup, StoreError};
+use crate::time::Timestamp;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -21,14 +22,27 @@ pub(super) const SEEN_INDEX: &str = "BySeen";
 /// A released device: kept as a tombstone until TTL deletes it, read as absent everywhere.
 pub(super) const RELEASED: &str = "attribute_exists(released_at)";
 pub(super) const BOUND: &str = "attribute_not_exists(released_at)";
-/// The license attribute holding a floating license's leases (hardware id -> lease end).
+/// Where a floating license's leases are: before leases were items of their own, a map in the
+/// license item (hardware id -> lease end); since, the string [`LEASES_ON_DEVICES`], which the
+/// earlier versions' lease code can neither read nor write (its writes fail instead of keeping
+/// leases where this version does not count them).
 pub(super) const LEASES: &str = "leases";
+pub(super) const LEASES_ON_DEVICES: &str = "on devices";
+/// Leases of the earlier layout being moved to their devices (see `upgrade_leases`).
+pub(super) const MOVING_LEASES: &str = "moving_leases";
+/// The license's count of leases, which the seat limit's conditions hold.
+pub(super) const LEASES_HELD: &str = "leases_held";
+/// A device's lease end, on its item while it holds a lease.
+pub(super) const LEASE_END: &str = "lease_expires_at";
+/// Every device holding a lease by license, the earliest end first: where a takeover finds a
+/// lapsed lease without reading the pool (sparse: only devices holding a lease are in it).
+pub(super) const LEASE_INDEX: &str = "ByLeaseEnd";
 /// The license attribute holding the release allowance in use (hardware id -> credential end).
 pub(super) const RELEASES: &str = "releases";
 /// The license attribute holding consumption counters (counter key -> {period, used}).
 pub(super) const CONSUMPTION: &str = "consumption";
 /// Attributes only their own operations write; a patch keeps them as they are.
-pub(super) const OPERATION_OWNED: [&str; 3] = [LEASES, RELEASES, CONSUMPTION];
+pub(super) const OPERATION_OWNED: [&str; 5] = [LEASES, MOVING_LEASES, LEASES_HELD, RELEASES, CONSUMPTION];
 
 pub(super) fn is_released(item: &Item) -> bool {
     item.contains_key("released_at")
@@ -130,8 +144,30 @@ pub(super) fn decode_cursor(
     Ok(object.into_iter().map(|(name, value)| (name, AttributeValue::S(value))).collect())
 }
 
-pub(super) fn license_from(item: Item) -> Result<License, StoreError> {
-    serde_dynamo::from_item(item).map_err(|e| StoreError::Internal(format!("unreadable license item: {e}")))
+pub(super) fn license_from(mut item: Item) -> Result<License, StoreError> {
+    // Leases kept as earlier versions kept them, in the map or being moved, are not moved yet.
+    let unmoved = [LEASES, MOVING_LEASES].into_iter().filter_map(|name| match item.remove(name) {
+        Some(AttributeValue::M(entries)) => Some(entries),
+        _ => None,
+    });
+    let mut unmoved_leases = std::collections::BTreeMap::new();
+    for (holder, end) in unmoved.flatten() {
+        let unreadable = || StoreError::Internal(format!("unreadable lease of {holder}"));
+        let end = end.as_s().ok().and_then(|end| Timestamp::parse(end).ok()).ok_or_else(unreadable)?;
+        unmoved_leases.insert(HardwareId::parse(&holder).map_err(|_| unreadable())?, end);
+    }
+    let mut license: License =
+        serde_dynamo::from_item(item).map_err(|e| StoreError::Internal(format!("unreadable license item: {e}")))?;
+    license.unmoved_leases = unmoved_leases;
+    Ok(license)
+}
+
+/// The hardware id of a device item's sort key.
+pub(super) fn hardware_id_of(item: &Item) -> Result<HardwareId, StoreError> {
+    let sk = item.get("SK").and_then(|sk| sk.as_s().ok());
+    sk.and_then(|sk| sk.strip_prefix(DEVICE_PREFIX))
+        .and_then(|id| HardwareId::parse(id).ok())
+        .ok_or_else(|| StoreError::Internal("a device item without a device key".into()))
 }
 
 pub(super) fn device_from(item: Item) -> Result<Device, StoreError> {
@@ -160,8 +196,6 @@ pub(super) fn device_item(key: &LicenseKey, device: &Device) -> Result<Item, Sto
         serde_dynamo::to_item(device).map_err(|e| StoreError::Internal(format!("device not storable: {e}")))?;
     item.insert("PK".into(), license_pk(key));
     item.insert("SK".into(), device_sk(&device.hardware_id));
-    // A lease's end lives in the license's `leases` map; on a device it is only ever shown.
-    item.remove("lease_expires_at");
     Ok(item)
 }
 
