@@ -22,6 +22,7 @@ mod ssm;
 mod stateful;
 mod store_contract;
 mod trial;
+mod upgrade;
 mod vendor;
 use serde_json::{json, Value};
 use std::collections::HashMap;

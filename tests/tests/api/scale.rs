@@ -99,3 +99,79 @@ async fn a_license_shows_its_devices_a_page_at_a_time_and_one_by_hardware_id() {
         assert_eq!(refused.status, 400, "{bad}: {}", refused.body);
     }
 }
+
+/// Activates `count` devices `{prefix}-{i}` on `key`, twenty at a time.
+async fn bind_concurrently(t: &TestApp, key: &str, prefix: &str, count: usize) {
+    let bodies: Vec<serde_json::Value> = (0..count).map(|i| device(key, &format!("{prefix}-{i}"))).collect();
+    for chunk in bodies.chunks(20) {
+        let answers = keygate_tests::join_all(chunk.iter().map(|b| t.post("/v1/activate", b))).await;
+        assert!(answers.iter().all(|a| a.status == 200), "{:?}", answers.iter().map(|a| &a.body).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_heartbeat_costs_the_same_in_a_pool_of_hundreds_of_leases_as_alone() {
+    let t = TestApp::spawn().await;
+    let small = t.issue(json!({"is_floating": true, "max_activations": 400})).await;
+    let large = t.issue(json!({"is_floating": true, "max_activations": 400})).await;
+    bind_concurrently(&t, &small, "pc", 1).await;
+    bind_concurrently(&t, &large, "pc", 300).await;
+    let trips = t.round_trips();
+    let on_small = units_of(&t, t.post("/v1/check", &device(&small, "pc-0"))).await;
+    let between = t.round_trips();
+    let on_large = units_of(&t, t.post("/v1/check", &device(&large, "pc-0"))).await;
+    assert_eq!(on_large, on_small, "the same units with 300 leases as with one");
+    assert_eq!((between - trips, t.round_trips() - between), (2, 2), "license and device, the lease's renewal");
+    // A new device taking a free seat: the same too.
+    let on_small = units_of(&t, t.post("/v1/activate", &device(&small, "new"))).await;
+    let on_large = units_of(&t, t.post("/v1/activate", &device(&large, "new"))).await;
+    assert_eq!(on_large, on_small, "an acquisition: the same units with 300 leases as with one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_takeover_in_a_full_pool_reads_a_bounded_number_of_leases() {
+    let t = TestApp::spawn().await;
+    let seats = 200;
+    let key = t.issue(json!({"is_floating": true, "max_activations": seats})).await;
+    bind_concurrently(&t, &key, "pc", seats).await;
+    let lapsed = ["pc-7", "pc-70", "pc-170"];
+    for hwid in lapsed {
+        t.set_lease_end(&key, hwid, keygate::time::Timestamp::now().unix() - 60).await;
+    }
+    let before = t.round_trips();
+    let (reads, _) = units_of(&t, t.post("/v1/activate", &device(&key, "newcomer"))).await;
+    assert_eq!(t.round_trips() - before, 3, "license and device, the lapsed leases, one transaction");
+    assert!(reads < 5.0, "read {reads} units: the lapsed leases' keys, not {seats} leases");
+    let leases = keygate_tests::stored_partition(&t, &key).await.leases();
+    assert_eq!(leases.len(), seats, "one lapsed lease was taken over");
+    assert!(leases.contains_key("newcomer"));
+    assert_eq!(lapsed.iter().filter(|h| leases.contains_key(**h)).count(), 2);
+    assert_eq!(t.post("/v1/activate", &device(&key, "late")).await.status, 200, "another lapsed one");
+    for hwid in ["more-1", "more-2"] {
+        let refused = t.post("/v1/activate", &device(&key, hwid)).await;
+        let allowed = refused.status == 200;
+        assert!(allowed == (hwid == "more-1"), "{hwid}: {}", refused.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn newcomers_racing_in_a_large_pool_get_exactly_the_free_and_lapsed_seats() {
+    let t = TestApp::spawn().await;
+    let seats = 250;
+    let key = t.issue(json!({"is_floating": true, "max_activations": seats})).await;
+    bind_concurrently(&t, &key, "pc", seats - 5).await;
+    let past = keygate::time::Timestamp::now().unix() - 60;
+    for i in [3, 33, 133, 200, 244] {
+        t.set_lease_end(&key, &format!("pc-{i}"), past).await;
+    }
+    let racers: Vec<serde_json::Value> = (0..40).map(|i| device(&key, &format!("new-{i}"))).collect();
+    let answers = keygate_tests::join_all(racers.iter().map(|b| t.post("/v1/activate", b))).await;
+    let refused: Vec<&str> = answers.iter().filter(|a| a.status != 200).map(|a| a.error_code()).collect();
+    assert!(refused.iter().all(|c| matches!(*c, "ACTIVATION_LIMIT_REACHED" | "CONCURRENT_UPDATE")), "{refused:?}");
+    assert_eq!(answers.len() - refused.len(), 10, "5 free seats and 5 lapsed: {refused:?}");
+    let partition = keygate_tests::stored_partition(&t, &key).await;
+    let leases = partition.leases();
+    assert_eq!((leases.len(), partition.leases_held()), (seats, seats));
+    let now = keygate::time::Timestamp::now().unix();
+    assert_eq!(leases.values().filter(|end| **end > now).count(), seats, "no live lease was taken");
+}
