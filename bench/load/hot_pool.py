@@ -5,7 +5,8 @@ HOT_SEATS seats (more seats than devices, so no device may be refused): each cal
 (POST /v1/check) of one of its devices, and a device's first heartbeat, answered "not activated",
 activates it. Any 4xx or 5xx, or a refused activation, is unexpected. When the run ends the pool's
 stored leases are compared with what the devices were told: never more leases than seats, and every
-device told VALID still holds its lease (the leases last longer than the run). Results go to the
+device told VALID still holds its lease (the leases last longer than the run), and the pool's count
+of leases is the leases its devices hold. Results go to the
 JSON file named by LOAD_OUT.
 
 Environment: KEYGATE_URL, KEYGATE_ADMIN_TOKEN, LOAD_USERS, HOT_SEATS, HOT_DEVICES, LOAD_OUT.
@@ -22,8 +23,8 @@ from locust import HttpUser, between, events, task
 BASE = os.environ["KEYGATE_URL"]
 ADMIN = {"authorization": f"Bearer {os.environ['KEYGATE_ADMIN_TOKEN']}"}
 USERS = int(os.environ.get("LOAD_USERS", "16"))
-SEATS = int(os.environ.get("HOT_SEATS", "1000"))
-DEVICES = int(os.environ.get("HOT_DEVICES", "800"))
+SEATS = int(os.environ.get("HOT_SEATS", "10000"))
+DEVICES = int(os.environ.get("HOT_DEVICES", "2000"))
 PRODUCT = "load"
 
 _ids = itertools.count()
@@ -90,13 +91,27 @@ class Devices(HttpUser):
             _valid.add(hardware_id)
 
 
+def stored_leases(key):
+    """The pool's leases as the vendor API shows them: each device's own, a page at a time."""
+    leases, cursor = {}, None
+    while True:
+        page = vendor("GET", f"/v1/licenses/{key}?limit=1000" + (f"&cursor={cursor}" if cursor else ""))
+        for device in page["devices"]:
+            if device.get("lease_expires_at"):
+                leases[device["hardware_id"]] = device["lease_expires_at"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return page["floating"]["seats_held"], leases
+
+
 @events.test_stop.add_listener
 def _invariants(environment, **_kwargs):
-    pool = vendor("GET", f"/v1/licenses/{_pool['key']}")
-    leases = pool["license"].get("leases", {})
+    held, leases = stored_leases(_pool["key"])
     violations = []
     if len(leases) > SEATS:
         violations.append(f"{len(leases)} leases on {SEATS} seats")
+    if held != len(leases):
+        violations.append(f"the pool counts {held} leases, its devices hold {len(leases)}")
     missing = sorted(_valid - set(leases))
     if missing:
         violations.append(f"{len(missing)} devices told VALID hold no lease, e.g. {missing[:3]}")

@@ -17,8 +17,8 @@ seconds=${LOAD_SECONDS:-20}
 rate=${LOAD_RATE_PER_USER:-8}
 locust=.venv-bench/bin/locust
 # The hot license: a pool of this many seats, and fewer devices, so none may be refused.
-hot_seats=${HOT_SEATS:-1000}
-hot_devices=${HOT_DEVICES:-800}
+hot_seats=${HOT_SEATS:-10000}
+hot_devices=${HOT_DEVICES:-2000}
 
 export KEYGATE_TABLE="load-$$"
 "$keygate" table create >/dev/null

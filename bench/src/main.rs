@@ -785,7 +785,7 @@ async fn main() {
     }
     if args.first().is_some_and(|a| a == "scale") {
         // Only the growth with the license, printed (its plots are written to target/).
-        scale::scale(&mut report, &store_app, Path::new("target"), &[1, 100, 10_000], &[20, 100, 1_000]).await;
+        scale::scale(&mut report, &store_app, Path::new("target"), scale::DEVICES, scale::SEATS).await;
         println!("{}", report.markdown);
         return;
     }
@@ -808,9 +808,7 @@ async fn main() {
     sizes(&mut report, &bins);
     eprintln!("bench: cost as the license grows");
     let out_dir = out.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    // Floating pools stop at 1,000 seats, the most a license may have while its leases live on
-    // the license item (docs/scale.md).
-    scale::scale(&mut report, &store_app, &out_dir, &[1, 100, 10_000], &[20, 100, 1_000]).await;
+    scale::scale(&mut report, &store_app, &out_dir, scale::DEVICES, scale::SEATS).await;
 
     report.section("Cost per million checks");
     if let Some(ms) = check_ms {

@@ -12,6 +12,12 @@ use std::time::Instant;
 
 /// Samples per operation and size (after filling the license).
 const SAMPLES: usize = 20;
+/// The node-locked licenses measured, by devices bound.
+pub const DEVICES: &[usize] = &[1, 100, 10_000, 100_000];
+/// The floating pools measured, by seats held (the smallest holds just the samples' leases).
+pub const SEATS: &[usize] = &[20, 100, 1_000, 10_000];
+/// Activations filling a license at once.
+const FILL_CONCURRENCY: usize = 16;
 /// On-demand prices per million request units (docs/deploy.md).
 const READ_PRICE: f64 = 0.125;
 const WRITE_PRICE: f64 = 0.625;
@@ -49,13 +55,29 @@ where
     }
 }
 
-/// Activates `count` devices named `{prefix}-{i}`, one after another (through the API, so the
-/// license is exactly what clients make it).
+/// Activates `count` devices named `{prefix}-{i}`, [`FILL_CONCURRENCY`] at a time (through the
+/// API, so the license is exactly what clients make it). Activations racing for the seat counter
+/// may be told to retry (409 `CONCURRENT_UPDATE`): those go again.
 async fn fill(app: &App<DynamoStore>, key: &str, prefix: &str, count: usize) {
-    for i in 0..count {
-        let status = call(app, Function::Activate, "/v1/activate", device(key, &format!("{prefix}-{i}"))).await;
-        assert_eq!(status, 200, "filling the license");
+    let mut pending: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+    for _ in 0..20 {
+        let mut retry = Vec::new();
+        for chunk in pending.chunks(FILL_CONCURRENCY) {
+            let calls = chunk.iter().map(|name| call(app, Function::Activate, "/v1/activate", device(key, name)));
+            for (name, status) in chunk.iter().zip(keygate_tests::join_all(calls).await) {
+                match status {
+                    200 => {}
+                    409 => retry.push(name.clone()),
+                    other => panic!("filling the license: {name} answered {other}"),
+                }
+            }
+        }
+        if retry.is_empty() {
+            return;
+        }
+        pending = retry;
     }
+    panic!("filling the license: {} activations kept racing", pending.len());
 }
 
 /// Node-locked: activate a new device, check a bound one, deactivate one, at `devices` bound.

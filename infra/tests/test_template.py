@@ -38,7 +38,7 @@ TABLE_ACTIONS = {
         "dynamodb:UpdateItem",
         "dynamodb:ConditionCheckItem",  # a floating device consuming holds a live lease
     },
-    "CheckFunction": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"},
+    "CheckFunction": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem"},
     # Releases leave a tombstone (UpdateItem): nothing deletes a device or a license.
     # (GetItem and PutItem only on receipts: test_deactivate_writes_only_tombstones_counters_and_receipts.)
     "DeactivateFunction": {
@@ -227,9 +227,9 @@ class TemplateTest(unittest.TestCase):
                 "moving_leases",
             },
         )
-        # Its other actions read or check a condition; they change nothing.
+        # Its other actions only read.
         others = {a for s in statements if s not in update for a in s["Action"] if a.startswith("dynamodb:")}
-        self.assertEqual(others, {"dynamodb:BatchGetItem", "dynamodb:ConditionCheckItem", "dynamodb:Query"})
+        self.assertEqual(others, {"dynamodb:BatchGetItem", "dynamodb:Query"})
 
     def test_deactivate_writes_only_tombstones_counters_and_receipts(self):
         statements, _ = self.policy_statements("DeactivateFunction")

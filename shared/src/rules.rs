@@ -455,11 +455,11 @@ pub fn lease_is_live(end: Timestamp, now: Timestamp) -> bool {
     end > now
 }
 
-/// The floating seats held: the leases, live or lapsed but not taken over yet. It bounds the live
-/// leases from above (counting them would read every lease); a lapsed lease's seat is taken over
-/// by the next device that needs it.
+/// The floating seats held: the leases, live or lapsed but not taken over yet (those still kept
+/// the earlier way included). It bounds the live leases from above (counting them would read every
+/// lease); a lapsed lease's seat is taken over by the next device that needs it.
 pub fn seats_held(license: &License) -> u32 {
-    license.leases_held
+    license.leases_held.saturating_add(license.unmoved_leases.len() as u32)
 }
 
 /// A lease another device holds (lapsed, when a takeover is planned), as read: it is taken over

@@ -311,7 +311,7 @@ impl Store for MemoryStore {
                     license.version += 1;
                 }
                 SeatRelease::Lease { observed } => {
-                    license.leases_held -= u32::from(observed.is_some());
+                    license.leases_held = license.leases_held.saturating_sub(u32::from(observed.is_some()));
                 }
             }
             if let Some(entry) = write.allowance {

@@ -5,7 +5,7 @@
 //! The earlier layout is written here by hand, item by item as that version wrote it, and its
 //! write expressions are replayed verbatim against the moved license.
 
-use keygate_tests::{device, join_all, stored_partition, TestApp};
+use keygate_tests::{device, device as device_body, join_all, stored_partition, TestApp};
 use serde_json::json;
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
@@ -211,4 +211,55 @@ async fn the_earlier_versions_lease_writes_fail_once_the_leases_moved() {
     assert!(release.is_err(), "the earlier version released a device that holds a lease it cannot see");
     let after = stored_partition(&t, &key).await;
     assert_eq!((after.license, after.devices), (before.license, before.devices), "nothing changed");
+}
+
+/// A release decided on a license whose (empty) map an earlier version then wrote a lease into
+/// fails, instead of releasing the device while the map still holds its lease (which the move would
+/// then drop, uncounted, while the device runs on). Fails without the release's layout condition.
+#[tokio::test]
+async fn a_release_racing_an_earlier_versions_new_lease_fails_and_the_retry_counts_it() {
+    use keygate::store::{DeactivationWrite, SeatRelease, Store, WriteError};
+    let t = TestApp::spawn().await;
+    let key = earlier_layout(&t, 2, &[], &["pc-1"]).await;
+    let license_key = keygate::input::LicenseKey::parse(&key).unwrap();
+    let hardware_id = keygate::input::HardwareId::parse("pc-1").unwrap();
+    let (license, device) = t.app.store.license_and_device(&license_key, &hardware_id).await.unwrap();
+    let (license, device) = (license.unwrap(), device.unwrap());
+    assert!(license.unmoved_leases.is_empty() && device.lease_expires_at.is_none(), "read: no lease anywhere");
+    // The earlier version gives pc-1 a lease in the map (its first lease: the map read empty).
+    let n = now();
+    t.app
+        .store
+        .client()
+        .update_item()
+        .table_name(t.app.store.table())
+        .key("PK", s(format!("L#{key}")))
+        .key("SK", s("L"))
+        .update_expression("SET leases = :whole")
+        .condition_expression("attribute_not_exists(leases) OR size(leases) = :zero")
+        .expression_attribute_values(":whole", AttributeValue::M(HashMap::from([("pc-1".into(), s(at(n + 600)))])))
+        .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+        .send()
+        .await
+        .unwrap();
+    let write = DeactivationWrite {
+        license: &license,
+        device: &device,
+        seat: SeatRelease::Lease { observed: None },
+        allowance: None,
+        released_by: keygate::model::ReleasedBy::Client,
+        now: keygate::time::Timestamp::now(),
+        receipt: None,
+    };
+    assert!(matches!(t.app.store.deactivate(&write).await, Err(WriteError::Conflict)));
+    assert_eq!(stored_partition(&t, &key).await.bound_devices(), ["pc-1"], "nothing released");
+    // Through the API, the release reads again, moves the lease, and returns it with the device.
+    let released = t.post("/v1/deactivate", &device_body(&key, "pc-1")).await;
+    assert_eq!(released.status, 200, "{}", released.body);
+    let leases = assert_moved(&t, &key).await;
+    assert!(leases.is_empty(), "{leases:?}");
+    let owed = released.body["credential_valid_until"]
+        .as_str()
+        .map(|end| keygate::time::Timestamp::parse(end).unwrap().unix());
+    assert!(owed >= Some(n + 600), "the lease it could run on is owed to the allowance: {}", released.body);
 }

@@ -711,10 +711,20 @@ impl Store for DynamoStore {
                 }
             }
             // The lease itself leaves with the device (`release_write`, conditioned on it as read).
-            SeatRelease::Lease { observed: Some(_) } => {
-                e.name("#held", LEASES_HELD).value(":one", n(1)).set("#held = #held - :one");
+            // The license must hold no lease the earlier way either (one written by an earlier
+            // version since the read would be dropped, uncounted, once moved).
+            SeatRelease::Lease { observed } => {
+                e.name("#leases", LEASES)
+                    .value(":zero", n(0))
+                    .value(":on_devices", s(LEASES_ON_DEVICES))
+                    .condition("(attribute_not_exists(#leases) OR size(#leases) = :zero OR #leases = :on_devices)");
+                if observed.is_some() {
+                    e.name("#held", LEASES_HELD)
+                        .value(":one", n(1))
+                        .set("#held = #held - :one")
+                        .condition("#held >= :one");
+                }
             }
-            SeatRelease::Lease { observed: None } => {}
         }
         if let Some(entry) = write.allowance {
             let slot = self.fit(key, RELEASES, &entry.slot).await?;
@@ -868,7 +878,7 @@ impl Store for DynamoStore {
         for chunk in leases.chunks(MAX_TRANSACTION_ITEMS - 1) {
             let mut e = Expression::default();
             e.name("#held", LEASES_HELD).value(":cleared", n(chunk.len())).set("#held = #held - :cleared");
-            e.condition("attribute_exists(#held)");
+            e.condition("#held >= :cleared");
             let mut items = vec![self.license_write(key, e)?];
             for (holder, end) in chunk {
                 items.push(self.lease_removal(key, holder, *end)?);
