@@ -139,10 +139,10 @@ def _invariants(environment, **_kwargs):
         used = stored["license"].get("consumption", {}).get("*", {}).get("used", 0)
         if used != park.consumed:
             violations.append(f"{park.key}: used {used} != {park.consumed} acknowledged")
-    pool = vendor("GET", f"/v1/licenses/{_pool['key']}")
-    leases = pool["license"].get("leases", {})
-    if len(leases) > SEATS:
-        violations.append(f"pool: {len(leases)} leases on {SEATS} seats")
+    pool = vendor("GET", f"/v1/licenses/{_pool['key']}?limit=1000")
+    leases = [d for d in pool["devices"] if d.get("lease_expires_at")]
+    if len(leases) > SEATS or pool["floating"]["seats_held"] != len(leases):
+        violations.append(f"pool: {len(leases)} leases on {SEATS} seats, {pool['floating']['seats_held']} counted")
     out = os.environ.get("LOAD_OUT")
     if out:
         with open(out, "w") as f:

@@ -596,8 +596,8 @@ fn load_test(report: &mut Report, path: &Path) {
          `Idempotency-Key`. Saturation: no pause between calls; fixed rate: {} calls/s per customer. Any 4xx or 5xx \
          is unexpected; after each run the stored seats, devices and counters are compared with what the customers \
          were told. Hot license: {} devices heartbeating with no pause on one floating pool of {} seats \
-         (bench/load/hot_pool.py); afterwards no more leases than seats, and every device told VALID still holds \
-         its lease. Latencies are locust's (ms, rounded), including the Python client's own time.\n",
+         (bench/load/hot_pool.py); afterwards no more leases than seats, the pool's count of leases is the leases \
+         its devices hold, and every device told VALID still holds its lease. Latencies are locust's (ms, rounded), including the Python client's own time.\n",
         load["users"], load["seconds"], load["rate_per_user"], load["hot"]["devices"], load["hot"]["seats"]
     ));
     report.line("| run | operation | requests | req/s | p50 ms | p99 ms | failed | invariant violations |");
