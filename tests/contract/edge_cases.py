@@ -135,7 +135,7 @@ for fields in [
     {"quantity": None}, {"quantity": 0}, {"quantity": 1000}, {"quantity": 1001},
     {"is_floating": True, "freeze_days": 0}, {"is_floating": True, "freeze_days": 1},
     {"is_floating": True, "max_transfers": None}, {"is_floating": True, "max_transfers": 0},
-    {"is_floating": True, "max_activations": 1000}, {"is_floating": True, "max_activations": 1001},
+    {"is_floating": True, "max_activations": 100000}, {"is_floating": True, "max_activations": 100001},
     {"is_floating": True, "device_rotation": True}, {"is_floating": True, "allow_unlimited_activations": True},
     {"can_borrow": True, "max_borrow_hours": 5}, {"is_floating": True, "can_borrow": True},
     {"is_floating": True, "can_borrow": True, "max_borrow_hours": 8760}, {"max_borrow_hours": 5},
