@@ -278,6 +278,7 @@ class TemplateTest(unittest.TestCase):
                 "GSI2": ["GSI2PK", "created_at"],
                 "BySeen": ["PK", "last_seen_at"],
                 "ByLeaseEnd": ["PK", "lease_expires_at"],
+                "ByProduct": ["product", "created_at"],
             },
         )
         self.assertEqual(table["TimeToLiveSpecification"], {"AttributeName": "ttl", "Enabled": True})
