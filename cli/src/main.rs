@@ -215,16 +215,29 @@ enum LicensesCommand {
         #[arg(long)]
         hardware_id: Option<String>,
     },
-    /// List licenses by customer e-mail, order id, or the (unverified) e-mail a trial started with.
+    /// List licenses by customer e-mail, order id, the (unverified) e-mail a trial started with, or
+    /// product, newest first; or with --all every license (an export, in no particular order).
+    #[command(group = clap::ArgGroup::new("filter").required(true).multiple(false))]
     List {
-        #[arg(long, required_unless_present_any = ["order_id", "trial_email"], conflicts_with_all = ["order_id", "trial_email"])]
+        /// Licenses issued to this customer e-mail.
+        #[arg(long, group = "filter")]
         customer_email: Option<String>,
-        #[arg(long, conflicts_with = "trial_email")]
+        /// Licenses of this order.
+        #[arg(long, group = "filter")]
         order_id: Option<String>,
-        #[arg(long)]
+        /// Trial licenses started with this e-mail.
+        #[arg(long, group = "filter")]
         trial_email: Option<String>,
+        /// A product's licenses, trials included.
+        #[arg(long, group = "filter")]
+        product: Option<String>,
+        /// Every license, a page at a time (pages may be short while a cursor says more remain).
+        #[arg(long, group = "filter")]
+        all: bool,
+        /// Licenses per page (1 to 100; the server's default is 50).
         #[arg(long)]
         limit: Option<u32>,
+        /// The `next_cursor` of the previous page, for the next one.
         #[arg(long)]
         cursor: Option<String>,
     },
@@ -422,22 +435,21 @@ async fn licenses(
             let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
             client.send("GET", &format!("/v1/licenses/{}{query}", encode(&license_key)), None).await
         }
-        LicensesCommand::List { customer_email, order_id, trial_email, limit, cursor } => {
-            let mut query = match (customer_email, order_id, trial_email) {
-                (Some(email), _, _) => format!("customer_email={}", encode(&email)),
-                (None, Some(order), _) => format!("order_id={}", encode(&order)),
-                (None, None, Some(email)) => format!("trial_email={}", encode(&email)),
-                (None, None, None) => {
-                    return Err(CliError::Usage("--customer-email, --order-id or --trial-email is required".into()))
-                }
-            };
+        LicensesCommand::List { customer_email, order_id, trial_email, product, all: _, limit, cursor } => {
+            let filters = [("customer_email", customer_email), ("order_id", order_id), ("trial_email", trial_email)];
+            let mut query: Vec<String> = filters
+                .into_iter()
+                .chain([("product", product)])
+                .filter_map(|(name, value)| value.map(|v| format!("{name}={}", encode(&v))))
+                .collect();
             if let Some(limit) = limit {
-                query.push_str(&format!("&limit={limit}"));
+                query.push(format!("limit={limit}"));
             }
             if let Some(cursor) = cursor {
-                query.push_str(&format!("&cursor={}", encode(&cursor)));
+                query.push(format!("cursor={}", encode(&cursor)));
             }
-            client.send("GET", &format!("/v1/licenses?{query}"), None).await
+            let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+            client.send("GET", &format!("/v1/licenses{query}"), None).await
         }
         LicensesCommand::Update { license_key, set, patch, version } => {
             let mut body = match patch {

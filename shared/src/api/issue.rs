@@ -7,7 +7,7 @@ use super::terms::{IssueRequest, LicensePatch};
 use super::views::{FloatingLeases, Usage, VendorLicense};
 use super::{committed, redecided, store_error, App, Reply};
 use crate::error::{ApiError, ErrorCode};
-use crate::input::{random_id, Email, HardwareId, IdempotencyKey, LicenseKey, MetadataInput, OrderId};
+use crate::input::{random_id, Email, HardwareId, IdempotencyKey, LicenseKey, MetadataInput, OrderId, Product};
 use crate::model::{Expiration, Feature, License, LicenseType, Metadata, Metering, MAX_RELEASE_ALLOWANCE};
 use crate::store::{IdempotencyRecord, Lookup, Store};
 use crate::time::Timestamp;
@@ -263,7 +263,8 @@ fn parse_key(raw: &str) -> Result<LicenseKey, ApiError> {
     LicenseKey::parse(raw).map_err(|e| ApiError::field("license_key", e))
 }
 
-/// `GET /v1/licenses?customer_email=...` or `?order_id=...`, with `limit` and `cursor`.
+/// `GET /v1/licenses?customer_email=...`, `?order_id=...`, `?trial_email=...`, `?product=...` or
+/// every license, with `limit` and `cursor`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
@@ -273,6 +274,8 @@ pub struct ListQuery {
     order_id: Option<OrderId>,
     #[serde(default)]
     trial_email: Option<Email>,
+    #[serde(default)]
+    product: Option<Product>,
     #[serde(default)]
     limit: Option<String>,
     #[serde(default)]
@@ -289,17 +292,18 @@ struct Listed<'a> {
 }
 
 pub(super) async fn list<S: Store>(app: &App<S>, query: ListQuery) -> Result<Reply, ApiError> {
-    let lookup = match (query.customer_email, query.order_id, query.trial_email) {
-        (Some(email), None, None) => Lookup::CustomerEmail(email),
-        (None, Some(order), None) => Lookup::OrderId(order),
-        (None, None, Some(email)) => Lookup::TrialEmail(email),
-        _ => {
-            return Err(ApiError::field(
+    let lookup =
+        match (query.customer_email, query.order_id, query.trial_email, query.product) {
+            (Some(email), None, None, None) => Lookup::CustomerEmail(email),
+            (None, Some(order), None, None) => Lookup::OrderId(order),
+            (None, None, Some(email), None) => Lookup::TrialEmail(email),
+            (None, None, None, Some(product)) => Lookup::Product(product),
+            (None, None, None, None) => Lookup::All,
+            _ => return Err(ApiError::field(
                 "customer_email",
-                "or `order_id` or `trial_email` is required, and only one of them",
-            ))
-        }
-    };
+                "`customer_email`, `order_id`, `trial_email` and `product` filter one at a time (none: every license)",
+            )),
+        };
     let limit = page_limit(query.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     if query.cursor.as_ref().is_some_and(|c| c.len() > 2_048) {
         return Err(ApiError::field("cursor", "is not a cursor this listing handed out"));

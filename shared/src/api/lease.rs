@@ -80,7 +80,7 @@ pub(super) async fn hold_lease<S: Store>(
         // More lapsed leases to clear than one read holds: clear these, and decide again.
         Err(_) if lapsed.len() == limit => {
             lapsed.retain(|(holder, end)| holder != &device.hardware_id && !rules::lease_is_live(*end, now));
-            return match app.store.clear_lapsed_leases(&license.license_key, &lapsed).await {
+            return match app.store.clear_lapsed_leases(&license.license_key, &lapsed, now).await {
                 Ok(()) | Err(WriteError::Conflict) => Ok(Held::Raced),
                 Err(WriteError::Store(err)) => Err(store_error(err)),
             };

@@ -686,8 +686,9 @@ impl Store for Tweaked {
         &self,
         key: &crate::input::LicenseKey,
         leases: &[crate::rules::HeldLease],
+        now: crate::time::Timestamp,
     ) -> Result<(), crate::store::WriteError> {
-        self.unless_raced(self.inner.clear_lapsed_leases(key, leases)).await
+        self.unless_raced(self.inner.clear_lapsed_leases(key, leases, now)).await
     }
     async fn upgrade_leases(&self, license: &crate::model::License) -> Result<(), crate::store::WriteError> {
         self.inner.upgrade_leases(license).await

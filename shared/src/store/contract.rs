@@ -30,6 +30,10 @@ pub fn cases<S: Store>() -> Vec<(&'static str, Case<S>)> {
         ("a sighting moves the horizon only forward", |s| Box::pin(sighting_forward(s))),
         ("the least recently seen bound devices come first", |s| Box::pin(least_recently_seen_first(s))),
         ("devices page in hardware id order, bound ones only", |s| Box::pin(devices_in_pages(s))),
+        ("a product's licenses page newest first, and every license pages once", |s| {
+            Box::pin(listing_by_product_and_all(s))
+        }),
+        ("leases count, lapse into takeovers, and never take a live one", |s| Box::pin(leases_as_items(s))),
     ]
 }
 
@@ -302,6 +306,113 @@ async fn devices_in_pages<S: Store>(store: &S) {
     let mut some = ids(&some);
     some.sort();
     assert_eq!(some, ["pc-1", "pc-5"], "bound ones only");
+}
+
+async fn listing_by_product_and_all<S: Store>(store: &S) {
+    let product = Product::parse(crate::input::random_id("p").unwrap().to_lowercase()).unwrap();
+    let base = now().plus_seconds(-1_000);
+    let mut ours: Vec<License> =
+        (0..3).map(|i| License { product: product.clone(), ..license(1, base.plus_seconds(i * 10)) }).collect();
+    store.create_licenses(&ours, None).await.unwrap();
+    let other = created(store, 1).await;
+    ours.reverse();
+    let lookup = Lookup::Product(product);
+    let first = store.list_licenses(&lookup, 2, None).await.unwrap();
+    assert_eq!(first.licenses, ours[..2].to_vec(), "newest first, only the product's");
+    let cursor = first.next_cursor.expect("more remain");
+    let second = store.list_licenses(&lookup, 2, Some(&cursor)).await.unwrap();
+    assert_eq!((second.licenses, second.next_cursor), (ours[2..].to_vec(), None));
+    // Every license, a page at a time: each of ours exactly once (the table may hold others).
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    for _ in 0..10_000 {
+        let page = store.list_licenses(&Lookup::All, 2, cursor.as_deref()).await.unwrap();
+        assert!(page.licenses.len() <= 2);
+        seen.extend(page.licenses.into_iter().map(|l| l.license_key));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(cursor.is_none(), "the listing ends");
+    for key in ours.iter().map(|l| &l.license_key).chain([&other.license_key]) {
+        assert_eq!(seen.iter().filter(|k| *k == key).count(), 1, "{key} listed once");
+    }
+    for forged in ["garbage", ""] {
+        let refused = store.list_licenses(&Lookup::All, 2, Some(forged)).await;
+        assert!(matches!(refused, Err(StoreError::InvalidCursor)), "cursor {forged:?}: {refused:?}");
+    }
+}
+
+async fn leases_as_items<S: Store>(store: &S) {
+    use crate::rules::{LeasePlan, Slot};
+    use crate::store::LeaseWrite;
+    let license = License { is_floating: true, ..created(store, 2).await };
+    let t0 = now();
+    let take = |_: &License, id: &str, take_over: Vec<(HardwareId, Timestamp)>, until: Timestamp| {
+        let plan = LeasePlan::Acquire { slot: Slot { own: None, take_over }, until };
+        (device(id, t0), plan)
+    };
+    // Two new devices take the two seats; a third finds none free.
+    for (id, until) in [("a", t0.plus_seconds(-30)), ("b", t0.plus_seconds(600))] {
+        let read = stored(store, &license.license_key).await;
+        let read = License { is_floating: true, ..read };
+        let (device, plan) = take(&read, id, vec![], until);
+        let write = LeaseWrite {
+            license: &read,
+            device: &device,
+            new_device: true,
+            plan: &plan,
+            borrowed_until: None,
+            now: t0,
+            receipt: None,
+        };
+        store.lease(&write).await.unwrap();
+    }
+    let read = License { is_floating: true, ..stored(store, &license.license_key).await };
+    assert_eq!(read.leases_held, 2);
+    let (c, extra) = take(&read, "c", vec![], t0.plus_seconds(600));
+    let write = LeaseWrite {
+        license: &read,
+        device: &c,
+        new_device: true,
+        plan: &extra,
+        borrowed_until: None,
+        now: t0,
+        receipt: None,
+    };
+    conflict(store.lease(&write).await, "a third lease on two seats");
+    // Only the lapsed lease is listed, and only it may be taken over, as read.
+    let lapsed = store.lapsed_leases(&license.license_key, t0, 10).await.unwrap();
+    assert_eq!(lapsed, vec![(hwid("a"), t0.plus_seconds(-30))]);
+    let (_, live_taken) = take(&read, "c", vec![(hwid("b"), t0.plus_seconds(600))], t0.plus_seconds(600));
+    let write = LeaseWrite {
+        license: &read,
+        device: &c,
+        new_device: true,
+        plan: &live_taken,
+        borrowed_until: None,
+        now: t0,
+        receipt: None,
+    };
+    conflict(store.lease(&write).await, "a live lease listed as lapsed");
+    let (_, takeover) = take(&read, "c", lapsed.clone(), t0.plus_seconds(600));
+    let write = LeaseWrite {
+        license: &read,
+        device: &c,
+        new_device: true,
+        plan: &takeover,
+        borrowed_until: None,
+        now: t0,
+        receipt: None,
+    };
+    store.lease(&write).await.unwrap();
+    let after = stored(store, &license.license_key).await;
+    assert_eq!(after.leases_held, 2, "a takeover keeps the count");
+    let (_, a) = store.license_and_device(&license.license_key, &hwid("a")).await.unwrap();
+    assert_eq!(a.unwrap().lease_expires_at, None, "a's lease went to c");
+    conflict(store.clear_lapsed_leases(&license.license_key, &lapsed, t0).await, "a lease already taken over");
+    assert!(store.lapsed_leases(&license.license_key, t0, 10).await.unwrap().is_empty());
 }
 
 #[cfg(test)]

@@ -165,6 +165,8 @@ impl Store for MemoryStore {
                 Lookup::CustomerEmail(email) => l.customer.as_ref().and_then(|c| c.email.as_ref()) == Some(email),
                 Lookup::OrderId(order) => l.order_id.as_ref() == Some(order),
                 Lookup::TrialEmail(email) => l.trial_email.as_ref() == Some(email),
+                Lookup::Product(product) => &l.product == product,
+                Lookup::All => true,
             })
             .collect();
         // Newest first; the key breaks ties so the order (and the cursor) is total.
@@ -338,7 +340,10 @@ impl Store for MemoryStore {
                     let change = write.plan.held_change();
                     let counted = change == 0
                         || i64::from(license.leases_held) <= i64::from(write.license.max_activations) - change;
-                    let taken = slot.take_over.iter().all(|(other, end)| partition.lease_of(other) == Some(*end));
+                    let taken = slot
+                        .take_over
+                        .iter()
+                        .all(|(other, end)| partition.lease_of(other) == Some(*end) && *end <= write.now);
                     let device = match write.new_device {
                         true => {
                             bound.is_none()
@@ -389,10 +394,15 @@ impl Store for MemoryStore {
         Ok(lapsed)
     }
 
-    async fn clear_lapsed_leases(&self, key: &LicenseKey, leases: &[HeldLease]) -> Result<(), WriteError> {
+    async fn clear_lapsed_leases(
+        &self,
+        key: &LicenseKey,
+        leases: &[HeldLease],
+        now: Timestamp,
+    ) -> Result<(), WriteError> {
         let mut partitions = self.lock();
         let partition = partitions.get_mut(key).ok_or(WriteError::Conflict)?;
-        if !leases.iter().all(|(holder, end)| partition.lease_of(holder) == Some(*end)) {
+        if !leases.iter().all(|(holder, end)| partition.lease_of(holder) == Some(*end) && *end <= now) {
             return Err(WriteError::Conflict);
         }
         for (holder, _) in leases {

@@ -114,9 +114,14 @@ pub enum Lookup {
     OrderId(OrderId),
     /// The unverified e-mails given when trials started.
     TrialEmail(Email),
+    /// A product's licenses.
+    Product(Product),
+    /// Every license, in no particular order (a vendor's export): the only listing not by index.
+    All,
 }
 
-/// One page of a listing, newest first; `next_cursor` is opaque and present while more remain.
+/// One page of a listing, newest first (`Lookup::All`: in no particular order); `next_cursor` is
+/// opaque and present while more remain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
     pub licenses: Vec<License>,
@@ -226,7 +231,8 @@ pub trait Store: Send + Sync + 'static {
     /// absent); the allowance's room as planned.
     fn deactivate(&self, write: &DeactivationWrite<'_>) -> impl Future<Output = Result<(), WriteError>> + Send;
 
-    /// Holds: the device's own lease and every lease taken over still read as observed; a new
+    /// Holds: the device's own lease and every lease taken over still read as observed (those taken
+    /// over ended by `now`); a new
     /// lease keeps `leases_held` within the seats as read (a lease taken over frees one); the
     /// device is bound (a new device: not bound yet, and the license active), and on an
     /// acquisition its credential horizon still reads as it was. A renewal writes the device item
@@ -245,13 +251,14 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<HeldLease>, StoreError>> + Send;
 
-    /// Removes lapsed leases (each if it still reads as listed), counting as many fewer: what
-    /// makes room after a vendor lowered a pool's seats far below its leases. Several round trips
-    /// for many leases.
+    /// Removes lapsed leases (each if it still reads as listed and has ended by `now`), counting as
+    /// many fewer: what makes room after a vendor lowered a pool's seats far below its leases.
+    /// Several round trips for many leases.
     fn clear_lapsed_leases(
         &self,
         key: &LicenseKey,
         leases: &[HeldLease],
+        now: Timestamp,
     ) -> impl Future<Output = Result<(), WriteError>> + Send;
 
     /// Moves the leases an earlier version kept in the license item (`license.unmoved_leases`)

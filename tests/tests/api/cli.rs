@@ -61,6 +61,13 @@ async fn the_cli_issues_shows_lists_and_changes_status() {
 
     let listed = keygate(&t, &["list", "--order-id", "cli-1"]).await.unwrap();
     assert_eq!(listed["licenses"].as_array().unwrap().len(), 2);
+    let by_product = keygate(&t, &["list", "--product", "editor", "--limit", "1"]).await.unwrap();
+    assert_eq!(by_product["licenses"].as_array().unwrap().len(), 1);
+    assert!(by_product["next_cursor"].is_string(), "{by_product}");
+    let everything = keygate(&t, &["list", "--all"]).await.unwrap();
+    assert_eq!(everything["licenses"].as_array().unwrap().len(), 2, "the table holds these two");
+    assert!(keygate(&t, &["list"]).await.is_err(), "a filter or --all is required");
+    assert!(keygate(&t, &["list", "--all", "--product", "editor"]).await.is_err(), "one of them");
 
     for (command, status, code) in [
         ("suspend", "suspended", "SUSPENDED"),

@@ -41,8 +41,10 @@ async fn listings_by_customer_and_order_page_with_a_cursor() {
     assert_eq!(keys(&by_order.body).into_iter().collect::<HashSet<_>>(), issued);
 
     for (path, field) in [
-        ("/v1/licenses", "customer_email"),
         ("/v1/licenses?customer_email=a%40b.c&order_id=x", "customer_email"),
+        ("/v1/licenses?product=editor&order_id=x", "customer_email"),
+        ("/v1/licenses?product=Not%20a%20product", "product"),
+        ("/v1/licenses?cursor=bm90LWEtY3Vyc29y", "cursor"),
         ("/v1/licenses?order_id=x&limit=0", "limit"),
         ("/v1/licenses?order_id=x&cursor=bm90LWEtY3Vyc29y", "cursor"),
         ("/v1/licenses?order_id=x&colour=red", "colour"),
@@ -217,4 +219,57 @@ async fn a_patch_that_changes_nothing_writes_nothing_in_dynamodb() {
     assert_eq!((again.status, &again.body["license"]), (200, &first.body["license"]));
     assert_eq!(t.round_trips() - before, 1, "one read, no write");
     assert_eq!(t.stored(&key).await["license"]["version"], 1);
+}
+
+#[tokio::test]
+async fn a_products_licenses_list_newest_first_and_every_license_lists_once() {
+    let t = TestApp::spawn().await;
+    let mut designer = Vec::new();
+    for _ in 0..3 {
+        designer.push(t.issue(json!({"product": "designer"})).await);
+        // Creation times are whole seconds; newest first needs them apart.
+        tokio::time::sleep(std::time::Duration::from_millis(1_050)).await;
+    }
+    let editor = t.issue(json!({})).await;
+    // A trial record of the product shares its index: it must not list as a license.
+    let terms = json!({"days": 14, "max_activations": 1}).to_string().into_bytes();
+    let trial = t.request("PUT", "/v1/products/designer/trial", terms, true).await;
+    assert_eq!(trial.status, 200, "{}", trial.body);
+    let started = t.post("/v1/trial", &json!({"product": "designer", "hardware_id": "pc-trial"})).await;
+    assert_eq!(started.status, 201, "{}", started.body);
+    let trial_key = started.body["license"]["license_key"].as_str().unwrap().to_string();
+
+    let first = t.admin_get("/v1/licenses?product=designer&limit=2").await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let expected: Vec<&str> =
+        [trial_key.as_str()].into_iter().chain(designer.iter().rev().map(String::as_str)).collect();
+    assert_eq!(keys_in_order(&first.body), expected[..2]);
+    let cursor = first.body["next_cursor"].as_str().expect("more remain");
+    let rest = t.admin_get(&format!("/v1/licenses?product=designer&limit=2&cursor={cursor}")).await;
+    assert_eq!(keys_in_order(&rest.body), expected[2..]);
+    assert_eq!(rest.body["next_cursor"], Value::Null);
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/licenses?limit=2&cursor={c}"),
+            None => "/v1/licenses?limit=2".to_string(),
+        };
+        let page = t.admin_get(&path).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        seen.extend(keys_in_order(&page.body).into_iter().map(str::to_string));
+        cursor = page.body["next_cursor"].as_str().map(str::to_string);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    seen.sort_unstable();
+    let mut all: Vec<String> = designer.into_iter().chain([editor, trial_key]).collect();
+    all.sort_unstable();
+    assert_eq!(seen, all, "every license once, the table holding nothing else");
+}
+
+fn keys_in_order(page: &Value) -> Vec<&str> {
+    page["licenses"].as_array().unwrap().iter().map(|l| l["license_key"].as_str().unwrap()).collect()
 }

@@ -16,11 +16,11 @@ pub use sdk::{sdk_config, sdk_config_with};
 use errors::{classify, conditional_error, transaction_error};
 use expression::{releases, Expression, MAX_TAKE_OVER_PER_WRITE};
 use records::{
-    built, decode_cursor, device_from, device_item, device_sk, encode_cursor, hardware_id_of, idempotency_pk,
-    is_released, license_from, license_item, license_pk, lookup_index, n, receipt_pk, s, status, trial_marker_pk,
-    trial_terms_pk, Item, BOUND, CONSUMPTION, DEVICE_PREFIX, IDEMPOTENCY_SK, LEASES, LEASES_HELD, LEASES_ON_DEVICES,
-    LEASE_END, LEASE_INDEX, LICENSE_SK, MAX_TRANSACTION_ITEMS, MOVING_LEASES, OPERATION_OWNED, RECEIPT_SK, RELEASED,
-    RELEASES, SEEN_INDEX, TRIAL_SK,
+    built, decode_cursor, decode_scan_cursor, device_from, device_item, device_sk, encode_cursor, hardware_id_of,
+    idempotency_pk, is_released, license_from, license_item, license_pk, lookup_index, n, receipt_pk, s, status,
+    trial_marker_pk, trial_terms_pk, Item, BOUND, CONSUMPTION, DEVICE_PREFIX, IDEMPOTENCY_SK, LEASES, LEASES_HELD,
+    LEASES_ON_DEVICES, LEASE_END, LEASE_INDEX, LICENSE_SK, MAX_TRANSACTION_ITEMS, MOVING_LEASES, OPERATION_OWNED,
+    PRODUCT_INDEX, RECEIPT_SK, RELEASED, RELEASES, SEEN_INDEX, TRIAL_SK,
 };
 
 use super::{
@@ -41,6 +41,10 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Items one scan of the table evaluates when listing every license, and scans per call.
+const SCAN_PAGE: i32 = 1_000;
+const SCAN_ROUNDS: usize = 10;
 
 pub struct DynamoStore {
     client: Client,
@@ -199,22 +203,25 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// Removes `holder`'s lease, provided it still ends at `end` (lapsed: taking it frees nothing
-    /// that runs), as one item of a transaction. Bound or released, the device keeps its item.
+    /// Removes `holder`'s lease, provided it still ends at `end` and that is not after `now` (a
+    /// lapsed lease: taking it frees nothing that runs), as one item of a transaction. Bound or
+    /// released, the device keeps its item.
     fn lease_removal(
         &self,
         key: &LicenseKey,
         holder: &HardwareId,
         end: Timestamp,
+        now: Timestamp,
     ) -> Result<TransactWriteItem, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
             .key("PK", license_pk(key))
             .key("SK", device_sk(holder))
             .update_expression("REMOVE #end")
-            .condition_expression("#end = :end")
+            .condition_expression("#end = :end AND #end <= :now")
             .expression_attribute_names("#end", LEASE_END)
             .expression_attribute_values(":end", s(&end.to_string()))
+            .expression_attribute_values(":now", s(&now.to_string()))
             .build();
         Ok(TransactWriteItem::builder().update(built(update)?).build())
     }
@@ -248,9 +255,9 @@ impl DynamoStore {
 
     /// Takes over the lapsed leases of `slot` that one write cannot hold first, in writes of their
     /// own (see `clear_lapsed_leases`), and returns the slot for the rest.
-    async fn fit_leases(&self, key: &LicenseKey, slot: &Slot) -> Result<Slot, WriteError> {
+    async fn fit_leases(&self, key: &LicenseKey, slot: &Slot, now: Timestamp) -> Result<Slot, WriteError> {
         let excess = slot.take_over.len().saturating_sub(MAX_TAKE_OVER_PER_WRITE);
-        self.clear_lapsed_leases(key, &slot.take_over[..excess]).await?;
+        self.clear_lapsed_leases(key, &slot.take_over[..excess], now).await?;
         Ok(Slot { own: slot.own, take_over: slot.take_over[excess..].to_vec() })
     }
 
@@ -307,6 +314,45 @@ impl DynamoStore {
             .condition_expression(format!("attribute_exists(SK) AND {BOUND} AND {horizon} AND {lease}"))
             .build();
         Ok(TransactWriteItem::builder().update(built(update)?).build())
+    }
+
+    /// Every license, a page at a time in table order: scans of up to [`SCAN_PAGE`] items, at most
+    /// [`SCAN_ROUNDS`] per call (a table of mostly devices yields few licenses per scan), resuming
+    /// after the last license returned or the last item scanned.
+    async fn scan_licenses(&self, limit: u32, cursor: Option<&str>) -> Result<Page, StoreError> {
+        let mut start = cursor.map(decode_scan_cursor).transpose()?;
+        let mut licenses = Vec::new();
+        for _ in 0..SCAN_ROUNDS {
+            self.count_round_trip();
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("SK = :license")
+                .expression_attribute_values(":license", s(LICENSE_SK))
+                .limit(SCAN_PAGE)
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await
+                .map_err(classify)?;
+            self.count_reads(output.consumed_capacity());
+            for item in output.items.unwrap_or_default() {
+                licenses.push(license_from(item)?);
+                if licenses.len() > limit as usize {
+                    licenses.truncate(limit as usize);
+                    let last = licenses.last().map(|l| {
+                        Item::from([("PK".to_string(), license_pk(&l.license_key)), ("SK".to_string(), s(LICENSE_SK))])
+                    });
+                    return Ok(Page { next_cursor: last.as_ref().and_then(encode_cursor), licenses });
+                }
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(Page { licenses, next_cursor: None });
+            }
+        }
+        Ok(Page { next_cursor: start.as_ref().and_then(encode_cursor), licenses })
     }
 
     fn count_round_trip(&self) {
@@ -534,12 +580,18 @@ impl Store for DynamoStore {
     }
 
     async fn list_licenses(&self, lookup: &Lookup, limit: u32, cursor: Option<&str>) -> Result<Page, StoreError> {
-        let (index, attribute, value) = lookup_index(lookup);
+        let Some((index, attribute, value)) = lookup_index(lookup) else {
+            return self.scan_licenses(limit, cursor).await;
+        };
         let start = cursor.map(|c| decode_cursor(c, attribute, &value)).transpose()?;
+        // The product index holds keys only (and a product's trial records too: not licenses).
+        let keys_only = index == PRODUCT_INDEX;
         self.count_round_trip();
-        let output = self
-            .client
-            .query()
+        let mut query = self.client.query();
+        if keys_only {
+            query = query.filter_expression("SK = :license").expression_attribute_values(":license", s(LICENSE_SK));
+        }
+        let output = query
             .table_name(&self.table)
             .index_name(index)
             .key_condition_expression("#pk = :pk")
@@ -567,7 +619,17 @@ impl Store for DynamoStore {
             // Fewer than asked, yet a key: the query stopped at its 1 MB page, so more may remain.
             output.last_evaluated_key.as_ref().and_then(encode_cursor)
         };
-        let licenses = items.into_iter().map(license_from).collect::<Result<Vec<_>, _>>()?;
+        let licenses = match keys_only {
+            true => {
+                let keys = items.iter().map(|item| item.get("PK").and_then(|pk| pk.as_s().ok()));
+                let keys: Vec<LicenseKey> = keys
+                    .map(|pk| pk.and_then(|pk| pk.strip_prefix("L#")).and_then(|key| LicenseKey::parse(key).ok()))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| StoreError::Internal("a product index entry without a license key".into()))?;
+                self.licenses(&keys).await?
+            }
+            false => items.into_iter().map(license_from).collect::<Result<Vec<_>, _>>()?,
+        };
         Ok(Page { licenses, next_cursor })
     }
 
@@ -763,7 +825,7 @@ impl Store for DynamoStore {
                 update = update.expression_attribute_values(":own", s(&observed.to_string()));
                 None
             }
-            LeasePlan::Acquire { slot, .. } => Some(self.fit_leases(key, slot).await?),
+            LeasePlan::Acquire { slot, .. } => Some(self.fit_leases(key, slot, write.now).await?),
         };
         if let Some(slot) = &slot {
             // The horizon moves on every acquisition (see `rules::horizon_on_acquire`).
@@ -800,7 +862,7 @@ impl Store for DynamoStore {
                 });
             }
             for (other, end) in &slot.take_over {
-                items.push(self.lease_removal(key, other, *end)?);
+                items.push(self.lease_removal(key, other, *end, write.now)?);
             }
         }
         if !(write.new_device && slot.is_some()) {
@@ -874,14 +936,19 @@ impl Store for DynamoStore {
         Ok(leases)
     }
 
-    async fn clear_lapsed_leases(&self, key: &LicenseKey, leases: &[HeldLease]) -> Result<(), WriteError> {
+    async fn clear_lapsed_leases(
+        &self,
+        key: &LicenseKey,
+        leases: &[HeldLease],
+        now: Timestamp,
+    ) -> Result<(), WriteError> {
         for chunk in leases.chunks(MAX_TRANSACTION_ITEMS - 1) {
             let mut e = Expression::default();
             e.name("#held", LEASES_HELD).value(":cleared", n(chunk.len())).set("#held = #held - :cleared");
             e.condition("#held >= :cleared");
             let mut items = vec![self.license_write(key, e)?];
             for (holder, end) in chunk {
-                items.push(self.lease_removal(key, holder, *end)?);
+                items.push(self.lease_removal(key, holder, *end, now)?);
             }
             self.transact(items).await?;
         }

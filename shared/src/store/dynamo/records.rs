@@ -16,6 +16,9 @@ pub(super) const LICENSE_SK: &str = "L";
 pub(super) const DEVICE_PREFIX: &str = "D#";
 pub(super) const CUSTOMER_INDEX: &str = "GSI1";
 pub(super) const ORDER_INDEX: &str = "GSI2";
+/// License items by product, newest first (keys only: a license's creation writes it, its updates
+/// do not).
+pub(super) const PRODUCT_INDEX: &str = "ByProduct";
 /// Every item with a `last_seen_at` (the devices, bound or tombstoned) by license, the least
 /// recently seen first: what a rotation picks from without reading every device.
 pub(super) const SEEN_INDEX: &str = "BySeen";
@@ -98,13 +101,28 @@ pub(super) fn receipt_pk(scope: &str, idempotency_key: &str) -> AttributeValue {
     AttributeValue::S(format!("R#{scope}#{idempotency_key}"))
 }
 
-/// The index, its partition-key attribute and value for a lookup.
-pub(super) fn lookup_index(lookup: &Lookup) -> (&'static str, &'static str, String) {
-    match lookup {
+/// The index, its partition-key attribute and value for a lookup (`None`: the listing of every
+/// license, a scan).
+pub(super) fn lookup_index(lookup: &Lookup) -> Option<(&'static str, &'static str, String)> {
+    Some(match lookup {
         Lookup::CustomerEmail(email) => (CUSTOMER_INDEX, "GSI1PK", format!("C#{}", email.as_str())),
         Lookup::OrderId(order) => (ORDER_INDEX, "GSI2PK", format!("O#{order}")),
         Lookup::TrialEmail(email) => (CUSTOMER_INDEX, "GSI1PK", format!("{TRIAL_EMAIL_PREFIX}{}", email.as_str())),
+        Lookup::Product(product) => (PRODUCT_INDEX, "product", product.to_string()),
+        Lookup::All => return None,
+    })
+}
+
+/// A scan's cursor: the key it resumes after (any item's: a scan may stop at a device), as
+/// base64url JSON. Only well-formed keys are accepted (DynamoDB refuses empty or oversized ones).
+pub(super) fn decode_scan_cursor(cursor: &str) -> Result<Item, StoreError> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| StoreError::InvalidCursor)?;
+    let object: HashMap<String, String> = serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)?;
+    let fits = |name: &str, max: usize| object.get(name).is_some_and(|v| !v.is_empty() && v.len() <= max);
+    if object.len() != 2 || !fits("PK", 2_048) || !fits("SK", 1_024) {
+        return Err(StoreError::InvalidCursor);
     }
+    Ok(object.into_iter().map(|(name, value)| (name, AttributeValue::S(value))).collect())
 }
 
 /// Trial e-mails share the customer index under their own prefix, so a customer lookup never

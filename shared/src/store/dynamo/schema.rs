@@ -9,10 +9,10 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::errors::classify;
-use super::records::{built, CUSTOMER_INDEX, LEASE_END, LEASE_INDEX, ORDER_INDEX, SEEN_INDEX};
+use super::records::{built, CUSTOMER_INDEX, LEASE_END, LEASE_INDEX, ORDER_INDEX, PRODUCT_INDEX, SEEN_INDEX};
 
 /// Create the table with its lookup indexes (customer e-mail, order id, devices by last sighting,
-/// leases by end)
+/// leases by end, licenses by product)
 /// and TTL on `ttl`.
 /// Returns false, changing nothing, when the table exists already.
 pub async fn create_table(client: &Client, table: &str) -> Result<bool, StoreError> {
@@ -22,7 +22,8 @@ pub async fn create_table(client: &Client, table: &str) -> Result<bool, StoreErr
         |name: &str, key_type: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(key_type).build();
     let index = |name: &str, partition: &str, sort: &str| {
         // A takeover needs only which device holds a lapsed lease and its end: the keys.
-        let projection = if name == LEASE_INDEX { ProjectionType::KeysOnly } else { ProjectionType::All };
+        let keys_only = [LEASE_INDEX, PRODUCT_INDEX].contains(&name);
+        let projection = if keys_only { ProjectionType::KeysOnly } else { ProjectionType::All };
         GlobalSecondaryIndex::builder()
             .index_name(name)
             .key_schema(built(key(partition, KeyType::Hash))?)
@@ -42,12 +43,14 @@ pub async fn create_table(client: &Client, table: &str) -> Result<bool, StoreErr
         .attribute_definitions(built(attribute("created_at"))?)
         .attribute_definitions(built(attribute("last_seen_at"))?)
         .attribute_definitions(built(attribute(LEASE_END))?)
+        .attribute_definitions(built(attribute("product"))?)
         .key_schema(built(key("PK", KeyType::Hash))?)
         .key_schema(built(key("SK", KeyType::Range))?)
         .global_secondary_indexes(index(CUSTOMER_INDEX, "GSI1PK", "created_at")?)
         .global_secondary_indexes(index(ORDER_INDEX, "GSI2PK", "created_at")?)
         .global_secondary_indexes(index(SEEN_INDEX, "PK", "last_seen_at")?)
         .global_secondary_indexes(index(LEASE_INDEX, "PK", LEASE_END)?)
+        .global_secondary_indexes(index(PRODUCT_INDEX, "product", "created_at")?)
         .send()
         .await;
     match created {
