@@ -4,6 +4,7 @@ CARGO ?= cargo
 VENV := .venv
 CONTRACT_VENV := .venv-contract
 BENCH_VENV := .venv-bench
+CHECKOV_VENV := .venv-checkov
 SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam
 # Architecture of the deployed functions: arm64 (default) or x86_64.
 ARCH ?= arm64
@@ -63,10 +64,18 @@ $(VENV)/.installed: infra/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/requirements.txt
 	touch $@
 
-validate: tools ## cfn-lint, sam validate --lint, and the template structure tests (SAM transform, IAM, routes)
+validate: tools $(CHECKOV_VENV)/.installed ## cfn-lint, sam validate --lint, the template structure tests (SAM transform, IAM, routes, alarms), and checkov (no failed check)
 	$(VENV)/bin/cfn-lint infra/template.yaml
 	$(SAM) validate --lint --template-file infra/template.yaml
 	AWS_DEFAULT_REGION=us-east-1 $(VENV)/bin/python -m unittest -v infra/tests/test_template.py
+	@# Exits non-zero on any failed check; --skip-download makes no call to Prisma Cloud. (A template it
+	@# cannot parse counts as no failure: cfn-lint, above, fails on one first.)
+	$(CHECKOV_VENV)/bin/checkov -f infra/template.yaml --framework cloudformation --skip-download --compact
+
+$(CHECKOV_VENV)/.installed: infra/requirements-checkov.txt
+	python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/requirements-checkov.txt
+	touch $@
 
 build: tools ## cargo lambda build --release for each function (ARCH=arm64 needs: rustup target add aarch64-unknown-linux-gnu)
 	rm -rf target/lambda
