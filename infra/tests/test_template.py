@@ -51,12 +51,28 @@ TABLE_ACTIONS = {
     },
 }
 SIGNS_TOKENS = {"ActivateFunction", "CheckFunction"}
+# The license table: the one the stack creates, or ExistingTableName (a restored table).
+EXISTING_TABLE_ARN = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${ExistingTableName}"
+TABLE_ARN = {"Fn::If": ["CreateTable", {"Fn::GetAtt": ["Table", "Arn"]}, {"Fn::Sub": EXISTING_TABLE_ARN}]}
+TABLE_NAME = {"Fn::If": ["CreateTable", {"Ref": "Table"}, {"Ref": "ExistingTableName"}]}
+
+
+def index_arn(index):
+    return {
+        "Fn::If": [
+            "CreateTable",
+            {"Fn::Sub": f"${{Table.Arn}}/index/{index}"},
+            {"Fn::Sub": f"{EXISTING_TABLE_ARN}/index/{index}"},
+        ]
+    }
+
+
 # The indexes each function may query: the lookups for the vendor API; a rotation's candidates and
 # lapsed leases to take over for activate; lapsed leases for check (a heartbeat may retake a seat).
 INDEXES = {
-    "IssueFunction": [{"Fn::Sub": "${Table.Arn}/index/*"}],
-    "ActivateFunction": [{"Fn::Sub": "${Table.Arn}/index/BySeen"}, {"Fn::Sub": "${Table.Arn}/index/ByLeaseEnd"}],
-    "CheckFunction": [{"Fn::Sub": "${Table.Arn}/index/ByLeaseEnd"}],
+    "IssueFunction": [index_arn("*")],
+    "ActivateFunction": [index_arn("BySeen"), index_arn("ByLeaseEnd")],
+    "CheckFunction": [index_arn("ByLeaseEnd")],
 }
 NO_VALUE = {"Ref": "AWS::NoValue"}
 # The customer-managed key, where one is given (KmsKeyArn), and each role's use of it.
@@ -163,6 +179,40 @@ def deployed(cfn, parameters):
     return result
 
 
+def names(node, name):
+    """Whether this Ref, GetAtt or Sub itself (not a value nested in it) names `name`."""
+    if not isinstance(node, dict):
+        return False
+    if "Ref" in node:
+        return node["Ref"] == name
+    if "Fn::GetAtt" in node:
+        value = node["Fn::GetAtt"]
+        return (value[0] if isinstance(value, list) else value.split(".")[0]) == name
+    if "Fn::Sub" in node:
+        value = node["Fn::Sub"]
+        text = value if isinstance(value, str) else value[0]
+        return re.search(r"\$\{" + re.escape(name) + r"[.}]", text) is not None
+    return False
+
+
+def references(node, name):
+    """Every Ref, GetAtt or Sub naming `name` anywhere in node."""
+    found = []
+
+    def walk(node):
+        if names(node, name):
+            found.append(node)
+        if isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(node)
+    return found
+
+
 def openapi_routes():
     with open(OPENAPI) as f:
         spec = yaml.safe_load(f)
@@ -266,7 +316,7 @@ class TemplateTest(unittest.TestCase):
                 actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
                 resource = statement["Resource"]
                 if all(a.startswith("dynamodb:") for a in actions):
-                    if resource == {"Fn::GetAtt": ["Table", "Arn"]}:
+                    if resource == TABLE_ARN:
                         table_actions.update(actions)
                     else:
                         resources = resource if isinstance(resource, list) else [resource]
@@ -432,6 +482,62 @@ class TemplateTest(unittest.TestCase):
             self.assertNotRegex(value.lower(), "header|body|authorization")
         group = self.resources["ApiAccessLogGroup"]["Properties"]
         self.assertEqual(group["RetentionInDays"], {"Ref": "AccessLogRetentionDays"})
+
+    def test_an_existing_table_replaces_the_created_one(self):
+        template, _ = decode(TEMPLATE)
+        self.assertEqual(template["Parameters"]["ExistingTableName"]["Default"], "")
+        self.assertEqual(self.cfn["Conditions"]["CreateTable"], {"Fn::Equals": [{"Ref": "ExistingTableName"}, ""]})
+        self.assertEqual(self.resources["Table"]["Condition"], "CreateTable")
+        self.assertEqual(self.resources["Table"]["DeletionPolicy"], "Retain")
+        # Every reference to the created table is the first branch of an Fn::If on CreateTable, and
+        # every reference to ExistingTableName the second: walk the template, noting the branch.
+        misplaced = []
+
+        def walk(node, branch, where):
+            if isinstance(node, dict):
+                if set(node) == {"Fn::If"}:
+                    name, yes, no = node["Fn::If"]
+                    walk(yes, "created" if name == "CreateTable" else branch, where)
+                    walk(no, "existing" if name == "CreateTable" else branch, where)
+                    return
+                if names(node, "Table") and branch != "created":
+                    misplaced.append((where, node))
+                if names(node, "ExistingTableName") and branch != "existing":
+                    misplaced.append((where, node))
+                for value in node.values():
+                    walk(value, branch, where)
+            elif isinstance(node, list):
+                for item in node:
+                    walk(item, branch, where)
+
+        for section in ("Resources", "Outputs"):
+            for name, item in self.cfn[section].items():
+                if name != "Table":
+                    walk(item, None, name)
+        self.assertEqual(misplaced, [])
+        # With a table named, the stack creates none and every function and alarm uses that one...
+        stack = deployed(self.cfn, {"ExistingTableName": "keygate-restored"})
+        self.assertNotIn("Table", stack["Resources"])
+        self.assertEqual(references(stack, "Table"), [])
+        for function in TABLE_ACTIONS:
+            env = stack["Resources"][function]["Properties"]["Environment"]["Variables"]
+            self.assertEqual(env["KEYGATE_TABLE"], {"Ref": "ExistingTableName"}, function)
+            statements = [
+                s
+                for p in stack["Resources"][f"{function}Role"]["Properties"]["Policies"]
+                for s in p["PolicyDocument"]["Statement"]
+            ]
+            for statement in statements:
+                if any(a.startswith("dynamodb:") for a in statement["Action"]):
+                    resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                    for resource in resources:
+                        self.assertTrue(resource["Fn::Sub"].startswith(EXISTING_TABLE_ARN), (function, resource))
+        self.assertEqual(stack["Outputs"]["TableName"]["Value"], {"Ref": "ExistingTableName"})
+        # ...and without one, the created table, as before.
+        stack = deployed(self.cfn, {})
+        self.assertIn("Table", stack["Resources"])
+        self.assertEqual(references(stack, "ExistingTableName"), [])
+        self.assertEqual(stack["Outputs"]["TableName"]["Value"], {"Ref": "Table"})
 
     def test_the_kms_key_and_reserved_concurrency_parameters_are_wired(self):
         template, _ = decode(TEMPLATE)
