@@ -8,6 +8,7 @@ conditions (`deployed`) to check what a stack gets with and without the optional
 """
 
 import copy
+import json
 import os
 import re
 import unittest
@@ -89,6 +90,10 @@ KMS_STATEMENT = {
         NO_VALUE,
     ]
 }
+# The DynamoDB API operations the store calls (ConditionCheckItem only inside TransactWriteItems):
+# DynamoDB reports its SystemErrors per operation, so the alarm sums these.
+DYNAMODB_OPERATIONS = {"GetItem", "BatchGetItem", "Query", "PutItem", "UpdateItem", "BatchWriteItem", "TransactWriteItems"}
+ALARM_ACTIONS = {"Fn::If": ["AlarmsNotify", [{"Ref": "AlarmTopicArn"}], NO_VALUE]}
 # checkov findings the template suppresses (Metadata: checkov: skip), by resource; every other check passes.
 CHECKOV_SKIPS = {function: {"CKV_AWS_116", "CKV_AWS_117"} for function in TABLE_ACTIONS}
 ROUTE_OWNERS = {
@@ -538,6 +543,111 @@ class TemplateTest(unittest.TestCase):
         self.assertIn("Table", stack["Resources"])
         self.assertEqual(references(stack, "ExistingTableName"), [])
         self.assertEqual(stack["Outputs"]["TableName"]["Value"], {"Ref": "Table"})
+
+    def alarms(self):
+        return {name: r["Properties"] for name, r in self.resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+
+    def test_each_function_has_error_throttle_and_latency_alarms_that_notify_the_topic(self):
+        alarms = self.alarms()
+        for name, alarm in alarms.items():
+            self.assertEqual(alarm["AlarmActions"], ALARM_ACTIONS, name)
+            self.assertEqual(alarm["OKActions"], ALARM_ACTIONS, name)
+            self.assertEqual(alarm["TreatMissingData"], "notBreaching", name)
+        for function in TABLE_ACTIONS:
+            mine = {
+                a["MetricName"]: a
+                for a in alarms.values()
+                if a.get("Namespace") == "AWS/Lambda"
+                and a["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": function}}]
+            }
+            self.assertEqual(set(mine), {"Errors", "Throttles", "Duration"}, function)
+            for metric in ("Errors", "Throttles"):
+                alarm = mine[metric]
+                self.assertEqual(
+                    (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"], alarm["Threshold"]),
+                    ("Sum", 300, 1, 1),
+                    (function, metric),
+                )
+                self.assertEqual(alarm["ComparisonOperator"], "GreaterThanOrEqualToThreshold")
+            latency = mine["Duration"]
+            self.assertEqual(latency["ExtendedStatistic"], "p99")
+            self.assertNotIn("Statistic", latency)
+            self.assertEqual(latency["Threshold"], {"Ref": "LatencyAlarmMilliseconds"})
+            self.assertEqual(latency["ComparisonOperator"], "GreaterThanThreshold")
+            self.assertEqual((latency["Period"], latency["EvaluationPeriods"], latency["DatapointsToAlarm"]), (300, 3, 3))
+        template, _ = decode(TEMPLATE)
+        self.assertEqual(template["Parameters"]["AlarmTopicArn"]["Default"], "")
+        self.assertEqual(template["Parameters"]["LatencyAlarmMilliseconds"]["Default"], 1000)
+        self.assertEqual(self.cfn["Conditions"]["AlarmsNotify"], {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]})
+        # No topic: the alarms notify no one; a topic: every alarm notifies it, firing and recovering.
+        quiet = deployed(self.cfn, {})["Resources"]
+        loud = deployed(self.cfn, {"AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:keygate-alarms"})["Resources"]
+        for name in alarms:
+            self.assertNotIn("AlarmActions", quiet[name]["Properties"], name)
+            self.assertNotIn("OKActions", quiet[name]["Properties"], name)
+            self.assertEqual(loud[name]["Properties"]["AlarmActions"], [{"Ref": "AlarmTopicArn"}], name)
+            self.assertEqual(loud[name]["Properties"]["OKActions"], [{"Ref": "AlarmTopicArn"}], name)
+
+    def test_the_api_and_the_table_have_alarms(self):
+        alarms = self.alarms().values()
+        api = [a for a in alarms if a.get("Namespace") == "AWS/ApiGateway"]
+        self.assertEqual(len(api), 1)
+        self.assertEqual(api[0]["MetricName"], "5xx")
+        self.assertEqual(api[0]["Dimensions"], [{"Name": "ApiId", "Value": {"Ref": "Api"}}])
+        self.assertEqual((api[0]["Statistic"], api[0]["Threshold"]), ("Sum", 1))
+        table = {a["MetricName"]: a for a in alarms if a.get("Namespace") == "AWS/DynamoDB"}
+        self.assertEqual(set(table), {"ReadThrottleEvents", "WriteThrottleEvents"})
+        for alarm in table.values():
+            self.assertEqual(alarm["Dimensions"], [{"Name": "TableName", "Value": TABLE_NAME}])
+            self.assertEqual((alarm["Statistic"], alarm["Threshold"]), ("Sum", 1))
+        # SystemErrors exist per operation only: one alarm sums the operations the store calls.
+        (system,) = [a for a in alarms if "Metrics" in a]
+        returned = [q for q in system["Metrics"] if q.get("ReturnData", True)]
+        self.assertEqual(len(returned), 1)
+        self.assertEqual(returned[0]["Expression"], "SUM(METRICS())")
+        operations = set()
+        for query in system["Metrics"]:
+            if "MetricStat" in query:
+                metric = query["MetricStat"]["Metric"]
+                self.assertEqual((metric["Namespace"], metric["MetricName"]), ("AWS/DynamoDB", "SystemErrors"))
+                dimensions = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+                self.assertEqual(dimensions["TableName"], TABLE_NAME)
+                operations.add(dimensions["Operation"])
+        self.assertEqual(operations, DYNAMODB_OPERATIONS)
+        # Every operation IAM allows is summed (ConditionCheckItem is sent inside TransactWriteItems).
+        allowed = {a.split(":")[1] for actions in TABLE_ACTIONS.values() for a in actions}
+        self.assertLessEqual(allowed - {"ConditionCheckItem"}, DYNAMODB_OPERATIONS)
+
+    def test_the_dashboard_shows_functions_api_and_table(self):
+        dashboards = [r["Properties"] for r in self.resources.values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+        self.assertEqual(len(dashboards), 1)
+        text, variables = dashboards[0]["DashboardBody"]["Fn::Sub"]
+        self.assertEqual(variables, {"TableName": TABLE_NAME})
+        # Every ${...} names a variable, a parameter, a resource or a pseudo parameter.
+        names = set(variables) | set(self.cfn["Parameters"]) | set(self.resources)
+        for name in re.findall(r"\$\{([^}]+)\}", text):
+            self.assertTrue(name in names or name.startswith("AWS::"), name)
+        # Valid JSON once the number is in (the other variables sit inside strings).
+        body = json.loads(text.replace("${LatencyAlarmMilliseconds}", "1000"))
+        shown = set()
+        for widget in body["widgets"]:
+            properties = widget["properties"]
+            for metric in properties["metrics"]:
+                if isinstance(metric[0], dict):
+                    shown.add(("expression", metric[0]["expression"]))
+                    continue
+                options = metric[4] if len(metric) > 4 else {}
+                shown.add((metric[0], metric[1], metric[3], options.get("stat", properties.get("stat"))))
+        for function in TABLE_ACTIONS:
+            for metric in ("Invocations", "Errors", "Throttles"):
+                self.assertIn(("AWS/Lambda", metric, f"${{{function}}}", "Sum"), shown)
+            self.assertIn(("AWS/Lambda", "Duration", f"${{{function}}}", "p99"), shown)
+        for metric in ("4xx", "5xx"):
+            self.assertIn(("AWS/ApiGateway", metric, "${Api}", "Sum"), shown)
+        self.assertIn(("AWS/ApiGateway", "Latency", "${Api}", "p99"), shown)
+        for metric in ("ConsumedReadCapacityUnits", "ConsumedWriteCapacityUnits", "ReadThrottleEvents", "WriteThrottleEvents"):
+            self.assertIn(("AWS/DynamoDB", metric, "${TableName}", "Sum"), shown)
+        self.assertIn("${Dashboard}", self.cfn["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"])
 
     def test_the_kms_key_and_reserved_concurrency_parameters_are_wired(self):
         template, _ = decode(TEMPLATE)
