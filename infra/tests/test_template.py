@@ -723,6 +723,44 @@ class TemplateTest(unittest.TestCase):
             metadata = template["Resources"][function]["Metadata"]
             self.assertEqual(set(metadata), {"BuildMethod", "BuildProperties", "checkov"}, function)
 
+    def test_a_custom_domain_maps_to_the_api_when_both_parameters_are_given(self):
+        template, _ = decode(TEMPLATE)
+        for parameter in ("CustomDomainName", "CustomDomainCertificateArn"):
+            self.assertEqual(template["Parameters"][parameter]["Default"], "")
+        domain = self.resources["CustomDomain"]
+        self.assertEqual(domain["Condition"], "CustomDomainGiven")
+        self.assertEqual(domain["Properties"]["DomainName"], {"Ref": "CustomDomainName"})
+        (config,) = domain["Properties"]["DomainNameConfigurations"]
+        self.assertEqual(
+            config,
+            {"CertificateArn": {"Ref": "CustomDomainCertificateArn"}, "EndpointType": "REGIONAL", "SecurityPolicy": "TLS_1_2"},
+        )
+        mapping = self.resources["CustomDomainMapping"]
+        self.assertEqual(mapping["Condition"], "CustomDomainGiven")
+        stage = next(name for name, r in self.resources.items() if r["Type"] == "AWS::ApiGatewayV2::Stage")
+        self.assertEqual(
+            mapping["Properties"],
+            {"DomainName": {"Ref": "CustomDomain"}, "ApiId": {"Ref": "Api"}, "Stage": {"Ref": stage}},
+        )
+        for output in ("CustomDomainTarget", "CustomDomainHostedZoneId", "CustomDomainUrl"):
+            self.assertEqual(self.cfn["Outputs"][output]["Condition"], "CustomDomainGiven", output)
+        self.assertEqual(self.cfn["Outputs"]["CustomDomainTarget"]["Value"], {"Fn::GetAtt": ["CustomDomain", "RegionalDomainName"]})
+        # Both or neither: a rule refuses one without the other.
+        self.assertIn("CustomDomainNeedsBoth", self.cfn["Rules"])
+        none = deployed(self.cfn, {})
+        self.assertNotIn("CustomDomain", none["Resources"])
+        self.assertNotIn("CustomDomainMapping", none["Resources"])
+        self.assertNotIn("CustomDomainTarget", none["Outputs"])
+        given = {
+            "CustomDomainName": "licenses.example.com",
+            "CustomDomainCertificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/1234abcd-12ab-34cd-56ef-1234567890ab",
+        }
+        both = deployed(self.cfn, given)
+        self.assertIn("CustomDomainMapping", both["Resources"])
+        self.assertIn("CustomDomainTarget", both["Outputs"])
+        for only in given:
+            self.assertNotIn("CustomDomain", deployed(self.cfn, {only: given[only]})["Resources"])
+
     def test_every_ref_names_a_parameter_resource_or_pseudo_parameter(self):
         names = set(self.cfn.get("Parameters", {})) | set(self.resources)
         refs = []
