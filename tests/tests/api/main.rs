@@ -16,6 +16,7 @@ mod idempotency;
 mod integrity;
 mod lambda;
 mod offline;
+mod restore;
 mod rules;
 mod scale;
 mod ssm;
