@@ -101,4 +101,4 @@ $(BENCH_VENV)/.installed: bench/load/requirements.txt
 
 clean: ## remove build outputs and local state
 	$(CARGO) clean
-	rm -rf .local .aws-sam $(CONTRACT_VENV) $(BENCH_VENV)
+	rm -rf .local .aws-sam $(CONTRACT_VENV) $(BENCH_VENV) $(CHECKOV_VENV)
