@@ -293,10 +293,26 @@ enum KeysCommand {
 #[derive(Subcommand)]
 enum AdminTokenCommand {
     /// Print a new random admin token and, on stderr, the SHA-256 hash to configure.
-    New,
+    New {
+        /// Configure it under this name (logs say which token acted): prints name:hash.
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Read a token on stdin and print its SHA-256 hash (for KEYGATE_ADMIN_TOKEN_SHA256); a token
     /// shorter than 32 characters or with less than about 128 bits is refused.
-    Hash,
+    Hash {
+        /// Print it as name:hash, configured under this name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+/// A hash as configured: `name:hash` when named (the name checked as the server checks it).
+fn configured_hash(name: Option<&str>, hash: String) -> Result<String, CliError> {
+    let Some(name) = name else { return Ok(hash) };
+    let entry = format!("{name}:{hash}");
+    keygate::auth::AdminTokens::parse(&entry).map_err(|e| CliError::Usage(format!("--name: {e}")))?;
+    Ok(entry)
 }
 
 #[tokio::main]
@@ -337,10 +353,11 @@ async fn run(command: Command) -> Result<(), CliError> {
             println!("{} {}", signer.kid(), signer.public_key_b64());
             Ok(())
         }
-        Command::AdminToken { command: AdminTokenCommand::New } => {
+        Command::AdminToken { command: AdminTokenCommand::New { name } } => {
             let token = generate_seed().map_err(CliError::failed)?;
+            let hash = configured_hash(name.as_deref(), hash_token(&token))?;
             println!("{token}");
-            eprintln!("KEYGATE_ADMIN_TOKEN_SHA256={}", hash_token(&token));
+            eprintln!("KEYGATE_ADMIN_TOKEN_SHA256={hash}");
             Ok(())
         }
         Command::Licenses { vendor, command } => {
@@ -361,13 +378,13 @@ async fn run(command: Command) -> Result<(), CliError> {
             vendor.print(&answer)
         }
         Command::Offline { command } => offline(command).await,
-        Command::AdminToken { command: AdminTokenCommand::Hash } => {
+        Command::AdminToken { command: AdminTokenCommand::Hash { name } } => {
             let mut token = String::new();
             std::io::stdin().read_to_string(&mut token).map_err(CliError::failed)?;
             let token = token.trim_end_matches(['\r', '\n']);
             keygate::auth::check_token_strength(token)
                 .map_err(|why| CliError::Usage(format!("the token {why}: make one with `keygate admin-token new`")))?;
-            println!("{}", hash_token(token));
+            println!("{}", configured_hash(name.as_deref(), hash_token(token))?);
             Ok(())
         }
     }

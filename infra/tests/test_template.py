@@ -470,6 +470,15 @@ class TemplateTest(unittest.TestCase):
         self.assertIn("ApiUrl", self.cfn["Outputs"])
         self.assertTrue(self.cfn["Outputs"]["JwksUrl"]["Value"]["Fn::Sub"].endswith("/.well-known/jwks.json"))
 
+    def test_admin_token_hashes_may_be_named_as_the_server_reads_them(self):
+        template, _ = decode(TEMPLATE)
+        pattern = re.compile(template["Parameters"]["AdminTokenHashes"]["AllowedPattern"])
+        h = "0123456789abcdef" * 4
+        for good in ["", h, f"ci:{h}", f"ci:{h},{h}", f"release-bot_2:{h},ops:{h}"]:
+            self.assertTrue(pattern.fullmatch(good), good)
+        for bad in [f"CI:{h}", f":{h}", f"{'n' * 33}:{h}", f"ci:{h},", h[:-1], f"a b:{h}"]:
+            self.assertFalse(pattern.fullmatch(bad), bad)
+
     def test_the_token_issuer_is_unique_to_the_deployment_unless_given(self):
         issuer = {
             "Fn::If": [

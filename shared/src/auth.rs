@@ -2,16 +2,39 @@
 //! constant time, so neither the configuration nor the timing reveals a token.
 
 use sha2::{Digest, Sha256};
-use subtle::{Choice, ConstantTimeEq};
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 #[derive(Clone, Default)]
 pub struct AdminTokens {
-    hashes: Vec<[u8; 32]>,
+    tokens: Vec<([u8; 32], TokenName)>,
 }
 
 impl std::fmt::Debug for AdminTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AdminTokens({} configured)", self.hashes.len())
+        write!(f, "AdminTokens({} configured)", self.tokens.len())
+    }
+}
+
+/// Which admin token made a vendor call: the name it was configured under (`name:hash`), or for a
+/// bare hash `token-` and the hash's first 8 hex digits. What logs (and events) say acted; never
+/// the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenName(String);
+
+impl TokenName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+        (!name.is_empty() && name.len() <= 32 && name.chars().all(valid)).then(|| Self(name.to_string()))
+    }
+}
+
+impl std::fmt::Display for TokenName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -60,45 +83,71 @@ pub enum WeakToken {
     TooGuessable { bits: f64 },
 }
 
-/// A configured hash that is not one.
+/// A configured entry that is not a hash, or not a `name:hash`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("admin token hashes must be 64 hex characters (SHA-256), comma-separated")]
+#[error(
+    "admin token hashes must be 64 hex characters (SHA-256), each optionally named as name:hash (a name \
+     of 1 to 32 lowercase letters, digits, - or _, each name once), comma-separated"
+)]
 pub struct NotAHash;
 
 impl AdminTokens {
-    /// Comma-separated hex SHA-256 hashes; several allow rotating a token without downtime.
+    /// Comma-separated hex SHA-256 hashes, each optionally `name:hash`; several allow rotating a
+    /// token without downtime.
     pub fn parse(list: &str) -> Result<Self, NotAHash> {
-        let mut hashes = Vec::new();
-        for text in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let mut tokens: Vec<([u8; 32], TokenName)> = Vec::new();
+        for entry in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (name, text) = match entry.split_once(':') {
+                Some((name, text)) => (Some(TokenName::parse(name).ok_or(NotAHash)?), text),
+                None => (None, entry),
+            };
             let mut hash = [0u8; 32];
             hex::decode_to_slice(text, &mut hash).map_err(|_| NotAHash)?;
-            hashes.push(hash);
+            let name = name.unwrap_or_else(|| TokenName(format!("token-{}", &text[..8].to_ascii_lowercase())));
+            if tokens.iter().any(|(_, taken)| *taken == name) {
+                return Err(NotAHash);
+            }
+            tokens.push((hash, name));
         }
-        Ok(Self { hashes })
+        Ok(Self { tokens })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.hashes.is_empty()
+        self.tokens.is_empty()
     }
 
-    /// True when `token` hashes to a configured hash. Every hash is compared, match or not.
-    pub fn allows(&self, token: &str) -> bool {
+    /// The name of the configured token `token` is, if any. Every hash is compared, match or not,
+    /// and the match is picked without branching on it.
+    pub fn identify(&self, token: &str) -> Option<&TokenName> {
         let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut matched = Choice::from(0);
-        for hash in &self.hashes {
-            matched |= hash.ct_eq(&presented);
+        let mut index = 0u32;
+        for (i, (hash, _)) in self.tokens.iter().enumerate() {
+            let equal = hash.ct_eq(&presented);
+            index.conditional_assign(&(i as u32), equal);
+            matched |= equal;
         }
-        matched.into()
+        bool::from(matched).then(|| &self.tokens[index as usize].1)
+    }
+
+    /// True when `token` hashes to a configured hash.
+    pub fn allows(&self, token: &str) -> bool {
+        self.identify(token).is_some()
+    }
+
+    /// The token an `Authorization: Bearer <token>` header value carries, if it is a configured one.
+    pub fn identify_header(&self, header: Option<&str>) -> Option<&TokenName> {
+        let value = header?;
+        let mut parts = value.trim().splitn(2, ' ');
+        match (parts.next(), parts.next()) {
+            (Some(scheme), Some(token)) if scheme.eq_ignore_ascii_case("bearer") => self.identify(token.trim()),
+            _ => None,
+        }
     }
 
     /// Checks an `Authorization: Bearer <token>` header value.
     pub fn allows_header(&self, header: Option<&str>) -> bool {
-        let Some(value) = header else { return false };
-        let mut parts = value.trim().splitn(2, ' ');
-        match (parts.next(), parts.next()) {
-            (Some(scheme), Some(token)) if scheme.eq_ignore_ascii_case("bearer") => self.allows(token.trim()),
-            _ => false,
-        }
+        self.identify_header(header).is_some()
     }
 }
 
@@ -116,6 +165,27 @@ mod tests {
         assert!(!tokens.allows_header(Some("Basic first")));
         assert!(!tokens.allows_header(Some("Bearer")));
         assert!(!tokens.allows_header(None));
+    }
+
+    #[test]
+    fn a_token_is_known_by_its_configured_name() {
+        let (first, second) = (hash_token("first"), hash_token("second"));
+        let tokens = AdminTokens::parse(&format!("ci:{first}, {second}")).unwrap();
+        assert_eq!(tokens.identify("first").map(TokenName::as_str), Some("ci"));
+        let unnamed = format!("token-{}", &second[..8]);
+        assert_eq!(tokens.identify("second").map(TokenName::as_str), Some(unnamed.as_str()));
+        assert_eq!(tokens.identify_header(Some("Bearer first")).map(TokenName::as_str), Some("ci"));
+        assert_eq!(tokens.identify("third"), None);
+        for bad in [
+            format!("CI:{first}"),
+            format!("a b:{first}"),
+            format!(":{first}"),
+            format!("{}:{first}", "n".repeat(33)),
+            format!("ci:{first},ci:{second}"),
+            format!("ci:{first}:x"),
+        ] {
+            assert_eq!(AdminTokens::parse(&bad).unwrap_err(), NotAHash, "{bad}");
+        }
     }
 
     #[test]

@@ -304,11 +304,17 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
             allowed.push(route.method.as_str());
             continue;
         }
-        if route.auth == Auth::Vendor && !app.admin_tokens.allows_header(header_str(request, header::AUTHORIZATION)) {
-            return Err(ApiError::new(
-                ErrorCode::Unauthorized,
-                "a valid `Authorization: Bearer <admin token>` header is required",
-            ));
+        if route.auth == Auth::Vendor {
+            let Some(token) = app.admin_tokens.identify_header(header_str(request, header::AUTHORIZATION)) else {
+                return Err(ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "a valid `Authorization: Bearer <admin token>` header is required",
+                ));
+            };
+            // Which token acted, by its configured name (never the token, nor a license key).
+            if route.method != Method::GET {
+                tracing::info!(token = %token, route = %format_args!("{} {}", route.method, route.path), "vendor call");
+            }
         }
         // A client write: its body and key, then the operation.
         macro_rules! keyed {

@@ -196,3 +196,21 @@ fn admin_token_hash_refuses_weak_tokens() {
     let token = keygate::signing::generate_seed().unwrap();
     assert_eq!(hash_admin_token(&token), Ok(keygate::auth::hash_token(&token)));
 }
+
+#[test]
+fn admin_token_new_names_the_hash_it_prints_and_refuses_a_bad_name() {
+    let run = |name: &str| {
+        Command::new(built_binary("keygate", "keygate-cli"))
+            .args(["admin-token", "new", "--name", name])
+            .output()
+            .unwrap()
+    };
+    let named = run("ci");
+    assert!(named.status.success());
+    let token = String::from_utf8(named.stdout).unwrap().trim().to_string();
+    let configured = String::from_utf8(named.stderr).unwrap().trim().to_string();
+    assert_eq!(configured, format!("KEYGATE_ADMIN_TOKEN_SHA256=ci:{}", keygate::auth::hash_token(&token)));
+    let refused = run("Not A Name");
+    assert_eq!(refused.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--name"));
+}

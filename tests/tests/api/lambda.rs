@@ -37,9 +37,17 @@ struct Function {
 
 impl Function {
     async fn start(name: &str, table: &str, signing_key: &str) -> Self {
+        Self::start_with(name, table, signing_key, &[], Stdio::null()).await
+    }
+
+    /// Started with further (or overriding) environment variables, its output (the logs) going to
+    /// `logs`.
+    async fn start_with(name: &str, table: &str, signing_key: &str, env: &[(&str, &str)], logs: Stdio) -> Self {
         let emulator = Emulator::start().await;
         let (events, outcomes) = emulator.session().await;
-        let child = lambda_command(name, &emulator, table, Some(signing_key)).stderr(Stdio::null()).spawn().unwrap();
+        let mut command = lambda_command(name, &emulator, table, Some(signing_key));
+        command.envs(env.iter().copied());
+        let child = command.stdout(logs).stderr(Stdio::null()).spawn().unwrap();
         Self { child, events, outcomes, _emulator: emulator }
     }
 
@@ -136,4 +144,37 @@ async fn a_client_function_without_a_signing_key_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("KEYGATE_SIGNING_KEY is not set"), "{stderr}");
     assert!(first_next.try_recv().is_err(), "it never asked for an event");
+}
+
+#[tokio::test]
+async fn a_vendor_change_is_logged_with_the_name_of_the_token_that_made_it_and_no_secret() {
+    let t = TestApp::spawn().await;
+    let table = t.app.store.table().to_string();
+    let key = t.issue(json!({"max_activations": 1})).await;
+    let logs = std::env::temp_dir().join(format!("{}.log", keygate::input::random_id("kg-logs").unwrap()));
+    let named = format!("ci:{}", hash_token(ADMIN_TOKEN));
+    let env = [
+        ("KEYGATE_ADMIN_TOKEN_SHA256", named.as_str()),
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+        ("AWS_LAMBDA_LOG_LEVEL", "INFO"),
+    ];
+    let stderr = Stdio::from(std::fs::File::create(&logs).unwrap());
+    let mut issue = Function::start_with("issue", &table, &generate_seed().unwrap(), &env, stderr).await;
+    let patch = apigw_event_json("PATCH", &format!("/v1/licenses/{key}"), "", r#"{"status":"suspended"}"#, false);
+    let (status, answer) = issue.invoke(with_admin_token(patch)).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, _) = issue.invoke(with_admin_token(get(&format!("/v1/licenses/{key}")))).await;
+    assert_eq!(status, 200);
+    drop(issue);
+    let logged = std::fs::read_to_string(&logs).unwrap();
+    let _ = std::fs::remove_file(&logs);
+    let calls: Vec<Value> = logged
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line.to_string().contains("vendor call"))
+        .collect();
+    assert_eq!(calls.len(), 1, "the change, not the read: {logged}");
+    let call = calls[0].to_string();
+    assert!(call.contains(r#""token":"ci""#) && call.contains("PATCH /v1/licenses/{license_key}"), "{call}");
+    assert!(!logged.contains(ADMIN_TOKEN) && !logged.contains(&key), "no token, no license key: {logged}");
 }
