@@ -3,6 +3,7 @@ pub mod auth;
 pub mod config;
 pub mod cors;
 pub mod error;
+pub mod events;
 pub mod input;
 pub mod lambda;
 pub mod model;
