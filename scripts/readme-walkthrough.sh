@@ -37,7 +37,7 @@ done
     exit 1
 }
 for expected in '"code": "VALID"' '"code": "ACTIVATION_LIMIT_REACHED"' '"deactivated": "laptop-1"' '"times_activated": 1' \
-    '"borrowed_until": "20' '"seats_in_use": 1' '"remaining": 99' \
+    '"borrowed_until": "20' '"seats_held": 1' '"remaining": 99' \
     '"license_type": "trial"' '"TRIAL_ALREADY_USED"'; do
     if ! grep -qF "$expected" "$work/out.txt"; then
         echo "the README walk-through did not print $expected:" >&2

@@ -42,9 +42,11 @@ use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Items one scan of the table evaluates when listing every license, and scans per call.
+/// Items one scan of the table evaluates when listing every license, and at most how many scans,
+/// for at most how long, one call makes (the rest is the next page's).
 const SCAN_PAGE: i32 = 1_000;
 const SCAN_ROUNDS: usize = 10;
+const SCAN_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct DynamoStore {
     client: Client,
@@ -317,12 +319,18 @@ impl DynamoStore {
     }
 
     /// Every license, a page at a time in table order: scans of up to [`SCAN_PAGE`] items, at most
-    /// [`SCAN_ROUNDS`] per call (a table of mostly devices yields few licenses per scan), resuming
-    /// after the last license returned or the last item scanned.
+    /// [`SCAN_ROUNDS`] per call and no new one after [`SCAN_BUDGET`] (a table of mostly devices
+    /// yields few licenses per scan), resuming after the last license returned or the last item
+    /// scanned.
     async fn scan_licenses(&self, limit: u32, cursor: Option<&str>) -> Result<Page, StoreError> {
         let mut start = cursor.map(decode_scan_cursor).transpose()?;
         let mut licenses = Vec::new();
-        for _ in 0..SCAN_ROUNDS {
+        let started = std::time::Instant::now();
+        for round in 0..SCAN_ROUNDS {
+            // Within the function's time: a short page and a cursor rather than a timeout.
+            if round > 0 && started.elapsed() > SCAN_BUDGET {
+                break;
+            }
             self.count_round_trip();
             let output = self
                 .client
@@ -1225,6 +1233,18 @@ mod tests {
             ("L#", "L", "2026-11-25T00:00:00Z"),
         ] {
             assert!(decode(&cursor(pk, sk, created)).is_err(), "{pk} {sk} {created}");
+        }
+        // A product's listing may stop at a trial record of that product; no other listing may.
+        let at_record = |pk: &str, product: &str| {
+            let item = [("PK", pk), ("SK", "TRIAL"), ("created_at", "2026-11-25T00:00:00Z"), ("product", product)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), AttributeValue::S(v.to_string())))
+                .collect();
+            encode_cursor(&item).unwrap()
+        };
+        assert!(decode_cursor(&at_record("T#editor#pc-1", "editor"), "product", "editor").is_ok());
+        for (pk, product) in [("T#other#pc-1", "other"), ("T#editor#", "editor"), ("P#editor", "editor")] {
+            assert!(decode_cursor(&at_record(pk, product), "product", "editor").is_err(), "{pk}");
         }
     }
 

@@ -156,7 +156,16 @@ pub(super) fn decode_cursor(
     // The key of a license item: DynamoDB refuses a start key with empty or foreign values (a 500).
     let license_key = object["PK"].strip_prefix("L#").map(LicenseKey::parse);
     let created_at = crate::time::Timestamp::parse(&object["created_at"]).ok();
-    if object["SK"] != LICENSE_SK || !matches!(license_key, Some(Ok(_))) || created_at.is_none() {
+    let a_license = object["SK"] == LICENSE_SK && matches!(license_key, Some(Ok(_)));
+    // A product's trial records share its index, so a page of its licenses may stop at one.
+    let trial_record = |pk: &str| {
+        pk.strip_prefix("T#")
+            .and_then(|rest| rest.strip_prefix(partition_value))
+            .and_then(|rest| rest.strip_prefix('#'))
+            .is_some_and(|hardware_id| HardwareId::parse(hardware_id).is_ok())
+    };
+    let a_trial_record = partition_attribute == "product" && object["SK"] == TRIAL_SK && trial_record(&object["PK"]);
+    if !(a_license || a_trial_record) || created_at.is_none() {
         return Err(StoreError::InvalidCursor);
     }
     Ok(object.into_iter().map(|(name, value)| (name, AttributeValue::S(value))).collect())
