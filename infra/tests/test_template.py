@@ -87,6 +87,15 @@ KMS_STATEMENT = {
             "Effect": "Allow",
             "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
             "Resource": {"Ref": "KmsKeyArn"},
+            # Only through the services that encrypt for the function: the table and the environment.
+            "Condition": {
+                "StringEquals": {
+                    "kms:ViaService": [
+                        {"Fn::Sub": "dynamodb.${AWS::Region}.amazonaws.com"},
+                        {"Fn::Sub": "lambda.${AWS::Region}.amazonaws.com"},
+                    ]
+                }
+            },
         },
         NO_VALUE,
     ]

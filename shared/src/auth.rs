@@ -83,31 +83,41 @@ pub enum WeakToken {
     TooGuessable { bits: f64 },
 }
 
-/// A configured entry that is not a hash, or not a `name:hash`.
+/// Why the configured admin token hashes cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "admin token hashes must be 64 hex characters (SHA-256), each optionally named as name:hash (a name \
-     of 1 to 32 lowercase letters, digits, - or _, each name once), comma-separated"
-)]
-pub struct NotAHash;
+pub enum NotAHash {
+    #[error(
+        "admin token hashes must be 64 hex characters (SHA-256), each optionally named as name:hash (a \
+         name of 1 to 32 lowercase letters, digits, - or _), comma-separated"
+    )]
+    Malformed,
+    #[error("the admin token name {0} is given to two different hashes; each name once")]
+    NameTwice(String),
+    #[error("one admin token hash is configured under two names ({0} and {1}); name it once")]
+    HashTwice(String, String),
+}
 
 impl AdminTokens {
     /// Comma-separated hex SHA-256 hashes, each optionally `name:hash`; several allow rotating a
-    /// token without downtime.
+    /// token without downtime. The same entry twice is the same token.
     pub fn parse(list: &str) -> Result<Self, NotAHash> {
         let mut tokens: Vec<([u8; 32], TokenName)> = Vec::new();
         for entry in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             let (name, text) = match entry.split_once(':') {
-                Some((name, text)) => (Some(TokenName::parse(name).ok_or(NotAHash)?), text),
+                Some((name, text)) => (Some(TokenName::parse(name.trim()).ok_or(NotAHash::Malformed)?), text.trim()),
                 None => (None, entry),
             };
             let mut hash = [0u8; 32];
-            hex::decode_to_slice(text, &mut hash).map_err(|_| NotAHash)?;
+            hex::decode_to_slice(text, &mut hash).map_err(|_| NotAHash::Malformed)?;
             let name = name.unwrap_or_else(|| TokenName(format!("token-{}", &text[..8].to_ascii_lowercase())));
-            if tokens.iter().any(|(_, taken)| *taken == name) {
-                return Err(NotAHash);
+            match tokens.iter().find(|(known, taken)| *known == hash || *taken == name) {
+                Some((known, taken)) if *known == hash && *taken == name => continue,
+                Some((known, taken)) if *known == hash => {
+                    return Err(NotAHash::HashTwice(taken.to_string(), name.to_string()));
+                }
+                Some(_) => return Err(NotAHash::NameTwice(name.to_string())),
+                None => tokens.push((hash, name)),
             }
-            tokens.push((hash, name));
         }
         Ok(Self { tokens })
     }
@@ -181,11 +191,18 @@ mod tests {
             format!("a b:{first}"),
             format!(":{first}"),
             format!("{}:{first}", "n".repeat(33)),
-            format!("ci:{first},ci:{second}"),
             format!("ci:{first}:x"),
         ] {
-            assert_eq!(AdminTokens::parse(&bad).unwrap_err(), NotAHash, "{bad}");
+            assert_eq!(AdminTokens::parse(&bad).unwrap_err(), NotAHash::Malformed, "{bad}");
         }
+        let twice = AdminTokens::parse(&format!("ci:{first},ci:{second}")).unwrap_err();
+        assert_eq!(twice, NotAHash::NameTwice("ci".into()));
+        let renamed = AdminTokens::parse(&format!("ci:{first},ops:{first}")).unwrap_err();
+        assert_eq!(renamed, NotAHash::HashTwice("ci".into(), "ops".into()));
+        // The same entry twice (as a config edited by hand may have it), spaces, upper-case hex.
+        let same = AdminTokens::parse(&format!("{first}, {} , ci : {second}, ci:{second}", first.to_uppercase()));
+        let same = same.unwrap();
+        assert_eq!((same.tokens.len(), same.identify("second").map(TokenName::as_str)), (2, Some("ci")));
     }
 
     #[test]

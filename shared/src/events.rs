@@ -124,7 +124,8 @@ pub fn derive(change: &Change) -> Vec<Event> {
             found.push((EventType::TrialStarted, Actor::Device(marker.hardware_id.clone()), data));
             (marker.license_key.clone(), Some(marker.product.clone()))
         }
-        // A deletion (TTL removing a tombstone or a record) or a record rewritten: nothing happened.
+        // A deletion (TTL removing a tombstone or a record; a failed batch issue undoing the
+        // licenses it wrote) or a record rewritten: nothing a vendor follows.
         _ => return Vec::new(),
     };
     found
@@ -178,8 +179,8 @@ fn license_events(before: Option<&Image>, after: &License, found: &mut Vec<(Even
                 "is_trial": after.is_trial,
                 "expires_at": rules::expires_at(after),
             });
-            let actor = if after.is_trial { Actor::System } else { Actor::Vendor };
-            found.push((EventType::LicenseCreated, actor, data));
+            // A trial a device started says so in its own `trial.started` (the trial record).
+            found.push((EventType::LicenseCreated, Actor::Vendor, data));
             return;
         }
     };
@@ -257,10 +258,21 @@ fn device_events(
     }
     let lease_before = before_device.and_then(|d| d.lease_expires_at);
     let lease_after = device.lease_expires_at;
+    // Who released the device (and so returned its lease).
+    let releaser = match released {
+        Some(ReleasedBy::Vendor) => Actor::Vendor,
+        Some(ReleasedBy::Rotation) => Actor::System,
+        _ => client(),
+    };
     match (lease_before, lease_after) {
-        (None, Some(until)) => found.push((EventType::LeaseAcquired, client(), json!({"lease_expires_at": until}))),
-        (Some(end), None) if was_bound && !is_bound => {
-            found.push((EventType::LeaseReleased, client(), json!({"lease_expires_at": end})));
+        // A lease that has ended already is no acquisition (the upgrade moving a lapsed lease
+        // of the earlier layout onto its device).
+        (None, Some(until)) if rules::lease_is_live(until, at) => {
+            found.push((EventType::LeaseAcquired, client(), json!({"lease_expires_at": until})));
+        }
+        (None, Some(_)) => {}
+        (Some(end), None) if was_bound && !is_bound && rules::lease_is_live(end, at) => {
+            found.push((EventType::LeaseReleased, releaser, json!({"lease_expires_at": end})));
         }
         (Some(end), None) => found.push((EventType::LeaseLapsed, Actor::System, json!({"lapsed_at": end}))),
         // Its own lapsed lease taken back: the lapse, then a new lease (a renewal says nothing).
@@ -271,7 +283,10 @@ fn device_events(
         _ => {}
     }
     let borrowed_before = before_device.and_then(|d| d.borrowed_until);
-    if let Some(until) = device.borrowed_until.filter(|until| borrowed_before < Some(*until) && *until > at) {
+    // A borrow starts when none was running (extending a running one starts none).
+    let running = borrowed_before.is_some_and(|until| until > at);
+    if let Some(until) = device.borrowed_until.filter(|until| !running && borrowed_before < Some(*until) && *until > at)
+    {
         found.push((EventType::BorrowStarted, client(), json!({"borrowed_until": until})));
     }
     if let (true, Some(by)) = (was_bound, released) {
@@ -370,6 +385,19 @@ mod tests {
             kinds(&change(Some(on_device(with(before), None)), Some(on_device(with(after), released))))
         };
         assert_eq!(step(None, at(900), None), [EventType::LeaseAcquired]);
+        assert_eq!(step(None, at(-60), None), [], "a lapsed lease moved onto its device is no acquisition");
+        assert_eq!(
+            step(at(-60), None, Some(ReleasedBy::Client)),
+            [EventType::LeaseLapsed, EventType::DeviceDeactivated]
+        );
+        let by_vendor = derive(&change(
+            Some(on_device(with(at(300)), None)),
+            Some(on_device(with(None), Some(ReleasedBy::Vendor))),
+        ));
+        assert_eq!(
+            by_vendor.iter().map(|e| (e.kind, e.actor.clone())).collect::<Vec<_>>(),
+            [(EventType::LeaseReleased, Actor::Vendor), (EventType::DeviceReleased, Actor::Vendor)]
+        );
         assert_eq!(step(at(300), at(900), None), [], "a renewal");
         assert_eq!(step(at(-5), None, None), [EventType::LeaseLapsed], "taken over by another device");
         assert_eq!(step(at(-5), at(900), None), [EventType::LeaseLapsed, EventType::LeaseAcquired], "taken back");
@@ -389,6 +417,9 @@ mod tests {
         let plain = device("pc-1", 0);
         let started = change(Some(on_device(plain, None)), Some(on_device(borrowed.clone(), None)));
         assert_eq!(kinds(&started), [EventType::BorrowStarted]);
+        let longer = Device { borrowed_until: Some(NOW.plus_days(3)), ..borrowed.clone() };
+        let extended = change(Some(on_device(borrowed.clone(), None)), Some(on_device(longer, None)));
+        assert_eq!(kinds(&extended), [], "extending a running borrow starts none");
         let returned = change(
             Some(on_device(borrowed.clone(), None)),
             Some(on_device(borrowed.clone(), Some(ReleasedBy::Client))),

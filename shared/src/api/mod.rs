@@ -255,7 +255,7 @@ pub async fn handle<S: Store>(app: &App<S>, functions: &[Function], request: Req
 
 async fn answer<S: Store>(app: &App<S>, functions: &[Function], request: &Request) -> Response<Body> {
     let request_id = request_id(request);
-    match dispatch(app, functions, request).await {
+    match dispatch(app, functions, request, &request_id).await {
         Ok(reply) => {
             let mut response = json_response(reply.status, reply.body);
             if reply.status == StatusCode::NOT_MODIFIED {
@@ -295,7 +295,12 @@ fn request_id(request: &Request) -> String {
     crate::input::random_id("req").unwrap_or_else(|_| "req_unknown".into())
 }
 
-async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Request) -> Result<Reply, ApiError> {
+async fn dispatch<S: Store>(
+    app: &App<S>,
+    functions: &[Function],
+    request: &Request,
+    request_id: &str,
+) -> Result<Reply, ApiError> {
     let path = request.uri().path();
     let mut allowed: Vec<&str> = Vec::new();
     let (routes, params) = routes_at(path).unwrap_or_default();
@@ -311,9 +316,11 @@ async fn dispatch<S: Store>(app: &App<S>, functions: &[Function], request: &Requ
                     "a valid `Authorization: Bearer <admin token>` header is required",
                 ));
             };
-            // Which token acted, by its configured name (never the token, nor a license key).
+            // Which token asked, by its configured name (never the token, nor a license key); the
+            // request id ties it to the answer (an error is logged under the same id).
             if route.method != Method::GET {
-                tracing::info!(token = %token, route = %format_args!("{} {}", route.method, route.path), "vendor call");
+                let route = format_args!("{} {}", route.method, route.path);
+                tracing::info!(token = %token, %route, %request_id, "vendor call");
             }
         }
         // A client write: its body and key, then the operation.

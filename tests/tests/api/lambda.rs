@@ -176,5 +176,6 @@ async fn a_vendor_change_is_logged_with_the_name_of_the_token_that_made_it_and_n
     assert_eq!(calls.len(), 1, "the change, not the read: {logged}");
     let call = calls[0].to_string();
     assert!(call.contains(r#""token":"ci""#) && call.contains("PATCH /v1/licenses/{license_key}"), "{call}");
+    assert!(call.contains(r#""request_id":""#), "the answer's request id: {call}");
     assert!(!logged.contains(ADMIN_TOKEN) && !logged.contains(&key), "no token, no license key: {logged}");
 }
