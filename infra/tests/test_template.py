@@ -437,6 +437,8 @@ class TemplateTest(unittest.TestCase):
                 "ByProduct": ["product", "created_at"],
             },
         )
+        # The stream events are derived from: both images of every change.
+        self.assertEqual(table["StreamSpecification"], {"StreamViewType": "NEW_AND_OLD_IMAGES"})
         self.assertEqual(table["TimeToLiveSpecification"], {"AttributeName": "ttl", "Enabled": True})
         self.assertTrue(table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"])
         self.assertEqual(table["DeletionProtectionEnabled"], {"Ref": "TableDeletionProtection"})

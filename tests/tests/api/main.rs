@@ -505,3 +505,23 @@ async fn the_lambda_fast_path_configuration_still_reaches_the_configured_endpoin
     let key = keygate::input::LicenseKey::generate().unwrap();
     assert!(store.licenses(&[key]).await.unwrap().is_empty(), "a read through the fast-path client");
 }
+
+/// What events will be derived from: the table streams both images of every change, and a device
+/// item names its license's product (a change of the device alone then says which product it is for).
+#[tokio::test]
+async fn the_table_streams_both_images_and_device_items_name_their_product() {
+    let t = TestApp::spawn().await;
+    let described = t.app.store.client().describe_table().table_name(t.app.store.table()).send().await.unwrap();
+    let stream = described.table.and_then(|table| table.stream_specification).expect("a stream");
+    assert!(stream.stream_enabled);
+    assert_eq!(stream.stream_view_type, Some(aws_sdk_dynamodb::types::StreamViewType::NewAndOldImages));
+
+    let key = t.issue(json!({"product": "editor"})).await;
+    let pool = t.issue(json!({"is_floating": true, "max_activations": 2})).await;
+    assert_eq!(t.post("/v1/activate", &device(&key, "pc-1")).await.status, 200);
+    assert_eq!(t.post("/v1/activate", &device(&pool, "pc-1")).await.status, 200);
+    for license in [&key, &pool] {
+        let partition = keygate_tests::stored_partition(&t, license).await;
+        assert_eq!(partition.devices[0]["product"], "editor", "{license}: {:?}", partition.devices);
+    }
+}

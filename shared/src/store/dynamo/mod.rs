@@ -755,7 +755,7 @@ impl Store for DynamoStore {
         }
         let device_put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(device_item(key, write.device)?))
+            .set_item(Some(device_item(license, write.device)?))
             .condition_expression(format!("attribute_not_exists(SK) OR {RELEASED}"))
             .build();
         items.insert(0, self.license_write(key, e)?);
@@ -844,7 +844,7 @@ impl Store for DynamoStore {
                 item.borrowed_until = write.borrowed_until.or(item.borrowed_until);
                 let put = Put::builder()
                     .table_name(&self.table)
-                    .set_item(Some(device_item(key, &item)?))
+                    .set_item(Some(device_item(license, &item)?))
                     .condition_expression(format!(
                         "attribute_not_exists(SK) OR ({RELEASED} AND attribute_not_exists(#end))"
                     ))
@@ -1119,11 +1119,8 @@ impl Store for DynamoStore {
                 .build();
             built(put).map(|put| TransactWriteItem::builder().put(put).build())
         };
-        let items = vec![
-            new_item(marker_item)?,
-            new_item(license_item(license)?)?,
-            new_item(device_item(&license.license_key, device)?)?,
-        ];
+        let items =
+            vec![new_item(marker_item)?, new_item(license_item(license)?)?, new_item(device_item(license, device)?)?];
         self.transact_with(items, receipt).await
     }
 

@@ -218,11 +218,14 @@ pub(super) fn license_item(license: &License) -> Result<Item, StoreError> {
     Ok(item)
 }
 
-pub(super) fn device_item(key: &LicenseKey, device: &Device) -> Result<Item, StoreError> {
+/// A device bound to `license`. The item also carries the license's product: a change of the
+/// device alone (in the table's stream) then says which product it is for.
+pub(super) fn device_item(license: &License, device: &Device) -> Result<Item, StoreError> {
     let mut item: Item =
         serde_dynamo::to_item(device).map_err(|e| StoreError::Internal(format!("device not storable: {e}")))?;
-    item.insert("PK".into(), license_pk(key));
+    item.insert("PK".into(), license_pk(&license.license_key));
     item.insert("SK".into(), device_sk(&device.hardware_id));
+    item.insert("product".into(), s(license.product.as_str()));
     Ok(item)
 }
 

@@ -4,7 +4,7 @@ use crate::store::StoreError;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TimeToLiveSpecification,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -12,8 +12,8 @@ use super::errors::classify;
 use super::records::{built, CUSTOMER_INDEX, LEASE_END, LEASE_INDEX, ORDER_INDEX, PRODUCT_INDEX, SEEN_INDEX};
 
 /// Create the table with its lookup indexes (customer e-mail, order id, devices by last sighting,
-/// leases by end, licenses by product)
-/// and TTL on `ttl`.
+/// leases by end, licenses by product), TTL on `ttl`, and a stream of every change's old and new
+/// image.
 /// Returns false, changing nothing, when the table exists already.
 pub async fn create_table(client: &Client, table: &str) -> Result<bool, StoreError> {
     let attribute =
@@ -51,6 +51,13 @@ pub async fn create_table(client: &Client, table: &str) -> Result<bool, StoreErr
         .global_secondary_indexes(index(SEEN_INDEX, "PK", "last_seen_at")?)
         .global_secondary_indexes(index(LEASE_INDEX, "PK", LEASE_END)?)
         .global_secondary_indexes(index(PRODUCT_INDEX, "product", "created_at")?)
+        // Every change with its before and after: what events are derived from.
+        .stream_specification(built(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build(),
+        )?)
         .send()
         .await;
     match created {
