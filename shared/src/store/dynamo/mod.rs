@@ -118,23 +118,10 @@ impl DynamoStore {
 
     /// One conditional UpdateItem of a license item (one round trip); a failed condition is a conflict.
     async fn update_license(&self, key: &LicenseKey, expression: Expression) -> Result<(), WriteError> {
-        self.count_round_trip();
-        let output = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("PK", license_pk(key))
-            .key("SK", s(LICENSE_SK))
-            .update_expression(expression.update_expression())
-            .set_condition_expression(expression.condition_expression())
-            .set_expression_attribute_names((!expression.names.is_empty()).then_some(expression.names))
-            .set_expression_attribute_values((!expression.values.is_empty()).then_some(expression.values))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await
-            .map_err(conditional_error)?;
-        self.count_writes(output.consumed_capacity());
-        Ok(())
+        match self.license_write(key, expression)?.update {
+            Some(update) => self.update_item(update).await,
+            None => Err(StoreError::Internal("a license update that changes nothing".into()).into()),
+        }
     }
 
     /// The same update of a license item, as one item of a transaction (a condition check when it
