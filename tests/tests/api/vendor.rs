@@ -8,6 +8,27 @@ fn keys(answer: &Value) -> Vec<String> {
     answer["licenses"].as_array().unwrap().iter().map(|l| l["license_key"].as_str().unwrap().to_string()).collect()
 }
 
+/// Every license a listing pages through from `path` (which has a query string), following
+/// `next_cursor`; the listing must end within `max_pages` pages.
+async fn paged(t: &TestApp, path: &str, max_pages: usize) -> Vec<String> {
+    let mut keys_seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..max_pages {
+        let page_path = match &cursor {
+            None => path.to_string(),
+            Some(c) => format!("{path}&cursor={c}"),
+        };
+        let page = t.admin_get(&page_path).await;
+        assert_eq!(page.status, 200, "{page_path}: {}", page.body);
+        keys_seen.extend(keys(&page.body));
+        cursor = page.body["next_cursor"].as_str().map(str::to_string);
+        if cursor.is_none() {
+            return keys_seen;
+        }
+    }
+    panic!("{path}: still a cursor after {max_pages} pages");
+}
+
 #[tokio::test]
 async fn listings_by_customer_and_order_page_with_a_cursor() {
     let t = TestApp::spawn().await;
@@ -21,21 +42,8 @@ async fn listings_by_customer_and_order_page_with_a_cursor() {
     let issued: HashSet<String> = keys(&batch.body).into_iter().collect();
     t.issue(json!({"customer": {"email": "someone-else@example.com"}})).await;
 
-    let mut seen = HashSet::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..5 {
-        let path = match &cursor {
-            None => "/v1/licenses?customer_email=buyer%40example.com&limit=2".to_string(),
-            Some(c) => format!("/v1/licenses?customer_email=buyer%40example.com&limit=2&cursor={c}"),
-        };
-        let page = t.admin_get(&path).await;
-        assert_eq!(page.status, 200, "{}", page.body);
-        seen.extend(keys(&page.body));
-        cursor = page.body["next_cursor"].as_str().map(str::to_string);
-        if cursor.is_none() {
-            break;
-        }
-    }
+    let seen: HashSet<String> =
+        paged(&t, "/v1/licenses?customer_email=buyer%40example.com&limit=2", 5).await.into_iter().collect();
     assert_eq!(seen, issued);
     let by_order = t.admin_get("/v1/licenses?order_id=ord-77&limit=100").await;
     assert_eq!(keys(&by_order.body).into_iter().collect::<HashSet<_>>(), issued);
@@ -250,44 +258,12 @@ async fn a_products_licenses_list_newest_first_and_every_license_lists_once() {
     // Pages may stop at a trial record the index holds beside the licenses (the first page
     // evaluates the newer trial's record, its license and the older trial's record): their cursors
     // are accepted, and every license comes exactly once, newest first.
-    let mut paged = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..20 {
-        let path = match &cursor {
-            Some(c) => format!("/v1/licenses?product=designer&limit=2&cursor={c}"),
-            None => "/v1/licenses?product=designer&limit=2".to_string(),
-        };
-        let page = t.admin_get(&path).await;
-        assert_eq!(page.status, 200, "{path}: {}", page.body);
-        paged.extend(keys_in_order(&page.body).into_iter().map(str::to_string));
-        cursor = page.body["next_cursor"].as_str().map(str::to_string);
-        if cursor.is_none() {
-            break;
-        }
-    }
-    assert_eq!(paged, expected, "newest first, each once");
+    let by_product = paged(&t, "/v1/licenses?product=designer&limit=2", 20).await;
+    assert_eq!(by_product, expected, "newest first, each once");
 
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/licenses?limit=2&cursor={c}"),
-            None => "/v1/licenses?limit=2".to_string(),
-        };
-        let page = t.admin_get(&path).await;
-        assert_eq!(page.status, 200, "{}", page.body);
-        seen.extend(keys_in_order(&page.body).into_iter().map(str::to_string));
-        cursor = page.body["next_cursor"].as_str().map(str::to_string);
-        if cursor.is_none() {
-            break;
-        }
-    }
+    let mut seen = paged(&t, "/v1/licenses?limit=2", 20).await;
     seen.sort_unstable();
     let mut all: Vec<String> = designer.into_iter().chain([editor, trial_key, second_key]).collect();
     all.sort_unstable();
     assert_eq!(seen, all, "every license once, the table holding nothing else");
-}
-
-fn keys_in_order(page: &Value) -> Vec<&str> {
-    page["licenses"].as_array().unwrap().iter().map(|l| l["license_key"].as_str().unwrap()).collect()
 }
