@@ -399,6 +399,12 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// How the number of entries changes when the slot is written: one more for a new entry, one
+    /// fewer per entry taken over.
+    pub fn count_change(&self) -> i64 {
+        i64::from(self.own.is_none()) - self.take_over.len() as i64
+    }
+
     /// The map once the slot is written: the entries taken over removed, `holder`'s set to `until`.
     pub fn apply(&self, entries: &mut BTreeMap<HardwareId, Timestamp>, holder: &HardwareId, until: Timestamp) {
         for (taken, _) in &self.take_over {
@@ -495,7 +501,7 @@ impl LeasePlan {
     pub fn held_change(&self) -> i64 {
         match self {
             LeasePlan::Renew { .. } => 0,
-            LeasePlan::Acquire { slot, .. } => i64::from(slot.own.is_none()) - slot.take_over.len() as i64,
+            LeasePlan::Acquire { slot, .. } => slot.count_change(),
         }
     }
 

@@ -42,6 +42,15 @@ use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Requires a license to keep no lease the earlier way (a map in `leases`): none ever, or its
+/// leases on their devices. Names `#leases`, values `:zero` and `:on_devices`.
+fn leases_are_items(e: &mut Expression) {
+    e.name("#leases", LEASES)
+        .value(":zero", n(0))
+        .value(":on_devices", s(LEASES_ON_DEVICES))
+        .condition("(attribute_not_exists(#leases) OR size(#leases) = :zero OR #leases = :on_devices)");
+}
+
 /// Items one scan of the table evaluates when listing every license, and at most how many scans,
 /// for at most how long, one call makes (the rest is the next page's).
 const SCAN_PAGE: i32 = 1_000;
@@ -771,10 +780,7 @@ impl Store for DynamoStore {
             // The license must hold no lease the earlier way either (one written by an earlier
             // version since the read would be dropped, uncounted, once moved).
             SeatRelease::Lease { observed } => {
-                e.name("#leases", LEASES)
-                    .value(":zero", n(0))
-                    .value(":on_devices", s(LEASES_ON_DEVICES))
-                    .condition("(attribute_not_exists(#leases) OR size(#leases) = :zero OR #leases = :on_devices)");
+                leases_are_items(&mut e);
                 if observed.is_some() {
                     e.name("#held", LEASES_HELD)
                         .value(":one", n(1))
@@ -867,21 +873,18 @@ impl Store for DynamoStore {
                 .build();
             items.insert(0, TransactWriteItem::builder().update(built(update)?).build());
         }
-        let change = slot.as_ref().map_or(0, |slot| i64::from(slot.own.is_none()) - slot.take_over.len() as i64);
+        let change = slot.as_ref().map_or(0, Slot::count_change);
         if change != 0 || write.new_device {
             let mut e = Expression::default();
             e.condition("attribute_exists(PK)");
             if change != 0 {
                 // The count stays within the seats as read; the layout says leases are items.
                 let bound = i64::from(license.max_activations) - change;
-                e.name("#leases", LEASES)
-                    .name("#held", LEASES_HELD)
-                    .value(":on_devices", s(LEASES_ON_DEVICES))
-                    .value(":zero", n(0))
+                leases_are_items(&mut e);
+                e.name("#held", LEASES_HELD)
                     .value(":change", n(change))
                     .value(":bound", n(bound))
                     .set("#leases = :on_devices, #held = if_not_exists(#held, :zero) + :change")
-                    .condition("(attribute_not_exists(#leases) OR size(#leases) = :zero OR #leases = :on_devices)")
                     .condition("(attribute_not_exists(#held) OR #held <= :bound)");
             }
             if write.new_device {
