@@ -45,11 +45,26 @@ pub(super) async fn upgraded<S: Store>(app: &App<S>, license: &License) -> Resul
     if license.unmoved_leases.is_empty() {
         return Ok(false);
     }
-    match app.store.upgrade_leases(license).await {
-        Ok(()) | Err(WriteError::Conflict) => Ok(true),
-        Err(WriteError::Store(err)) => Err(store_error(err)),
+    let mut license = license.clone();
+    for _ in 0..MAX_UPGRADE_ROUNDS {
+        match app.store.upgrade_leases(&license).await {
+            Ok(()) => return Ok(true),
+            Err(WriteError::Conflict) => {}
+            Err(WriteError::Store(err)) => return Err(store_error(err)),
+        }
+        // Operations racing on the same license move its leases side by side: one that lost a
+        // move reads what is left and goes on, rather than spend its decision's attempts waiting.
+        let key = std::slice::from_ref(&license.license_key);
+        match app.store.licenses(key).await.map_err(store_error)?.pop() {
+            Some(read) if !read.unmoved_leases.is_empty() => license = read,
+            _ => return Ok(true),
+        }
     }
+    Ok(true)
 }
+
+/// How many times one operation goes on moving a license's leases after losing a move to another.
+const MAX_UPGRADE_ROUNDS: usize = 20;
 
 /// Takes or renews `device`'s lease until at least `until` (`device` as read, or new), updating
 /// `license` and `device` to match what was stored. `receipt`, when given, is given the license
