@@ -120,7 +120,11 @@ async fn a_large_pool_moves_in_several_writes_and_concurrent_operations_agree() 
         }
     });
     let answers = join_all(calls).await;
-    assert!(answers.iter().all(|a| a.status == 200), "{:?}", answers.iter().map(|a| &a.body).collect::<Vec<_>>());
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "{:?}",
+        answers.iter().map(|a| (a.status, a.body.to_string())).collect::<Vec<_>>()
+    );
     let moved = assert_moved(&t, &key).await;
     assert_eq!(moved.len(), 234, "230 moved, 4 new (10 seats were free)");
     let live = moved.values().filter(|end| **end > now()).count();

@@ -57,6 +57,13 @@ const SCAN_PAGE: i32 = 1_000;
 const SCAN_ROUNDS: usize = 10;
 const SCAN_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Leases one transaction moves off an earlier version's map. Every operation on a license being
+/// upgraded moves its leases side by side, and all their transactions write the license item, so
+/// they queue behind one another: small transactions keep each wait short. (Chunks of 99 put
+/// 100-item transactions in that queue, and under load DynamoDB Local answered some after the
+/// SDK's 4 s operation timeout: a 503 for a plain heartbeat.)
+const LEASES_MOVED_PER_WRITE: usize = 20;
+
 pub struct DynamoStore {
     client: Client,
     table: String,
@@ -976,7 +983,7 @@ impl Store for DynamoStore {
         // moved, or that was released meanwhile, fails its move's condition, and the caller reads
         // again and upgrades what is left.
         let entries: Vec<(&HardwareId, &Timestamp)> = license.unmoved_leases.iter().collect();
-        for chunk in entries.chunks(MAX_TRANSACTION_ITEMS - 1) {
+        for chunk in entries.chunks(LEASES_MOVED_PER_WRITE) {
             let holders: Vec<HardwareId> = chunk.iter().map(|(holder, _)| (*holder).clone()).collect();
             let devices = self.devices(key, &holders).await?;
             let mut e = Expression::default();
