@@ -68,3 +68,40 @@ pub async fn serve<S: Store>(
         });
     }
 }
+
+/// Reads the table's stream from its oldest record on and records every change's events in the
+/// audit log, every `every`, for as long as the server runs: the events function's work, on its
+/// code path (`DynamoStore::record`). A failure is reported and retried at the next round; the
+/// records are read again from where the last round stopped.
+pub async fn follow_events(
+    sdk: aws_config::SdkConfig,
+    app: std::sync::Arc<keygate::api::App<keygate::store::DynamoStore>>,
+    keep_days: Option<u32>,
+    every: std::time::Duration,
+) {
+    let mut follower = None;
+    let mut last_error = String::new();
+    loop {
+        if follower.is_none() {
+            match keygate::store::StreamFollower::new(&sdk, &app.store, keep_days).await {
+                Ok(created) => follower = Some(created),
+                Err(err) => report(&mut last_error, format!("events: cannot read the table's stream: {err}")),
+            }
+        }
+        if let Some(follower) = follower.as_mut() {
+            match follower.catch_up(&app.store).await {
+                Ok(_) => last_error.clear(),
+                Err(err) => report(&mut last_error, format!("events: not recorded yet (retrying): {err}")),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Prints an error once, not every round it lasts.
+fn report(last: &mut String, message: String) {
+    if *last != message {
+        eprintln!("{message}");
+        *last = message;
+    }
+}

@@ -628,8 +628,16 @@ async fn serve(bind: &str, port: u16, cors_origins: &str) -> Result<(), CliError
     if config.admin_tokens.is_empty() {
         eprintln!("warning: KEYGATE_ADMIN_TOKEN_SHA256 is not set; every vendor route will answer 401");
     }
-    let store = DynamoStore::from_config(&sdk, &config.table);
+    let store = DynamoStore::from_config(&sdk, &config.table).with_events_table(&config.events_table);
+    let keep_days = config.event_retention_days;
     let app = Arc::new(App::new(store, config));
+    // What the events function does in AWS: the table's stream into the audit log.
+    tokio::spawn(keygate_cli::follow_events(
+        sdk.clone(),
+        app.clone(),
+        keep_days,
+        std::time::Duration::from_millis(500),
+    ));
     let listener = tokio::net::TcpListener::bind((bind, port))
         .await
         .map_err(|e| CliError::Failed(format!("cannot listen on {bind}:{port}: {e}")))?;

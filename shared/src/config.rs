@@ -13,6 +13,10 @@ pub const ADMIN_TOKEN_SHA256: &str = "KEYGATE_ADMIN_TOKEN_SHA256";
 pub const ISSUER: &str = "KEYGATE_ISSUER";
 /// Origins allowed to call the client routes from a browser: comma-separated, or `*` (default: none).
 pub const CORS_ORIGINS: &str = "KEYGATE_CORS_ORIGINS";
+/// The audit log's table (default: `<KEYGATE_TABLE>-events`).
+pub const EVENTS_TABLE: &str = "KEYGATE_EVENTS_TABLE";
+/// Days the audit log keeps an event (default: for good).
+pub const EVENT_RETENTION_DAYS: &str = "KEYGATE_EVENT_RETENTION_DAYS";
 
 pub const DEFAULT_TABLE: &str = "keygate";
 pub const DEFAULT_ISSUER: &str = "keygate";
@@ -20,6 +24,8 @@ pub const DEFAULT_ISSUER: &str = "keygate";
 #[derive(Debug)]
 pub struct Config {
     pub table: String,
+    pub events_table: String,
+    pub event_retention_days: Option<u32>,
     pub issuer: String,
     pub admin_tokens: AdminTokens,
     /// Present when the function signs tokens (every client function; not the vendor API).
@@ -36,6 +42,8 @@ pub enum ConfigError {
     Key { variable: &'static str, source: crate::signing::KeyError },
     #[error("configuration: {CORS_ORIGINS}: {0}")]
     Cors(#[from] crate::cors::NotAnOrigin),
+    #[error("configuration: {EVENT_RETENTION_DAYS}: `{0}` is not a number of days from 1 to 36500")]
+    Retention(String),
     #[error("configuration: {SIGNING_KEY} is not set (make one with `keygate keys new`)")]
     NoSigningKey,
     #[error("configuration: {SIGNING_KEY_PARAMETER}: cannot read SSM parameter {name}: {cause}")]
@@ -93,8 +101,21 @@ impl Config {
             None => None,
         };
         let cors = AllowedOrigins::parse(&lookup(CORS_ORIGINS).unwrap_or_default())?;
+        let table = lookup(TABLE).unwrap_or_else(|| DEFAULT_TABLE.into());
+        let event_retention_days = match lookup(EVENT_RETENTION_DAYS) {
+            None => None,
+            Some(text) => Some(
+                text.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|d| (1..=36_500).contains(d))
+                    .ok_or(ConfigError::Retention(text))?,
+            ),
+        };
         Ok(Self {
-            table: lookup(TABLE).unwrap_or_else(|| DEFAULT_TABLE.into()),
+            events_table: lookup(EVENTS_TABLE).unwrap_or_else(|| crate::store::events_table_name(&table)),
+            event_retention_days,
+            table,
             issuer: lookup(ISSUER).unwrap_or_else(|| DEFAULT_ISSUER.into()),
             admin_tokens,
             signer,
@@ -131,6 +152,18 @@ mod tests {
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn the_audit_log_sits_beside_the_table_and_keeps_events_unless_told() {
+        let c = config(&[("KEYGATE_TABLE", "prod")]).unwrap();
+        assert_eq!((c.events_table.as_str(), c.event_retention_days), ("prod-events", None));
+        let c = config(&[("KEYGATE_EVENTS_TABLE", "audit"), ("KEYGATE_EVENT_RETENTION_DAYS", "90")]).unwrap();
+        assert_eq!((c.events_table.as_str(), c.event_retention_days), ("audit", Some(90)));
+        for bad in ["0", "ninety", "-3", "40000"] {
+            let err = config(&[("KEYGATE_EVENT_RETENTION_DAYS", bad)]).unwrap_err().to_string();
+            assert!(err.contains("KEYGATE_EVENT_RETENTION_DAYS") && err.contains(bad), "{err}");
+        }
     }
 
     #[test]

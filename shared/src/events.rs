@@ -34,13 +34,16 @@ pub enum Image {
 pub struct Change {
     /// The change's own id (a stream record's `eventID`): each event's id derives from it.
     pub id: String,
+    /// Its place in the order of changes to the same item collection (a stream record's
+    /// `SequenceNumber`: increasing within a shard, and one license's items share a shard).
+    pub sequence: String,
     /// When the write happened (to the second).
     pub at: Timestamp,
     pub before: Option<Image>,
     pub after: Option<Image>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub enum EventType {
     #[serde(rename = "license.created")]
     LicenseCreated,
@@ -101,6 +104,65 @@ pub struct Event {
     pub actor: Actor,
     /// What changed: the relevant values before and after.
     pub data: Value,
+    /// Where it sorts among its license's events: time, then the change's sequence, then its
+    /// place in the change. Not part of the payload.
+    #[serde(skip)]
+    pub order: String,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 17] = [
+        EventType::LicenseCreated,
+        EventType::LicenseUpdated,
+        EventType::LicenseSuspended,
+        EventType::LicenseReinstated,
+        EventType::LicenseRevoked,
+        EventType::DeviceActivated,
+        EventType::DeviceDeactivated,
+        EventType::DeviceReleased,
+        EventType::DeviceRotatedOut,
+        EventType::LeaseAcquired,
+        EventType::LeaseReleased,
+        EventType::LeaseLapsed,
+        EventType::BorrowStarted,
+        EventType::BorrowReturned,
+        EventType::ConsumptionRecorded,
+        EventType::ConsumptionLimitReached,
+        EventType::TrialStarted,
+    ];
+
+    /// The type's name, as events and filters spell it (`license.created`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::LicenseCreated => "license.created",
+            EventType::LicenseUpdated => "license.updated",
+            EventType::LicenseSuspended => "license.suspended",
+            EventType::LicenseReinstated => "license.reinstated",
+            EventType::LicenseRevoked => "license.revoked",
+            EventType::DeviceActivated => "device.activated",
+            EventType::DeviceDeactivated => "device.deactivated",
+            EventType::DeviceReleased => "device.released",
+            EventType::DeviceRotatedOut => "device.rotated_out",
+            EventType::LeaseAcquired => "lease.acquired",
+            EventType::LeaseReleased => "lease.released",
+            EventType::LeaseLapsed => "lease.lapsed",
+            EventType::BorrowStarted => "borrow.started",
+            EventType::BorrowReturned => "borrow.returned",
+            EventType::ConsumptionRecorded => "consumption.recorded",
+            EventType::ConsumptionLimitReached => "consumption.limit_reached",
+            EventType::TrialStarted => "trial.started",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
+/// The key events sort by: the time, then the change's sequence number (padded: sequence numbers
+/// are decimal strings of up to 40 digits), then the event's place in the change.
+pub fn order_key(at: Timestamp, sequence: &str, n: usize) -> String {
+    format!("{at}#{sequence:0>40}#{n:03}")
 }
 
 /// The events `change` yields, in a fixed order.
@@ -139,6 +201,7 @@ pub fn derive(change: &Change) -> Vec<Event> {
             product: product.clone(),
             actor,
             data,
+            order: order_key(change.at, &change.sequence, n),
         })
         .collect()
 }
@@ -313,7 +376,7 @@ mod tests {
     }
 
     fn change(before: Option<Image>, after: Option<Image>) -> Change {
-        Change { id: "rec-1".into(), at: NOW, before, after }
+        Change { id: "rec-1".into(), sequence: "100".into(), at: NOW, before, after }
     }
 
     fn on_device(device: Device, released: Option<ReleasedBy>) -> Image {
@@ -450,6 +513,23 @@ mod tests {
         let kinds: Vec<EventType> = step(&counted(4), &counted(10)).into_iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [EventType::ConsumptionRecorded, EventType::ConsumptionLimitReached]);
         assert_eq!(step(&counted(10), &counted(10)), [], "no use, no event");
+    }
+
+    #[test]
+    fn type_names_round_trip_and_events_sort_by_time_then_sequence_then_place() {
+        for kind in EventType::ALL {
+            assert_eq!(EventType::parse(kind.as_str()), Some(kind));
+            assert_eq!(serde_json::to_value(kind).unwrap(), json!(kind.as_str()));
+        }
+        assert_eq!(EventType::parse("license.exploded"), None);
+        let later = NOW.plus_seconds(1);
+        let mut keys =
+            [order_key(later, "5", 0), order_key(NOW, "100", 1), order_key(NOW, "99", 0), order_key(NOW, "100", 0)];
+        keys.sort();
+        assert_eq!(
+            keys,
+            [order_key(NOW, "99", 0), order_key(NOW, "100", 0), order_key(NOW, "100", 1), order_key(later, "5", 0)]
+        );
     }
 
     #[test]

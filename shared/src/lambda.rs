@@ -22,11 +22,55 @@ async fn serve(function: Function) -> Result<(), Error> {
     if matches!(function, Function::Activate | Function::Check) {
         config.require_signer()?;
     }
-    let store = DynamoStore::from_config(&sdk, &config.table);
+    let store = DynamoStore::from_config(&sdk, &config.table).with_events_table(&config.events_table);
     let app = &App::new(store, config);
     let functions = &[function];
     lambda_http::run(service_fn(move |request: Request| async move {
         Ok::<_, std::convert::Infallible>(handle(app, functions, request).await)
     }))
     .await
+}
+
+/// The events function: given a batch of the table's stream records, records their events in the
+/// audit log. A failure reports the first record not recorded (Lambda's partial batch response):
+/// Lambda delivers it and every later record again, and recording again stores the same events.
+pub fn events_main() -> Result<(), Error> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(follow_stream())
+}
+
+async fn follow_stream() -> Result<(), Error> {
+    use lambda_http::lambda_runtime::{self, LambdaEvent};
+    lambda_http::tracing::init_default_subscriber();
+    let sdk = sdk_config().await;
+    let config = Config::load(&sdk).await?;
+    let store = &DynamoStore::from_config(&sdk, &config.table).with_events_table(&config.events_table);
+    let keep_days = config.event_retention_days;
+    lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
+        Ok::<_, Error>(record_batch(store, &event.payload, keep_days).await)
+    }))
+    .await
+}
+
+/// One batch's partial response: `batchItemFailures` names the first record not recorded.
+pub async fn record_batch(store: &DynamoStore, event: &serde_json::Value, keep_days: Option<u32>) -> serde_json::Value {
+    let failed = |sequence: &str| serde_json::json!({"batchItemFailures": [{"itemIdentifier": sequence}]});
+    let records = match crate::store::records_from_lambda(event) {
+        Ok(records) => records,
+        // Not a stream batch this code reads: nothing to retry that would ever succeed.
+        Err(err) => {
+            tracing::error!(error = %err, "not a DynamoDB stream batch");
+            return serde_json::json!({"batchItemFailures": []});
+        }
+    };
+    match store.record(&records, keep_days).await {
+        Ok(written) => {
+            tracing::info!(records = records.len(), events = written, "recorded");
+            serde_json::json!({"batchItemFailures": []})
+        }
+        Err(unrecorded) => {
+            let record = &records[unrecorded.record];
+            tracing::warn!(record = %record.event_id, error = %unrecorded.error, "not recorded; delivered again");
+            failed(&record.sequence)
+        }
+    }
 }

@@ -259,7 +259,7 @@ async fn replay<S: Store>(app: &App<S>, record: &IdempotencyRecord, fingerprint:
     issued(&licenses)
 }
 
-fn parse_key(raw: &str) -> Result<LicenseKey, ApiError> {
+pub(super) fn parse_key(raw: &str) -> Result<LicenseKey, ApiError> {
     LicenseKey::parse(raw).map_err(|e| ApiError::field("license_key", e))
 }
 
@@ -473,7 +473,7 @@ const DEFAULT_DEVICE_PAGE: u32 = 100;
 const MAX_DEVICE_PAGE: u32 = 1_000;
 
 /// A page limit given as query text, within `1..=max`.
-fn page_limit(text: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+pub(super) fn page_limit(text: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
     match text {
         None => Ok(default),
         Some(text) => text

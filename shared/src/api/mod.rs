@@ -2,6 +2,7 @@
 //! query parsing, and turning every outcome (including every error) into a JSON response.
 
 mod activate;
+mod audit;
 mod check;
 mod consume;
 mod deactivate;
@@ -99,6 +100,8 @@ enum Endpoint {
     ShowLicense,
     UpdateLicense,
     ReleaseDevice,
+    LicenseEvents,
+    Events,
     Activate,
     CheckJson,
     CheckQuery,
@@ -138,6 +141,8 @@ pub const ROUTES: &[Route] = &[
         Function::Issue,
         Endpoint::ReleaseDevice,
     ),
+    route(Method::GET, "/v1/licenses/{license_key}/events", Auth::Vendor, Function::Issue, Endpoint::LicenseEvents),
+    route(Method::GET, "/v1/events", Auth::Vendor, Function::Issue, Endpoint::Events),
     route(Method::PUT, "/v1/products/{product}/trial", Auth::Vendor, Function::Issue, Endpoint::TrialTerms),
     route(Method::POST, "/v1/activate", Auth::Client, Function::Activate, Endpoint::Activate),
     route(Method::POST, "/v1/trial", Auth::Client, Function::Activate, Endpoint::Trial),
@@ -339,6 +344,10 @@ async fn dispatch<S: Store>(
             Endpoint::ShowLicense => issue::show(app, &params[0], parse_query(request.uri().query())?).await,
             Endpoint::UpdateLicense => issue::update(app, &params[0], parse_json(body(request)?)?).await,
             Endpoint::ReleaseDevice => issue::release_device(app, &params[0], &params[1]).await,
+            Endpoint::LicenseEvents => {
+                audit::license_events(app, &params[0], parse_query(request.uri().query())?).await
+            }
+            Endpoint::Events => audit::events(app, parse_query(request.uri().query())?).await,
             Endpoint::Activate => keyed!(activate::activate),
             Endpoint::CheckJson => check::check(app, parse_json(body(request)?)?).await,
             Endpoint::CheckQuery => check::check(app, parse_query(request.uri().query())?).await,

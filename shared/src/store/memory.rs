@@ -19,6 +19,8 @@ pub struct MemoryStore {
     receipts: Mutex<HashMap<(String, String), Receipt>>,
     trials: Mutex<HashMap<Product, TrialTerms>>,
     trial_markers: Mutex<HashMap<(Product, HardwareId), TrialMarker>>,
+    /// The audit log: by (order key, license key), each event's type and payload.
+    events: Mutex<BTreeMap<(String, LicenseKey), (crate::events::EventType, serde_json::Value)>>,
     round_trips: AtomicU64,
 }
 
@@ -520,6 +522,44 @@ impl Store for MemoryStore {
         }
         device.last_seen_at = sighting.now;
         Ok(())
+    }
+
+    async fn append_events(&self, events: &[&crate::events::Event], _keep_days: Option<u32>) -> Result<(), StoreError> {
+        let mut log = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        for event in events {
+            let body = serde_json::to_value(event).map_err(|e| StoreError::Internal(e.to_string()))?;
+            log.insert((event.order.clone(), event.license_key.clone()), (event.kind, body));
+        }
+        Ok(())
+    }
+
+    async fn list_events(
+        &self,
+        query: &super::EventQuery,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<super::EventPage, StoreError> {
+        let log = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let (from, to) = (query.since.to_string(), format!("{}#~", query.until));
+        let after = match cursor {
+            None => None,
+            Some(cursor) => {
+                let (order, key) = cursor.split_once('|').ok_or(StoreError::InvalidCursor)?;
+                Some((order.to_string(), LicenseKey::parse(key).map_err(|_| StoreError::InvalidCursor)?))
+            }
+        };
+        let selected = log.iter().rev().filter(|((order, key), (kind, _))| {
+            query.license.as_ref().is_none_or(|l| l == key)
+                && (query.types.is_empty() || query.types.contains(kind))
+                && order.as_str() >= from.as_str()
+                && order.as_str() <= to.as_str()
+                && after.as_ref().is_none_or(|after| (order, key) < (&after.0, &after.1))
+        });
+        let page: Vec<_> = selected.take(limit as usize + 1).collect();
+        let more = page.len() > limit as usize;
+        let page = &page[..page.len().min(limit as usize)];
+        let next_cursor = more.then(|| page.last().map(|((order, key), _)| format!("{order}|{key}"))).flatten();
+        Ok(super::EventPage { events: page.iter().map(|(_, (_, body))| body.clone()).collect(), next_cursor })
     }
 
     fn round_trips(&self) -> u64 {

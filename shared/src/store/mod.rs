@@ -5,7 +5,12 @@ pub mod contract;
 mod dynamo;
 mod memory;
 
-pub use dynamo::{create_table, sdk_config, sdk_config_with, CapacityUsed, DynamoStore};
+#[cfg(feature = "local-stream")]
+pub use dynamo::StreamFollower;
+pub use dynamo::{
+    create_events_table, create_table, events_table_name, records_from_lambda, sdk_config, sdk_config_with,
+    CapacityUsed, DynamoStore, StreamRecord, Unrecorded,
+};
 pub use memory::MemoryStore;
 
 use crate::input::{Email, HardwareId, LicenseKey, OrderId, Product};
@@ -125,6 +130,23 @@ pub enum Lookup {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
     pub licenses: Vec<License>,
+    pub next_cursor: Option<String>,
+}
+
+/// Which events a listing returns, newest first: one license's or every license's, of the given
+/// types (none: every type), at or after `since` and at or before `until`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventQuery {
+    pub license: Option<LicenseKey>,
+    pub types: Vec<crate::events::EventType>,
+    pub since: Timestamp,
+    pub until: Timestamp,
+}
+
+/// A page of events (their payloads), newest first, and where the next page starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    pub events: Vec<serde_json::Value>,
     pub next_cursor: Option<String>,
 }
 
@@ -318,6 +340,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), WriteError>> + Send;
 
     /// Round trips made so far (reads and writes), for asserting the cost of each operation.
+    /// Appends events to the audit log, kept `keep_days` when set (else for good). Writing an
+    /// event again (same id and order) stores the same entry.
+    fn append_events(
+        &self,
+        events: &[&crate::events::Event],
+        keep_days: Option<u32>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The audit log's events `query` selects, newest first, `limit` a page.
+    fn list_events(
+        &self,
+        query: &EventQuery,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> impl Future<Output = Result<EventPage, StoreError>> + Send;
+
     fn round_trips(&self) -> u64;
 }
 

@@ -10,6 +10,7 @@ use keygate_tests::{device, fresh_store, join_all, TestApp};
 mod cli;
 mod client;
 mod consumption;
+mod events;
 mod faults;
 mod floating;
 mod idempotency;

@@ -4,14 +4,20 @@
 //! and records (`T#...`), a vendor issue's idempotency record (`I#<key>`), and the answers of client
 //! writes made with an `Idempotency-Key` (`R#<scope>#<key>`, written in the write's own transaction).
 
+mod audit;
 mod errors;
 mod expression;
 mod records;
 mod schema;
 mod sdk;
+mod stream;
 
+pub use audit::{create_events_table, events_table_name};
 pub use schema::create_table;
 pub use sdk::{sdk_config, sdk_config_with};
+#[cfg(feature = "local-stream")]
+pub use stream::StreamFollower;
+pub use stream::{records_from_lambda, StreamRecord, Unrecorded};
 
 use errors::{classify, conditional_error, transaction_error};
 use expression::{releases, Expression, MAX_TAKE_OVER_PER_WRITE};
@@ -67,6 +73,8 @@ const LEASES_MOVED_PER_WRITE: usize = 20;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// The audit log's table.
+    events_table: String,
     round_trips: AtomicU64,
     /// Capacity units consumed by reads and by writes, in thousandths (see [`CapacityUsed`]).
     read_milliunits: AtomicU64,
@@ -83,9 +91,11 @@ pub struct CapacityUsed {
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
+        let table = table.into();
         Self {
             client,
-            table: table.into(),
+            events_table: audit::events_table_name(&table),
+            table,
             round_trips: AtomicU64::new(0),
             read_milliunits: AtomicU64::new(0),
             write_milliunits: AtomicU64::new(0),
@@ -94,6 +104,12 @@ impl DynamoStore {
 
     pub fn from_config(config: &SdkConfig, table: impl Into<String>) -> Self {
         Self::new(Client::new(config), table)
+    }
+
+    /// The audit log in another table than `<table>-events`.
+    pub fn with_events_table(mut self, events_table: impl Into<String>) -> Self {
+        self.events_table = events_table.into();
+        self
     }
 
     pub fn client(&self) -> &Client {
@@ -1174,6 +1190,22 @@ impl Store for DynamoStore {
             update.return_consumed_capacity(ReturnConsumedCapacity::Total).send().await.map_err(conditional_error)?;
         self.count_writes(output.consumed_capacity());
         Ok(())
+    }
+
+    async fn append_events(&self, events: &[&crate::events::Event], keep_days: Option<u32>) -> Result<(), StoreError> {
+        for chunk in events.chunks(audit::EVENTS_PER_WRITE) {
+            self.put_events(chunk, keep_days).await?;
+        }
+        Ok(())
+    }
+
+    async fn list_events(
+        &self,
+        query: &super::EventQuery,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<super::EventPage, StoreError> {
+        self.query_events(query, limit, cursor).await
     }
 
     fn round_trips(&self) -> u64 {

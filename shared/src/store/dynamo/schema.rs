@@ -60,6 +60,8 @@ pub async fn create_table(client: &Client, table: &str) -> Result<bool, StoreErr
         )?)
         .send()
         .await;
+    // The audit log's table beside it (its default name; another is created by its own call).
+    super::audit::create_events_table(client, &super::audit::events_table_name(table)).await?;
     match created {
         Err(err) if err.code() == Some("ResourceInUseException") => return Ok(false),
         other => other.map_err(classify)?,

@@ -1,0 +1,208 @@
+//! Events: the table's stream (DynamoDB Local's, read through the Streams API as `keygate serve`
+//! reads it) becomes the audit log, read back through the vendor routes; and the events
+//! function's batch handling (Lambda's record format, partial batch failures).
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use keygate::store::{sdk_config, DynamoStore, StreamFollower};
+use keygate_tests::{device, TestApp};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// Reads the test table's stream from its oldest record and records every event.
+async fn record_stream(t: &TestApp, keep_days: Option<u32>) -> usize {
+    let mut follower = StreamFollower::new(&sdk_config().await, &t.app.store, keep_days).await.unwrap();
+    follower.catch_up(&t.app.store).await.unwrap()
+}
+
+/// Every page of a listing, following `next_cursor`.
+async fn all_pages(t: &TestApp, path: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..50 {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let page = match &cursor {
+            Some(cursor) => t.admin_get(&format!("{path}{separator}cursor={cursor}")).await,
+            None => t.admin_get(path).await,
+        };
+        assert_eq!(page.status, 200, "{}", page.body);
+        events.extend(page.body["events"].as_array().unwrap().iter().cloned());
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return events,
+        }
+    }
+    panic!("{path} did not end within 50 pages");
+}
+
+fn types(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["type"].as_str().unwrap().to_string()).collect()
+}
+
+/// A client and vendor session on one license: the events it must leave, oldest first.
+async fn session(t: &TestApp) -> String {
+    let key = t.issue(json!({"max_activations": 2})).await;
+    assert_eq!(t.post("/v1/activate", &device(&key, "pc-1")).await.status, 200);
+    assert_eq!(t.post("/v1/activate", &device(&key, "pc-2")).await.status, 200);
+    let path = format!("/v1/licenses/{key}");
+    assert_eq!(t.admin_patch(&path, &json!({"max_activations": 3})).await.status, 200);
+    assert_eq!(t.admin_patch(&path, &json!({"status": "suspended"})).await.status, 200);
+    assert_eq!(t.admin_patch(&path, &json!({"status": "active"})).await.status, 200);
+    assert_eq!(t.post("/v1/deactivate", &device(&key, "pc-1")).await.status, 200);
+    assert_eq!(t.admin_delete(&format!("{path}/devices/pc-2")).await.status, 200);
+    key
+}
+
+const SESSION: [&str; 8] = [
+    "license.created",
+    "device.activated",
+    "device.activated",
+    "license.updated",
+    "license.suspended",
+    "license.reinstated",
+    "device.deactivated",
+    "device.released",
+];
+
+#[tokio::test]
+async fn a_session_leaves_exactly_its_events_in_order_and_redelivery_changes_nothing() {
+    let t = TestApp::spawn().await;
+    let key = session(&t).await;
+    let recorded = record_stream(&t, None).await;
+
+    let listed = all_pages(&t, &format!("/v1/licenses/{key}/events")).await;
+    let mut oldest_first = listed.clone();
+    oldest_first.reverse();
+    assert_eq!(types(&oldest_first), SESSION, "{oldest_first:#?}");
+    assert_eq!(recorded, SESSION.len());
+    for event in &listed {
+        assert_eq!((event["license_key"].as_str(), event["product"].as_str()), (Some(key.as_str()), Some("editor")));
+        assert!(event["id"].as_str().unwrap().rsplit_once('.').is_some(), "{event}");
+    }
+    let actors: Vec<&Value> = oldest_first.iter().map(|e| &e["actor"]).collect();
+    assert_eq!(actors[1], &json!({"kind": "device", "hardware_id": "pc-1"}));
+    assert_eq!(actors[3]["kind"], "vendor");
+    assert_eq!(oldest_first[3]["data"], json!({"max_activations": {"before": 2, "after": 3}}));
+    assert_eq!(oldest_first[7]["data"]["hardware_id"], "pc-2");
+    let mut ids: Vec<&str> = listed.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), SESSION.len(), "ids are unique");
+
+    // The stream delivered again from its start: the same events, with the same ids.
+    assert_eq!(record_stream(&t, None).await, SESSION.len());
+    assert_eq!(all_pages(&t, &format!("/v1/licenses/{key}/events")).await, listed);
+
+    // Pages of three walk the same events; every license's events list them too, by type.
+    assert_eq!(all_pages(&t, &format!("/v1/licenses/{key}/events?limit=3")).await, listed);
+    let activated = all_pages(&t, "/v1/events?type=device.activated,device.deactivated").await;
+    assert_eq!(types(&activated), ["device.deactivated", "device.activated", "device.activated"]);
+    assert_eq!(all_pages(&t, "/v1/events?limit=2").await, listed);
+    let one_page = t.admin_get(&format!("/v1/licenses/{key}/events?type=license.updated")).await;
+    assert_eq!(types(one_page.body["events"].as_array().unwrap()), ["license.updated"]);
+}
+
+#[tokio::test]
+async fn listings_refuse_what_they_cannot_answer() {
+    let t = TestApp::spawn().await;
+    let key = t.issue(json!({})).await;
+    let refusals = [
+        (format!("/v1/licenses/{key}/events?type=license.exploded"), "type"),
+        (format!("/v1/licenses/{key}/events?since=yesterday"), "since"),
+        ("/v1/events?since=2026-11-02T00:00:00Z&until=2026-11-01T00:00:00Z".to_string(), "since"),
+        ("/v1/events?limit=0".to_string(), "limit"),
+        ("/v1/events?cursor=bm90IGEgY3Vyc29y".to_string(), "cursor"),
+        (
+            format!("/v1/licenses/{key}/events?cursor=eyJrIjoiQUFBQUEtQUFBQUEtQUFBQUEtQUFBQUEtQUFBQUEiLCJvIjoieCJ9"),
+            "cursor",
+        ),
+        ("/v1/events?colour=red".to_string(), "colour"),
+    ];
+    for (path, field) in refusals {
+        let answer = t.admin_get(&path).await;
+        assert_eq!(answer.status, 400, "{path}: {}", answer.body);
+        assert!(answer.body.to_string().contains(field), "{path}: {}", answer.body);
+    }
+    // A license that never was has no history: 404, not an empty list.
+    let missing = t.admin_get("/v1/licenses/AAAAA-AAAAA-AAAAA-AAAAA-AAAAA/events").await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    // A license with no event recorded yet: an empty list.
+    let empty = t.admin_get(&format!("/v1/licenses/{key}/events")).await;
+    assert_eq!((empty.status, empty.body["events"].clone()), (200, json!([])));
+    assert_eq!(t.get("/v1/events").await.status, 401, "a vendor route");
+}
+
+#[tokio::test]
+async fn a_retention_sets_each_events_expiry() {
+    let t = TestApp::spawn().await;
+    t.issue(json!({})).await;
+    record_stream(&t, None).await;
+    let items = events_items(&t.app.store).await;
+    assert_eq!(items.len(), 1);
+    assert!(items[0].get("ttl").is_none(), "kept for good unless told");
+    // DynamoDB Local does not expire items: what can be checked is the attribute TTL reads.
+    record_stream(&t, Some(30)).await;
+    let items = events_items(&t.app.store).await;
+    let event: Value = serde_json::from_str(items[0]["event"].as_s().unwrap()).unwrap();
+    let at = keygate::time::Timestamp::parse(event["at"].as_str().unwrap()).unwrap();
+    assert_eq!(items[0]["ttl"], AttributeValue::N(at.plus_days(30).unix().to_string()));
+    let ttl = t.app.store.client().describe_time_to_live().table_name(t.app.store.events_table()).send().await;
+    let ttl = ttl.unwrap().time_to_live_description.unwrap();
+    assert_eq!(ttl.attribute_name(), Some("ttl"));
+}
+
+async fn events_items(store: &DynamoStore) -> Vec<HashMap<String, AttributeValue>> {
+    let scanned = store.client().scan().table_name(store.events_table()).send().await.unwrap();
+    scanned.items.unwrap_or_default()
+}
+
+/// An item in DynamoDB's JSON form, as Lambda hands stream images to a function.
+fn lambda_json(value: &AttributeValue) -> Value {
+    match value {
+        AttributeValue::S(s) => json!({"S": s}),
+        AttributeValue::N(n) => json!({"N": n}),
+        AttributeValue::Bool(b) => json!({"BOOL": b}),
+        AttributeValue::Null(_) => json!({"NULL": true}),
+        AttributeValue::L(l) => json!({"L": l.iter().map(lambda_json).collect::<Vec<_>>()}),
+        AttributeValue::M(m) => {
+            json!({"M": m.iter().map(|(k, v)| (k.clone(), lambda_json(v))).collect::<serde_json::Map<_, _>>()})
+        }
+        AttributeValue::Ss(s) => json!({"SS": s}),
+        other => panic!("not used by Keygate's items: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_events_function_records_a_lambda_batch_and_names_the_first_record_it_could_not() {
+    let t = TestApp::spawn().await;
+    let key = t.issue(json!({})).await;
+    let store = &t.app.store;
+    let got = store.client().get_item().table_name(store.table()).key("PK", AttributeValue::S(format!("L#{key}")));
+    let item = got.key("SK", AttributeValue::S("L".into())).send().await.unwrap().item.unwrap();
+    let image: serde_json::Map<String, Value> = item.iter().map(|(k, v)| (k.clone(), lambda_json(v))).collect();
+    let batch = json!({"Records": [{
+        "eventID": "lambda-1",
+        "eventName": "INSERT",
+        "eventSource": "aws:dynamodb",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1_795_659_126.0,
+            "Keys": {"PK": image["PK"], "SK": image["SK"]},
+            "NewImage": image,
+            "SequenceNumber": "111",
+            "SizeBytes": 900,
+            "StreamViewType": "NEW_AND_OLD_IMAGES"
+        }
+    }]});
+    let answer = keygate::lambda::record_batch(store, &batch, None).await;
+    assert_eq!(answer, json!({"batchItemFailures": []}));
+    let listed = t.admin_get(&format!("/v1/licenses/{key}/events?since=2026-01-01T00:00:00Z")).await;
+    let events = listed.body["events"].as_array().unwrap();
+    assert_eq!(
+        (events.len(), events[0]["id"].as_str(), events[0]["type"].as_str()),
+        (1, Some("lambda-1.0"), Some("license.created"))
+    );
+
+    // The audit log unwritable: the batch reports its first record, for Lambda to deliver again.
+    let broken = DynamoStore::new(store.client().clone(), store.table()).with_events_table("no-such-table");
+    let answer = keygate::lambda::record_batch(&broken, &batch, None).await;
+    assert_eq!(answer, json!({"batchItemFailures": [{"itemIdentifier": "111"}]}));
+}
