@@ -241,6 +241,26 @@ enum LicensesCommand {
         #[arg(long)]
         cursor: Option<String>,
     },
+    /// The audit log, newest first: one license's events (with a key), or every license's
+    /// (without; from the 30 days before --until unless --since says otherwise).
+    Events {
+        license_key: Option<String>,
+        /// Only these event types, comma-separated (e.g. device.activated,device.deactivated).
+        #[arg(long = "type")]
+        types: Option<String>,
+        /// The oldest time listed (YYYY-MM-DD or RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// The newest time listed (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        /// Events per page (1 to 1000; the server's default is 100).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// The `next_cursor` of the previous page, for the next one.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
     /// Change a license's terms: only the fields given change (PATCH /v1/licenses/{key}).
     Update {
         license_key: String,
@@ -467,6 +487,20 @@ async fn licenses(
             }
             let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
             client.send("GET", &format!("/v1/licenses{query}"), None).await
+        }
+        LicensesCommand::Events { license_key, types, since, until, limit, cursor } => {
+            let given = [("type", types), ("since", since), ("until", until), ("cursor", cursor)];
+            let mut query: Vec<String> =
+                given.into_iter().filter_map(|(name, value)| value.map(|v| format!("{name}={}", encode(&v)))).collect();
+            if let Some(limit) = limit {
+                query.push(format!("limit={limit}"));
+            }
+            let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+            let path = match license_key {
+                Some(key) => format!("/v1/licenses/{}/events{query}", encode(&key)),
+                None => format!("/v1/events{query}"),
+            };
+            client.send("GET", &path, None).await
         }
         LicensesCommand::Update { license_key, set, patch, version } => {
             let mut body = match patch {

@@ -17,6 +17,30 @@ pub fn summary(answer: &Value) -> String {
         if let Some(cursor) = answer["next_cursor"].as_str() {
             let _ = writeln!(out, "more: --cursor {cursor}");
         }
+    } else if let Some(events) = answer["events"].as_array() {
+        // One line an event, newest first: when, what, on which license, by whom.
+        for event in events {
+            let actor = &event["actor"];
+            let by = match actor["kind"].as_str() {
+                Some("device") => actor["hardware_id"].as_str().unwrap_or("a device").to_string(),
+                Some(kind) => kind.to_string(),
+                None => String::new(),
+            };
+            let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+            let _ = writeln!(
+                out,
+                "{}  {:<26} {}  by {by}",
+                text(&event["at"]),
+                text(&event["type"]),
+                text(&event["license_key"])
+            );
+        }
+        if events.is_empty() {
+            out.push_str("no events\n");
+        }
+        if let Some(cursor) = answer["next_cursor"].as_str() {
+            let _ = writeln!(out, "more: --cursor {cursor}");
+        }
     } else if answer["license"].is_object() {
         if let Some(released) = answer["released"].as_str() {
             let until = answer["credential_valid_until"].as_str().unwrap_or("now");
@@ -119,6 +143,24 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn events_read_a_line_each_with_who_acted() {
+        let answer = json!({"events": [
+            {"at": "2026-11-26T02:24:52Z", "type": "device.activated", "license_key": "K1",
+             "actor": {"kind": "device", "hardware_id": "pc-1"}},
+            {"at": "2026-11-26T02:24:50Z", "type": "license.created", "license_key": "K1", "actor": {"kind": "vendor"}}
+        ], "next_cursor": "abc"});
+        let text = summary(&answer);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("2026-11-26T02:24:52Z  device.activated") && lines[0].ends_with("K1  by pc-1"),
+            "{text}"
+        );
+        assert!(lines[1].contains("license.created") && lines[1].ends_with("by vendor"), "{text}");
+        assert_eq!(lines[2], "more: --cursor abc");
+        assert_eq!(summary(&json!({"events": [], "next_cursor": null})).trim_end(), "no events");
     }
 
     #[test]

@@ -321,6 +321,21 @@ def client_body(case: Any, body: dict, choices: Choices, fix: Fixtures) -> None:
             body["hours"] = license["max_borrow_hours"]
 
 
+EVENT_TYPES = ("license.created", "license.updated", "device.activated", "device.deactivated", "lease.acquired")
+
+
+def events_query(query: dict) -> None:
+    """What an events listing accepts beyond its schema: known types, `since` not after `until`,
+    and only a cursor the same listing handed out (none here: the fuzzer cannot know one)."""
+    if "type" in query:
+        names = [n for n in str(query["type"]).split(",") if n]
+        if not names or any(n not in EVENT_TYPES for n in names):
+            query["type"] = EVENT_TYPES[len(str(query["type"])) % len(EVENT_TYPES)]
+    query.pop("cursor", None)
+    if "since" in query and "until" in query:
+        query["since"], query["until"] = "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"
+
+
 def device_cursor(hardware_id: str) -> str:
     """The cursor a page of devices ending at `hardware_id` hands out."""
     return base64.urlsafe_b64encode(hardware_id.encode()).decode().rstrip("=")
@@ -368,6 +383,8 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
                 case.query["cursor"] = device_cursor(fix.node_devices[0])
             else:
                 del case.query["cursor"]
+    elif method == "GET" and route.endswith("/events") and isinstance(case.query, dict) and is_positive(case):
+        events_query(case.query)
     elif method == "PATCH" and body is not None and is_positive(case):
         unique_features(body)
         small_metadata(body)

@@ -52,13 +52,17 @@ fn selection(license: Option<LicenseKey>, query: &EventsQuery, now: Timestamp) -
             types.push(kind);
         }
     }
-    let until = at("until", query.until.as_deref())?.unwrap_or(now);
+    let given_since = at("since", query.since.as_deref())?;
+    // Until now, or (a `since` still to come) an empty range, not a refusal.
+    let until = match at("until", query.until.as_deref())? {
+        Some(until) => until,
+        None => given_since.map_or(now, |since| since.max(now)),
+    };
     // One license's events go back to its first; every license's, a bounded number of days.
-    let default_since = match license {
+    let since = given_since.unwrap_or(match license {
         Some(_) => Timestamp::from_unix(0),
         None => until.plus_seconds(-i64::from(DEFAULT_DAYS_BACK) * 86_400),
-    };
-    let since = at("since", query.since.as_deref())?.unwrap_or(default_since);
+    });
     if since > until {
         return Err(ApiError::field("since", "is after `until`"));
     }

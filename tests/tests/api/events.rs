@@ -206,3 +206,28 @@ async fn the_events_function_records_a_lambda_batch_and_names_the_first_record_i
     let answer = keygate::lambda::record_batch(&broken, &batch, None).await;
     assert_eq!(answer, json!({"batchItemFailures": [{"itemIdentifier": "111"}]}));
 }
+
+#[tokio::test]
+async fn the_cli_lists_a_licenses_events_and_every_licenses_by_type() {
+    let t = TestApp::spawn().await;
+    let key = session(&t).await;
+    record_stream(&t, None).await;
+    let env = [("KEYGATE_URL", t.base_url.as_str()), ("KEYGATE_ADMIN_TOKEN", t.admin_token.as_str())];
+    let run = |args: Vec<&'static str>| {
+        let env = env;
+        async move {
+            let args: Vec<&str> = ["licenses", "--json", "events"].into_iter().chain(args).collect();
+            let stdout = crate::cli::keygate_command(&args, &env).await.unwrap();
+            serde_json::from_slice::<Value>(&stdout).unwrap()
+        }
+    };
+    let key: &'static str = Box::leak(key.into_boxed_str());
+    let newest = run(vec![key, "--limit", "3"]).await;
+    assert_eq!(
+        types(newest["events"].as_array().unwrap()),
+        ["device.released", "device.deactivated", "license.reinstated"]
+    );
+    assert!(newest["next_cursor"].is_string());
+    let activations = run(vec!["--type", "device.activated"]).await;
+    assert_eq!(types(activations["events"].as_array().unwrap()), ["device.activated", "device.activated"]);
+}
