@@ -8,7 +8,7 @@ CHECKOV_VENV := .venv-checkov
 SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/sam
 # Architecture of the deployed functions: arm64 (default) or x86_64.
 ARCH ?= arm64
-FUNCTIONS := issue activate check deactivate
+FUNCTIONS := issue activate check deactivate events
 
 .PHONY: help local watch test test-unit test-contract test-integration test-readme lint fmt deps tools validate build sam-build deploy bench clean
 

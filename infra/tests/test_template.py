@@ -3,8 +3,9 @@
 cfn-lint and `sam validate --lint` miss whole classes of errors (a SAM event property that only
 fails in the transform, a bad !Ref), so this test runs the real SAM transform offline and checks
 the CloudFormation it produces: every route of docs/openapi.yaml is served by the right function,
-and each function's role allows only the actions its code performs. It also evaluates the template's
-conditions (`deployed`) to check what a stack gets with and without the optional parameters.
+and each function's role allows only the actions its code performs (on the license table, its
+stream and the audit log's table). It also evaluates the template's conditions (`deployed`) to check
+what a stack gets with and without the optional parameters.
 """
 
 import copy
@@ -51,7 +52,12 @@ TABLE_ACTIONS = {
         "dynamodb:GetItem",
         "dynamodb:PutItem",
     },
+    # Nothing on the license table itself: it reads the table's stream (STREAM_READERS) and writes
+    # the audit log (AUDIT_LOG_ACTIONS).
+    "EventsFunction": set(),
 }
+# The functions behind the API (the events function is given stream batches, not requests).
+API_FUNCTIONS = [f for f in TABLE_ACTIONS if f != "EventsFunction"]
 SIGNS_TOKENS = {"ActivateFunction", "CheckFunction"}
 # The license table: the one the stack creates, or ExistingTableName (a restored table).
 EXISTING_TABLE_ARN = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${ExistingTableName}"
@@ -69,6 +75,27 @@ def index_arn(index):
     }
 
 
+# The license table's stream: the created table's, or (ExistingTableName) only that table's streams.
+STREAM_ARN = {"Fn::If": ["CreateTable", {"Fn::GetAtt": ["Table", "StreamArn"]}, {"Fn::Sub": f"{EXISTING_TABLE_ARN}/stream/*"}]}
+# What Lambda's poller reads on the events function's behalf (and nothing that reads the table).
+STREAM_READ_ACTIONS = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"}
+STREAM_READERS = {"EventsFunction"}
+# The audit log: a table of its own (the stack's, also with ExistingTableName), written by the events
+# function alone and read by the issue function alone (the vendor's event listings).
+EVENTS_TABLE_ARN = {"Fn::GetAtt": ["EventsTable", "Arn"]}
+EVENTS_DAY_INDEX_ARN = {"Fn::Sub": "${EventsTable.Arn}/index/ByDay"}
+AUDIT_LOG_ACTIONS = {
+    "EventsFunction": {"dynamodb:BatchWriteItem"},  # events, 25 puts a call (audit.rs put_events)
+    "IssueFunction": {"dynamodb:Query"},  # a license's events, or a day's (audit.rs query_events)
+}
+AUDIT_LOG_RESOURCES = {
+    "EventsFunction": [EVENTS_TABLE_ARN],
+    "IssueFunction": [EVENTS_TABLE_ARN, EVENTS_DAY_INDEX_ARN],
+}
+AUDIT_LOG_WRITES = {"dynamodb:PutItem", "dynamodb:BatchWriteItem"}
+AUDIT_LOG_READS = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:Scan"}
+# Where the stream mapping sends a batch it gave up on.
+FAILURE_QUEUE_ARN = {"Fn::GetAtt": ["EventsFailureQueue", "Arn"]}
 # The indexes each function may query: the lookups for the vendor API; a rotation's candidates and
 # lapsed leases to take over for activate; lapsed leases for check (a heartbeat may retake a seat).
 INDEXES = {
@@ -100,7 +127,21 @@ KMS_STATEMENT = {
         NO_VALUE,
     ]
 }
-# The DynamoDB API operations the store calls (ConditionCheckItem only inside TransactWriteItems):
+# With KmsKeyArn the failure queue uses the key too: the events function's role may send to it.
+QUEUE_KMS_STATEMENT = {
+    "Fn::If": [
+        "KmsKeyGiven",
+        {
+            "Sid": "FailureQueueKey",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": {"Ref": "KmsKeyArn"},
+            "Condition": {"StringEquals": {"kms:ViaService": [{"Fn::Sub": "sqs.${AWS::Region}.amazonaws.com"}]}},
+        },
+        NO_VALUE,
+    ]
+}
+# The DynamoDB API operations the store calls on the license table (ConditionCheckItem only inside TransactWriteItems):
 # DynamoDB reports its SystemErrors per operation, so the alarm sums these.
 DYNAMODB_OPERATIONS = {
     "GetItem",
@@ -112,6 +153,13 @@ DYNAMODB_OPERATIONS = {
     "BatchWriteItem",
     "TransactWriteItems",
 }
+# The operations of the audit log's code (audit.rs, on the events table only) and the function
+# whose role must allow each: the events function writes, the issue function reads.
+AUDIT_LOG_SOURCE = "audit.rs"
+AUDIT_LOG_OPERATIONS = {"BatchWriteItem": "EventsFunction", "Query": "IssueFunction"}
+# The DynamoDB Streams calls of the local stream follower (stream.rs, `keygate serve`): the same reads
+# Lambda's poller makes with the events function's role in AWS.
+STREAM_OPERATIONS = {"DescribeStream", "GetShardIterator", "GetRecords"}
 ALARM_ACTIONS = {"Fn::If": ["AlarmsNotify", [{"Ref": "AlarmTopicArn"}], NO_VALUE]}
 # checkov findings the template suppresses (Metadata: checkov: skip), by resource; every other check passes.
 CHECKOV_SKIPS = {function: {"CKV_AWS_116", "CKV_AWS_117"} for function in TABLE_ACTIONS}
@@ -119,6 +167,8 @@ ROUTE_OWNERS = {
     "/v1/licenses": "IssueFunction",
     "/v1/licenses/{license_key}": "IssueFunction",
     "/v1/licenses/{license_key}/devices/{hardware_id}": "IssueFunction",
+    "/v1/licenses/{license_key}/events": "IssueFunction",
+    "/v1/events": "IssueFunction",
     "/v1/activate": "ActivateFunction",
     "/v1/borrow": "ActivateFunction",
     "/v1/consume": "ActivateFunction",
@@ -331,7 +381,9 @@ class TemplateTest(unittest.TestCase):
     def test_each_function_may_do_only_what_its_code_does(self):
         for function, expected in TABLE_ACTIONS.items():
             statements, managed = self.policy_statements(function, conditional=True)
-            table_actions, index_actions, ssm, kms = set(), set(), [], []
+            table_actions, index_actions, stream_actions, audit_actions, ssm, sqs, kms = (
+                set(), set(), set(), set(), [], [], []
+            )
             for statement in statements:
                 if "Fn::If" in statement:
                     kms.append(statement)
@@ -339,27 +391,40 @@ class TemplateTest(unittest.TestCase):
                 self.assertEqual(statement["Effect"], "Allow")
                 actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
                 resource = statement["Resource"]
+                resources = resource if isinstance(resource, list) else [resource]
                 if all(a.startswith("dynamodb:") for a in actions):
                     if resource == TABLE_ARN:
                         table_actions.update(actions)
+                    elif resource == STREAM_ARN:
+                        stream_actions.update(actions)
+                    elif references(resources, "EventsTable"):
+                        self.assertEqual(resources, AUDIT_LOG_RESOURCES.get(function), function)
+                        audit_actions.update(actions)
                     else:
-                        resources = resource if isinstance(resource, list) else [resource]
                         self.assertEqual(resources, INDEXES.get(function), function)
                         index_actions.update(actions)
                 elif actions == ["ssm:GetParameter"]:
                     ssm.append(resource)
+                elif actions == ["sqs:SendMessage"]:
+                    sqs.append(resource)
                 else:
                     self.fail(f"{function} has an unexpected statement {statement}")
             self.assertEqual(table_actions, expected, function)
             # The vendor API queries the lookup indexes; activate only the rotation candidates.
             self.assertEqual(index_actions, {"dynamodb:Query"} if function in INDEXES else set(), function)
+            # Only the events function reads the stream, and the audit log is its and issue's alone.
+            self.assertEqual(stream_actions, STREAM_READ_ACTIONS if function in STREAM_READERS else set(), function)
+            self.assertEqual(audit_actions, AUDIT_LOG_ACTIONS.get(function, set()), function)
+            # Only the events function's stream mapping sends to the failure queue.
+            self.assertEqual(sqs, [FAILURE_QUEUE_ARN] if function in STREAM_READERS else [], function)
             # Only functions that sign read the signing key, and only that one parameter.
             expected_ssm = [
                 {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${SigningKeyParameterName}"}
             ]
             self.assertEqual(ssm, expected_ssm if function in SIGNS_TOKENS else [], function)
-            # The customer-managed key, only when one is given.
-            self.assertEqual(kms, [KMS_STATEMENT], function)
+            # The customer-managed key, only when one is given (and the failure queue's use of it).
+            expected_kms = [KMS_STATEMENT, QUEUE_KMS_STATEMENT] if function in STREAM_READERS else [KMS_STATEMENT]
+            self.assertEqual(kms, expected_kms, function)
             # Logging only: SAM's basic execution role, nothing broader.
             self.assertEqual(managed, ["arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"], function)
 
@@ -404,6 +469,141 @@ class TemplateTest(unittest.TestCase):
         statements, _ = self.policy_statements("ActivateFunction")
         for statement in statements:
             self.assertNotIn("dynamodb:DeleteItem", statement["Action"])
+
+    def test_the_events_function_reads_only_the_stream_and_only_writes_the_audit_log(self):
+        statements, managed = self.policy_statements("EventsFunction")
+        role = self.resources["EventsFunctionRole"]
+        # The license table only through its stream: no reference to the table but its StreamArn.
+        self.assertEqual(references(role, "Table"), [{"Fn::GetAtt": ["Table", "StreamArn"]}])
+        self.assertEqual(references(role, "ExistingTableName"), [STREAM_ARN["Fn::If"][2]])
+        for statement in statements:
+            actions = set(statement["Action"])
+            if actions & STREAM_READ_ACTIONS:
+                # Stream reads, on the stream's ARN only.
+                self.assertLessEqual(actions, STREAM_READ_ACTIONS)
+                self.assertEqual(statement["Resource"], STREAM_ARN)
+            elif references(statement, "EventsTable"):
+                # Writes of the audit log, never a read of it (nor a delete or an update).
+                self.assertLessEqual(actions, AUDIT_LOG_WRITES)
+                self.assertFalse(actions & AUDIT_LOG_READS)
+                self.assertEqual(statement["Resource"], EVENTS_TABLE_ARN)
+            else:
+                self.assertFalse({a for a in actions if a.startswith("dynamodb:")}, statement)
+        # Not SAM's AWSLambdaDynamoDBExecutionRole (every stream in the account): logs only.
+        self.assertEqual(managed, ["arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"])
+        # Its table names: the license table's (the global) and the audit log's; and the retention.
+        env = self.resources["EventsFunction"]["Properties"]["Environment"]["Variables"]
+        self.assertEqual(env["KEYGATE_TABLE"], TABLE_NAME)
+        self.assertEqual(env["KEYGATE_EVENTS_TABLE"], {"Ref": "EventsTable"})
+        self.assertEqual(env["KEYGATE_EVENT_RETENTION_DAYS"], {"Ref": "EventRetentionDays"})
+        self.assertNotIn("KEYGATE_SIGNING_KEY_PARAMETER", env)
+        self.assertNotIn("KEYGATE_ADMIN_TOKEN_SHA256", env)
+        # Not behind the API: nothing but its stream mapping invokes it.
+        template, _ = decode(TEMPLATE)
+        self.assertNotIn("Events", template["Resources"]["EventsFunction"]["Properties"])
+        permissions = [r for r in self.resources.values() if r["Type"] == "AWS::Lambda::Permission"]
+        self.assertFalse([p for p in permissions if references(p, "EventsFunction")])
+
+    def test_the_issue_function_reads_the_audit_log_and_cannot_write_it(self):
+        statements, _ = self.policy_statements("IssueFunction")
+        audit = [s for s in statements if references(s, "EventsTable")]
+        self.assertEqual(len(audit), 1)
+        self.assertEqual(audit[0]["Action"], ["dynamodb:Query"])
+        self.assertEqual(audit[0]["Resource"], [EVENTS_TABLE_ARN, EVENTS_DAY_INDEX_ARN])
+        env = self.resources["IssueFunction"]["Properties"]["Environment"]["Variables"]
+        self.assertEqual(env["KEYGATE_EVENTS_TABLE"], {"Ref": "EventsTable"})
+
+    def test_no_other_function_touches_the_audit_log_the_stream_or_the_failure_queue(self):
+        for function in TABLE_ACTIONS:
+            if function in AUDIT_LOG_ACTIONS:
+                continue
+            for name in (function, f"{function}Role"):
+                self.assertEqual(references(self.resources[name], "EventsTable"), [], name)
+                self.assertEqual(references(self.resources[name], "EventsFailureQueue"), [], name)
+            statements, _ = self.policy_statements(function)
+            for statement in statements:
+                self.assertFalse(set(statement["Action"]) & STREAM_READ_ACTIONS, function)
+                self.assertNotEqual(statement["Resource"], STREAM_ARN, function)
+
+    def test_the_stream_mapping_reports_partial_failures_bisects_and_gives_up_to_a_queue(self):
+        mappings = {n: r["Properties"] for n, r in self.resources.items() if r["Type"] == "AWS::Lambda::EventSourceMapping"}
+        self.assertEqual(set(mappings), {"EventsStreamMapping"})
+        mapping = mappings["EventsStreamMapping"]
+        self.assertEqual(mapping["FunctionName"], {"Ref": "EventsFunction"})
+        self.assertEqual(
+            mapping["EventSourceArn"],
+            {
+                "Fn::If": [
+                    "CreateTable",
+                    {"Fn::GetAtt": ["Table", "StreamArn"]},
+                    {"Fn::If": ["ExistingTableStreamGiven", {"Ref": "ExistingTableStreamArn"}, NO_VALUE]},
+                ]
+            },
+        )
+        # The function answers with batchItemFailures: without this Lambda would take any answer as
+        # success, and lose the records it names.
+        self.assertEqual(mapping["FunctionResponseTypes"], ["ReportBatchItemFailures"])
+        self.assertIs(mapping["BisectBatchOnFunctionError"], True)
+        # Bounded: a record that keeps failing cannot hold its shard for the stream's whole 24 hours
+        # (-1, the default, is forever).
+        self.assertTrue(0 <= mapping["MaximumRetryAttempts"] <= 10, mapping["MaximumRetryAttempts"])
+        self.assertTrue(60 <= mapping["MaximumRecordAgeInSeconds"] <= 86400, mapping["MaximumRecordAgeInSeconds"])
+        self.assertEqual(mapping["DestinationConfig"], {"OnFailure": {"Destination": FAILURE_QUEUE_ARN}})
+        # Every record from the oldest the stream keeps, one shard's records in order, in batches.
+        self.assertEqual(mapping["StartingPosition"], "TRIM_HORIZON")
+        self.assertEqual(mapping.get("ParallelizationFactor", 1), 1)
+        self.assertEqual((mapping["BatchSize"], mapping["MaximumBatchingWindowInSeconds"]), (100, 1))
+        self.assertNotEqual(mapping.get("Enabled"), False)
+        # The queue keeps what it is given as long as SQS can (14 days), encrypted.
+        queue = self.resources["EventsFailureQueue"]["Properties"]
+        self.assertEqual(queue["MessageRetentionPeriod"], 1209600)
+        self.assertEqual(queue["KmsMasterKeyId"], KMS_KEY)
+        self.assertEqual(queue["SqsManagedSseEnabled"], {"Fn::If": ["KmsKeyGiven", NO_VALUE, True]})
+        # A mapping sends with the function's role: it may (and only it may, above).
+        statements, _ = self.policy_statements("EventsFunction")
+        sends = [s for s in statements if any(a.startswith("sqs:") for a in s["Action"])]
+        self.assertEqual(sends, [{"Sid": "FailureQueue", "Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": FAILURE_QUEUE_ARN}])
+
+    def test_the_audit_log_table_matches_the_store(self):
+        # As shared/src/store/dynamo/audit.rs creates it (create_events_table) and queries it.
+        events = self.resources["EventsTable"]
+        # The stack's own whatever the license table, kept when the stack goes or replaces it.
+        self.assertNotIn("Condition", events)
+        self.assertEqual((events["DeletionPolicy"], events["UpdateReplacePolicy"]), ("Retain", "Retain"))
+        table = events["Properties"]
+        self.assertEqual(table["BillingMode"], "PAY_PER_REQUEST")
+        self.assertEqual(
+            table["KeySchema"], [{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}]
+        )
+        self.assertEqual(
+            {d["AttributeName"]: d["AttributeType"] for d in table["AttributeDefinitions"]}, {"PK": "S", "SK": "S", "day": "S"}
+        )
+        (index,) = table["GlobalSecondaryIndexes"]
+        self.assertEqual(index["IndexName"], "ByDay")
+        self.assertEqual(
+            index["KeySchema"], [{"AttributeName": "day", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}]
+        )
+        self.assertEqual(index["Projection"], {"ProjectionType": "ALL"})
+        with open(os.path.join(ROOT, "shared", "src", "store", "dynamo", "audit.rs")) as f:
+            self.assertIn('DAY_INDEX: &str = "ByDay"', f.read())
+        # EventRetentionDays sets `ttl` on each event; DynamoDB deletes it after that.
+        self.assertEqual(table["TimeToLiveSpecification"], {"AttributeName": "ttl", "Enabled": True})
+        self.assertTrue(table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"])
+        self.assertEqual(table["DeletionProtectionEnabled"], {"Ref": "TableDeletionProtection"})
+        self.assertEqual(table["SSESpecification"], self.resources["Table"]["Properties"]["SSESpecification"])
+        # Nothing reads a stream of it.
+        self.assertNotIn("StreamSpecification", table)
+
+    def test_event_retention_is_kept_for_good_unless_given_days_the_code_accepts(self):
+        template, _ = decode(TEMPLATE)
+        parameter = template["Parameters"]["EventRetentionDays"]
+        self.assertEqual((parameter["Type"], parameter["Default"]), ("String", ""))
+        pattern = re.compile(parameter["AllowedPattern"])
+        # shared/src/config.rs: 1 to 36500 days, and an empty value is unset (kept for good).
+        for good in ["", "1", "7", "90", "365", "3650", "9999", "10000", "29999", "35999", "36499", "36500"]:
+            self.assertTrue(pattern.fullmatch(good), good)
+        for bad in ["0", "007", "-3", "ninety", "36501", "36600", "40000", "100000", " 90", "1.5"]:
+            self.assertFalse(pattern.fullmatch(bad), bad)
 
     def test_functions_are_cargo_lambda_builds_on_al2023_arm64_by_default(self):
         template, _ = decode(TEMPLATE)
@@ -563,7 +763,8 @@ class TemplateTest(unittest.TestCase):
                 for s in p["PolicyDocument"]["Statement"]
             ]
             for statement in statements:
-                if any(a.startswith("dynamodb:") for a in statement["Action"]):
+                # (The audit log is the stack's own table either way.)
+                if any(a.startswith("dynamodb:") for a in statement["Action"]) and not references(statement, "EventsTable"):
                     resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
                     for resource in resources:
                         self.assertTrue(resource["Fn::Sub"].startswith(EXISTING_TABLE_ARN), (function, resource))
@@ -573,6 +774,46 @@ class TemplateTest(unittest.TestCase):
         self.assertIn("Table", stack["Resources"])
         self.assertEqual(references(stack, "ExistingTableName"), [])
         self.assertEqual(stack["Outputs"]["TableName"]["Value"], {"Ref": "Table"})
+
+    def test_an_existing_table_comes_with_its_stream_and_keeps_the_audit_log(self):
+        template, _ = decode(TEMPLATE)
+        parameter = template["Parameters"]["ExistingTableStreamArn"]
+        self.assertEqual(parameter["Default"], "")
+        pattern = re.compile(parameter["AllowedPattern"])
+        arn = "arn:aws:dynamodb:us-east-1:123456789012:table/keygate-restored/stream/2026-11-25T10:20:30.123"
+        for good in ["", arn, arn.replace("arn:aws:", "arn:aws-cn:")]:
+            self.assertTrue(pattern.fullmatch(good), good)
+        for bad in [arn.replace("/stream/", "/index/"), "arn:aws:dynamodb:us-east-1:123456789012:table/keygate-restored", arn + "/x"]:
+            self.assertFalse(pattern.fullmatch(bad), bad)
+        # Both or neither: the rule's assertion, evaluated like a condition.
+        (rule,) = self.cfn["Rules"]["ExistingTableNeedsItsStream"]["Assertions"]
+
+        def allowed(parameters):
+            return condition_values({"Parameters": self.cfn["Parameters"], "Conditions": {"ok": rule["Assert"]}}, parameters)["ok"]
+
+        self.assertTrue(allowed({}))
+        self.assertTrue(allowed({"ExistingTableName": "keygate-restored", "ExistingTableStreamArn": arn}))
+        self.assertFalse(allowed({"ExistingTableName": "keygate-restored"}))
+        self.assertFalse(allowed({"ExistingTableStreamArn": arn}))
+        # With one: the mapping reads the named stream, and the role only that table's streams (so
+        # the stream of another table fails the deploy); the audit log is still the stack's.
+        given = {"ExistingTableName": "keygate-restored", "ExistingTableStreamArn": arn}
+        stack = deployed(self.cfn, given)["Resources"]
+        self.assertEqual(stack["EventsStreamMapping"]["Properties"]["EventSourceArn"], {"Ref": "ExistingTableStreamArn"})
+        (stream,) = [
+            s
+            for s in stack["EventsFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+            if set(s["Action"]) & STREAM_READ_ACTIONS
+        ]
+        self.assertEqual(stream["Resource"], {"Fn::Sub": f"{EXISTING_TABLE_ARN}/stream/*"})
+        self.assertIn("EventsTable", stack)
+        for function in AUDIT_LOG_ACTIONS:
+            env = stack[function]["Properties"]["Environment"]["Variables"]
+            self.assertEqual(env["KEYGATE_EVENTS_TABLE"], {"Ref": "EventsTable"}, function)
+        # Without: the created table's stream, and the parameter is nowhere.
+        stack = deployed(self.cfn, {})["Resources"]
+        self.assertEqual(stack["EventsStreamMapping"]["Properties"]["EventSourceArn"], {"Fn::GetAtt": ["Table", "StreamArn"]})
+        self.assertEqual(references(stack, "ExistingTableStreamArn"), [])
 
     def alarms(self):
         return {name: r["Properties"] for name, r in self.resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
@@ -590,7 +831,9 @@ class TemplateTest(unittest.TestCase):
                 if a.get("Namespace") == "AWS/Lambda"
                 and a["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": function}}]
             }
-            self.assertEqual(set(mine), {"Errors", "Throttles", "Duration"}, function)
+            # The events function answers no one: how far behind the stream it is, not its latency.
+            lag = "IteratorAge" if function in STREAM_READERS else "Duration"
+            self.assertEqual(set(mine), {"Errors", "Throttles", lag}, function)
             for metric in ("Errors", "Throttles"):
                 alarm = mine[metric]
                 self.assertEqual(
@@ -599,6 +842,15 @@ class TemplateTest(unittest.TestCase):
                     (function, metric),
                 )
                 self.assertEqual(alarm["ComparisonOperator"], "GreaterThanOrEqualToThreshold")
+            if function in STREAM_READERS:
+                # The newest record of a batch more than 5 minutes old, for 15 minutes (stream
+                # records live 24 hours).
+                age = mine["IteratorAge"]
+                self.assertEqual(
+                    (age["Statistic"], age["Period"], age["EvaluationPeriods"], age["DatapointsToAlarm"]), ("Maximum", 300, 3, 3)
+                )
+                self.assertEqual((age["Threshold"], age["ComparisonOperator"]), (300000, "GreaterThanThreshold"))
+                continue
             latency = mine["Duration"]
             self.assertEqual(latency["ExtendedStatistic"], "p99")
             self.assertNotIn("Statistic", latency)
@@ -617,6 +869,14 @@ class TemplateTest(unittest.TestCase):
             self.assertNotIn("OKActions", quiet[name]["Properties"], name)
             self.assertEqual(loud[name]["Properties"]["AlarmActions"], [{"Ref": "AlarmTopicArn"}], name)
             self.assertEqual(loud[name]["Properties"]["OKActions"], [{"Ref": "AlarmTopicArn"}], name)
+
+    def test_a_batch_the_stream_mapping_gave_up_on_raises_an_alarm(self):
+        (alarm,) = [a for a in self.alarms().values() if a.get("Namespace") == "AWS/SQS"]
+        self.assertEqual(alarm["MetricName"], "ApproximateNumberOfMessagesVisible")
+        self.assertEqual(alarm["Dimensions"], [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["EventsFailureQueue", "QueueName"]}}])
+        self.assertEqual((alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]), ("Maximum", 300, 1))
+        # Any message at all.
+        self.assertEqual((alarm["Threshold"], alarm["ComparisonOperator"]), (0, "GreaterThanThreshold"))
 
     def test_the_api_and_the_table_have_alarms(self):
         alarms = self.alarms().values()
@@ -650,25 +910,54 @@ class TemplateTest(unittest.TestCase):
 
     def test_the_roles_and_the_alarm_know_every_operation_the_store_calls(self):
         # The DynamoDB calls in the store's code (the SDK's snake_case builders), read from its source:
-        # a new kind of call needs its IAM action in some role and its SystemErrors in the alarm.
+        # a new kind of call needs its IAM action in some role and, on the license table, its
+        # SystemErrors in the alarm. audit.rs is the audit log's code, on the events table alone.
         store = os.path.join(ROOT, "shared", "src", "store", "dynamo")
-        called = set()
+        calls = r"\.(get_item|batch_get_item|query|scan|put_item|update_item|delete_item|batch_write_item|transact_write_items|transact_get_items|execute_statement)\(\)"
+        stream_calls = r"\.(describe_stream|get_shard_iterator|get_records|list_streams)\(\)"
+        # Where a call names its table: `.table_name(&self.x)` or `.request_items(&self.x, …)`.
+        tables = r"\.(?:table_name|request_items)\(\s*&?self\.(\w+)"
+        operation = lambda call: "".join(part.title() for part in call.split("_"))
+        called, audit_called, stream_called = set(), set(), set()
         for name in os.listdir(store):
             if name.endswith(".rs"):
                 with open(os.path.join(store, name)) as f:
-                    for call in re.findall(r"\.(get_item|batch_get_item|query|scan|put_item|update_item|delete_item|"
-                                           r"batch_write_item|transact_write_items|transact_get_items|execute_statement)\(\)", f.read()):
-                        called.add("".join(part.title() for part in call.split("_")))
+                    text = f.read()
+                found = {operation(call) for call in re.findall(calls, text)}
+                named = set(re.findall(tables, text))
+                if name == AUDIT_LOG_SOURCE:
+                    audit_called |= found
+                    # The audit log's code names no table but the events table...
+                    self.assertEqual(named, {"events_table"}, name)
+                else:
+                    called |= found
+                    # ...and no other code names it.
+                    self.assertNotIn("events_table", named, name)
+                stream_called |= {operation(call) for call in re.findall(stream_calls, text)}
+        # The license table: every operation in the alarm, each allowed to some role.
         self.assertEqual(called, DYNAMODB_OPERATIONS)
         allowed = {a.split(":")[1] for actions in TABLE_ACTIONS.values() for a in actions}
         # A transaction needs no action of its own: each of its items needs its item's action.
         self.assertLessEqual(called - {"TransactWriteItems"}, allowed)
+        # The audit log: each operation allowed to the function that performs it (writes: events;
+        # reads: issue), read from the roles themselves.
+        self.assertEqual(audit_called, set(AUDIT_LOG_OPERATIONS))
+        for call, function in AUDIT_LOG_OPERATIONS.items():
+            statements, _ = self.policy_statements(function)
+            on_audit_log = {a for s in statements if references(s, "EventsTable") for a in s["Action"]}
+            self.assertIn(f"dynamodb:{call}", on_audit_log, function)
+        # The stream: the local follower's reads (`keygate serve`) are what Lambda's poller reads
+        # with the events function's role.
+        self.assertEqual(stream_called, STREAM_OPERATIONS)
+        self.assertLessEqual({f"dynamodb:{call}" for call in stream_called}, STREAM_READ_ACTIONS)
 
     def test_the_dashboard_shows_functions_api_and_table(self):
         dashboards = [r["Properties"] for r in self.resources.values() if r["Type"] == "AWS::CloudWatch::Dashboard"]
         self.assertEqual(len(dashboards), 1)
         text, variables = dashboards[0]["DashboardBody"]["Fn::Sub"]
-        self.assertEqual(variables, {"TableName": TABLE_NAME})
+        self.assertEqual(
+            variables, {"TableName": TABLE_NAME, "FailureQueueName": {"Fn::GetAtt": ["EventsFailureQueue", "QueueName"]}}
+        )
         # Every ${...} names a variable, a parameter, a resource or a pseudo parameter.
         names = set(variables) | set(self.cfn["Parameters"]) | set(self.resources)
         for name in re.findall(r"\$\{([^}]+)\}", text):
@@ -682,8 +971,10 @@ class TemplateTest(unittest.TestCase):
                 if isinstance(metric[0], dict):
                     shown.add(("expression", metric[0]["expression"]))
                     continue
-                options = metric[4] if len(metric) > 4 else {}
+                options = metric[-1] if isinstance(metric[-1], dict) else {}
+                dimensions = tuple(m for m in metric[2:] if not isinstance(m, dict))
                 shown.add((metric[0], metric[1], metric[3], options.get("stat", properties.get("stat"))))
+                shown.add((metric[0], metric[1], dimensions, options.get("stat", properties.get("stat"))))
         for function in TABLE_ACTIONS:
             for metric in ("Invocations", "Errors", "Throttles"):
                 self.assertIn(("AWS/Lambda", metric, f"${{{function}}}", "Sum"), shown)
@@ -693,18 +984,30 @@ class TemplateTest(unittest.TestCase):
         self.assertIn(("AWS/ApiGateway", "Latency", "${Api}", "p99"), shown)
         for metric in ("ConsumedReadCapacityUnits", "ConsumedWriteCapacityUnits", "ReadThrottleEvents", "WriteThrottleEvents"):
             self.assertIn(("AWS/DynamoDB", metric, "${TableName}", "Sum"), shown)
+        # The audit log: its capacity and write throttles, the table's and its day index's.
+        for metric in ("ConsumedReadCapacityUnits", "ConsumedWriteCapacityUnits", "WriteThrottleEvents"):
+            self.assertIn(("AWS/DynamoDB", metric, ("TableName", "${EventsTable}"), "Sum"), shown)
+        self.assertIn(
+            ("AWS/DynamoDB", "WriteThrottleEvents", ("TableName", "${EventsTable}", "GlobalSecondaryIndexName", "ByDay"), "Sum"),
+            shown,
+        )
+        # The events function: how far behind the stream, and the batches it gave up on.
+        self.assertIn(("AWS/Lambda", "IteratorAge", "${EventsFunction}", "Maximum"), shown)
+        self.assertIn(("AWS/SQS", "ApproximateNumberOfMessagesVisible", "${FailureQueueName}", "Maximum"), shown)
         self.assertIn("${Dashboard}", self.cfn["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"])
 
     def test_the_kms_key_and_reserved_concurrency_parameters_are_wired(self):
         template, _ = decode(TEMPLATE)
         self.assertEqual(template["Parameters"]["KmsKeyArn"]["Default"], "")
         self.assertEqual(self.cfn["Conditions"]["KmsKeyGiven"], {"Fn::Not": [{"Fn::Equals": [{"Ref": "KmsKeyArn"}, ""]}]})
-        sse = self.resources["Table"]["Properties"]["SSESpecification"]
-        self.assertEqual(
-            sse, {"SSEEnabled": True, "SSEType": {"Fn::If": ["KmsKeyGiven", "KMS", NO_VALUE]}, "KMSMasterKeyId": KMS_KEY}
-        )
+        tables = ["Table", "EventsTable"]
+        for table in tables:
+            sse = self.resources[table]["Properties"]["SSESpecification"]
+            self.assertEqual(
+                sse, {"SSEEnabled": True, "SSEType": {"Fn::If": ["KmsKeyGiven", "KMS", NO_VALUE]}, "KMSMasterKeyId": KMS_KEY}
+            )
         groups = [name for name, r in self.resources.items() if r["Type"] == "AWS::Logs::LogGroup"]
-        self.assertEqual(len(groups), 5)
+        self.assertEqual(len(groups), 6)
         for name in groups:
             self.assertEqual(self.resources[name]["Properties"].get("KmsKeyId"), KMS_KEY, name)
         for function in TABLE_ACTIONS:
@@ -724,7 +1027,11 @@ class TemplateTest(unittest.TestCase):
             )
         # The defaults: AWS's keys and unreserved functions, as before these parameters.
         stack = deployed(self.cfn, {})["Resources"]
-        self.assertEqual(stack["Table"]["Properties"]["SSESpecification"], {"SSEEnabled": True})
+        for table in tables:
+            self.assertEqual(stack[table]["Properties"]["SSESpecification"], {"SSEEnabled": True}, table)
+        self.assertEqual(
+            stack["EventsFailureQueue"]["Properties"], {"MessageRetentionPeriod": 1209600, "SqsManagedSseEnabled": True}
+        )
         for name in groups:
             self.assertNotIn("KmsKeyId", stack[name]["Properties"], name)
         for function in TABLE_ACTIONS:
@@ -736,10 +1043,16 @@ class TemplateTest(unittest.TestCase):
         key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
         given = {"KmsKeyArn": key, **{f"{f.removesuffix('Function')}ReservedConcurrency": 5 for f in TABLE_ACTIONS}}
         stack = deployed(self.cfn, given)["Resources"]
+        for table in tables:
+            self.assertEqual(
+                stack[table]["Properties"]["SSESpecification"],
+                {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": {"Ref": "KmsKeyArn"}},
+                table,
+            )
         self.assertEqual(
-            stack["Table"]["Properties"]["SSESpecification"],
-            {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": {"Ref": "KmsKeyArn"}},
+            stack["EventsFailureQueue"]["Properties"], {"MessageRetentionPeriod": 1209600, "KmsMasterKeyId": {"Ref": "KmsKeyArn"}}
         )
+        self.assertIn(QUEUE_KMS_STATEMENT["Fn::If"][1], stack["EventsFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"])
         for name in groups:
             self.assertEqual(stack[name]["Properties"]["KmsKeyId"], {"Ref": "KmsKeyArn"}, name)
         for function in TABLE_ACTIONS:
