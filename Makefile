@@ -41,7 +41,7 @@ $(CONTRACT_VENV)/.installed: tests/contract/requirements.txt
 	$(CONTRACT_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/contract/requirements.txt
 	touch $@
 
-test-integration: deps ## HTTP tests against DynamoDB Local on a free port, and the function binaries on a Runtime API emulator
+test-integration: deps $(CONTRACT_VENV)/.installed ## HTTP tests against DynamoDB Local on a free port, and the function binaries on a Runtime API emulator
 	$(CARGO) build -p keygate-cli $(addprefix -p ,$(FUNCTIONS))
 	$(CARGO) build -p keygate-client --examples
 	timeout 1200 bash scripts/with-dynamodb-local.sh $(CARGO) test -p keygate-tests -- --test-threads 4

@@ -52,6 +52,8 @@ fi
 KEYGATE_ADMIN_TOKEN_SHA256=$(printf '%s' "$admin_token" | "$keygate" admin-token hash)
 export KEYGATE_ADMIN_TOKEN_SHA256
 unset KEYGATE_ADMIN_TOKEN
+# Webhooks may go to a receiver on this machine, over plain http (never in a deployment).
+export KEYGATE_WEBHOOK_ALLOW_PRIVATE=${KEYGATE_WEBHOOK_ALLOW_PRIVATE:-1}
 # Tokens name the deployment that signed them; locally, its URL.
 export KEYGATE_ISSUER=${KEYGATE_ISSUER:-http://127.0.0.1:$api_port}
 

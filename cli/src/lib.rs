@@ -94,6 +94,8 @@ pub async fn follow_events(
                 Err(err) => report(&mut last_error, format!("events: not recorded yet (retrying): {err}")),
             }
         }
+        // The events function's work after a batch and on its schedule: deliveries due.
+        keygate::lambda::deliver_webhooks(&app.store, app.webhooks).await;
         tokio::time::sleep(every).await;
     }
 }

@@ -17,6 +17,9 @@ pub const CORS_ORIGINS: &str = "KEYGATE_CORS_ORIGINS";
 pub const EVENTS_TABLE: &str = "KEYGATE_EVENTS_TABLE";
 /// Days the audit log keeps an event (default: for good).
 pub const EVENT_RETENTION_DAYS: &str = "KEYGATE_EVENT_RETENTION_DAYS";
+/// `1`: webhooks may go to private, loopback and link-local addresses and over plain http (a
+/// local receiver, as `make local` uses). Never in a deployment.
+pub const WEBHOOK_ALLOW_PRIVATE: &str = "KEYGATE_WEBHOOK_ALLOW_PRIVATE";
 
 pub const DEFAULT_TABLE: &str = "keygate";
 pub const DEFAULT_ISSUER: &str = "keygate";
@@ -26,6 +29,8 @@ pub struct Config {
     pub table: String,
     pub events_table: String,
     pub event_retention_days: Option<u32>,
+    /// Where webhooks may be delivered, and how long one attempt may take.
+    pub webhooks: crate::webhooks::deliver::Policy,
     pub issuer: String,
     pub admin_tokens: AdminTokens,
     /// Present when the function signs tokens (every client function; not the vendor API).
@@ -115,6 +120,10 @@ impl Config {
         Ok(Self {
             events_table: lookup(EVENTS_TABLE).unwrap_or_else(|| crate::store::events_table_name(&table)),
             event_retention_days,
+            webhooks: crate::webhooks::deliver::Policy {
+                allow_private: lookup(WEBHOOK_ALLOW_PRIVATE).is_some_and(|v| v.trim() == "1"),
+                timeout: std::time::Duration::from_secs(5),
+            },
             table,
             issuer: lookup(ISSUER).unwrap_or_else(|| DEFAULT_ISSUER.into()),
             admin_tokens,

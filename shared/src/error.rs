@@ -13,6 +13,7 @@ pub enum ErrorCode {
     LicenseNotFound,
     DeviceNotFound,
     RouteNotFound,
+    WebhookNotFound,
     MethodNotAllowed,
     ProductMismatch,
     LicenseSuspended,
@@ -34,12 +35,13 @@ pub enum ErrorCode {
     ConcurrentUpdate,
     VersionConflict,
     IdempotencyKeyReused,
+    WebhookLimitReached,
     StoreUnavailable,
     InternalError,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 32] = [
         ErrorCode::MalformedJson,
         ErrorCode::InvalidField,
         ErrorCode::PayloadTooLarge,
@@ -47,6 +49,7 @@ impl ErrorCode {
         ErrorCode::LicenseNotFound,
         ErrorCode::DeviceNotFound,
         ErrorCode::RouteNotFound,
+        ErrorCode::WebhookNotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::ProductMismatch,
         ErrorCode::LicenseSuspended,
@@ -68,6 +71,7 @@ impl ErrorCode {
         ErrorCode::ConcurrentUpdate,
         ErrorCode::VersionConflict,
         ErrorCode::IdempotencyKeyReused,
+        ErrorCode::WebhookLimitReached,
         ErrorCode::StoreUnavailable,
         ErrorCode::InternalError,
     ];
@@ -79,7 +83,7 @@ impl ErrorCode {
             Unauthorized => 401,
             ProductMismatch | LicenseSuspended | LicenseRevoked | LicenseExpired | VmNotAllowed
             | BorrowingNotAllowed | FeatureNotEntitled | FeatureExpired | OfflineNotAllowed => 403,
-            LicenseNotFound | DeviceNotFound | RouteNotFound | TrialNotAvailable => 404,
+            LicenseNotFound | DeviceNotFound | RouteNotFound | WebhookNotFound | TrialNotAvailable => 404,
             MethodNotAllowed => 405,
             ActivationLimitReached
             | ConsumptionLimitReached
@@ -89,7 +93,8 @@ impl ErrorCode {
             | ReleaseLimitReached
             | LeaseExpired
             | VersionConflict
-            | IdempotencyKeyReused => 409,
+            | IdempotencyKeyReused
+            | WebhookLimitReached => 409,
             PayloadTooLarge => 413,
             InternalError => 500,
             // Nothing was refused: the same request may succeed after `Retry-After`.

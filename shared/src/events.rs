@@ -39,6 +39,8 @@ pub struct Change {
     pub sequence: String,
     /// When the write happened (to the second).
     pub at: Timestamp,
+    /// The admin token that made it, when a vendor call did (the item's `changed_by`).
+    pub vendor_token: Option<String>,
     pub before: Option<Image>,
     pub after: Option<Image>,
 }
@@ -81,14 +83,28 @@ pub enum EventType {
     TrialStarted,
 }
 
-/// Who made the change, as far as the images tell: a client's device, the vendor, or Keygate
-/// itself (a rotation, a takeover of a lapsed lease).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", content = "hardware_id", rename_all = "snake_case")]
+/// Who made the change: a client's device, the vendor (by the admin token's name, which vendor
+/// calls write on the items they change), or Keygate itself (a rotation, a takeover of a lapsed
+/// lease, a counter).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     Device(HardwareId),
-    Vendor,
+    /// The token's name; `None` for an item written before writes named their token.
+    Vendor(Option<String>),
     System,
+}
+
+/// `{"kind": "device", "hardware_id": …}`, `{"kind": "vendor", "token": …}`, `{"kind": "system"}`.
+impl Serialize for Actor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let value = match self {
+            Actor::Device(hardware_id) => json!({"kind": "device", "hardware_id": hardware_id}),
+            Actor::Vendor(Some(token)) => json!({"kind": "vendor", "token": token}),
+            Actor::Vendor(None) => json!({"kind": "vendor"}),
+            Actor::System => json!({"kind": "system"}),
+        };
+        value.serialize(serializer)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -168,9 +184,10 @@ pub fn order_key(at: Timestamp, sequence: &str, n: usize) -> String {
 /// The events `change` yields, in a fixed order.
 pub fn derive(change: &Change) -> Vec<Event> {
     let mut found: Vec<(EventType, Actor, Value)> = Vec::new();
+    let vendor = Actor::Vendor(change.vendor_token.clone());
     let (key, product) = match (&change.before, &change.after) {
         (_, Some(Image::License(after))) => {
-            license_events(change.before.as_ref(), after, &mut found);
+            license_events(change.before.as_ref(), after, &vendor, &mut found);
             (after.license_key.clone(), Some(after.product.clone()))
         }
         (before, Some(Image::Device { license_key, product, device, released })) => {
@@ -178,7 +195,7 @@ pub fn derive(change: &Change) -> Vec<Event> {
                 Some(Image::Device { device, released, .. }) => Some((device, *released)),
                 _ => None,
             };
-            device_events(before, (device, *released), change.at, &mut found);
+            device_events(before, (device, *released), change.at, &vendor, &mut found);
             (license_key.clone(), product.clone())
         }
         (None, Some(Image::TrialMarker(marker))) => {
@@ -231,7 +248,7 @@ fn terms(license: &License) -> Map<String, Value> {
     }
 }
 
-fn license_events(before: Option<&Image>, after: &License, found: &mut Vec<(EventType, Actor, Value)>) {
+fn license_events(before: Option<&Image>, after: &License, vendor: &Actor, found: &mut Vec<(EventType, Actor, Value)>) {
     let before = match before {
         Some(Image::License(before)) => before,
         _ => {
@@ -242,8 +259,12 @@ fn license_events(before: Option<&Image>, after: &License, found: &mut Vec<(Even
                 "is_trial": after.is_trial,
                 "expires_at": rules::expires_at(after),
             });
-            // A trial a device started says so in its own `trial.started` (the trial record).
-            found.push((EventType::LicenseCreated, Actor::Vendor, data));
+            // A trial a device started (no vendor call) says so in its own `trial.started`.
+            let by = match vendor {
+                Actor::Vendor(None) if after.is_trial => Actor::System,
+                vendor => vendor.clone(),
+            };
+            found.push((EventType::LicenseCreated, by, data));
             return;
         }
     };
@@ -253,7 +274,7 @@ fn license_events(before: Option<&Image>, after: &License, found: &mut Vec<(Even
             LicenseStatus::Revoked => EventType::LicenseRevoked,
             LicenseStatus::Active => EventType::LicenseReinstated,
         };
-        found.push((kind, Actor::Vendor, json!({"before": before.status, "after": after.status})));
+        found.push((kind, vendor.clone(), json!({"before": before.status, "after": after.status})));
     }
     let (old, new) = (terms(before), terms(after));
     let mut changed = Map::new();
@@ -264,7 +285,7 @@ fn license_events(before: Option<&Image>, after: &License, found: &mut Vec<(Even
         }
     }
     if !changed.is_empty() {
-        found.push((EventType::LicenseUpdated, Actor::Vendor, Value::Object(changed)));
+        found.push((EventType::LicenseUpdated, vendor.clone(), Value::Object(changed)));
     }
     for (key, counter) in &after.consumption {
         let metering = match key {
@@ -302,6 +323,7 @@ fn device_events(
     before: Option<DeviceSide<'_>>,
     after: DeviceSide<'_>,
     at: Timestamp,
+    vendor: &Actor,
     found: &mut Vec<(EventType, Actor, Value)>,
 ) {
     let (device, released) = after;
@@ -323,7 +345,7 @@ fn device_events(
     let lease_after = device.lease_expires_at;
     // Who released the device (and so returned its lease).
     let releaser = match released {
-        Some(ReleasedBy::Vendor) => Actor::Vendor,
+        Some(ReleasedBy::Vendor) => vendor.clone(),
         Some(ReleasedBy::Rotation) => Actor::System,
         _ => client(),
     };
@@ -358,7 +380,7 @@ fn device_events(
         }
         let (kind, actor) = match by {
             ReleasedBy::Client => (EventType::DeviceDeactivated, client()),
-            ReleasedBy::Vendor => (EventType::DeviceReleased, Actor::Vendor),
+            ReleasedBy::Vendor => (EventType::DeviceReleased, vendor.clone()),
             ReleasedBy::Rotation => (EventType::DeviceRotatedOut, Actor::System),
         };
         let data = json!({"hardware_id": hardware_id, "credential_until": device.credential_until});
@@ -376,7 +398,7 @@ mod tests {
     }
 
     fn change(before: Option<Image>, after: Option<Image>) -> Change {
-        Change { id: "rec-1".into(), sequence: "100".into(), at: NOW, before, after }
+        Change { id: "rec-1".into(), sequence: "100".into(), at: NOW, vendor_token: None, before, after }
     }
 
     fn on_device(device: Device, released: Option<ReleasedBy>) -> Image {
@@ -393,7 +415,13 @@ mod tests {
         let created = change(None, Some(Image::License(Box::new(license()))));
         let events = derive(&created);
         assert_eq!(events.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventType::LicenseCreated]);
-        assert_eq!((events[0].id.as_str(), &events[0].actor), ("rec-1.0", &Actor::Vendor));
+        assert_eq!((events[0].id.as_str(), &events[0].actor), ("rec-1.0", &Actor::Vendor(None)));
+        let by_ci = Change { vendor_token: Some("ci".into()), ..created.clone() };
+        assert_eq!(derive(&by_ci)[0].actor, Actor::Vendor(Some("ci".into())));
+        assert_eq!(serde_json::to_value(&derive(&by_ci)[0].actor).unwrap(), json!({"kind": "vendor", "token": "ci"}));
+        let trial = License { is_trial: true, ..license() };
+        let started = change(None, Some(Image::License(Box::new(trial))));
+        assert_eq!(derive(&started)[0].actor, Actor::System, "a trial a device started was no vendor's call");
         assert_eq!(events[0].product.as_ref().map(Product::as_str), Some("editor"));
 
         let before = license();
@@ -422,7 +450,7 @@ mod tests {
         assert_eq!(kinds(&change(None, Some(on_device(bound.clone(), None)))), [EventType::DeviceActivated]);
         let cases = [
             (ReleasedBy::Client, EventType::DeviceDeactivated, Actor::Device(hw("pc-1"))),
-            (ReleasedBy::Vendor, EventType::DeviceReleased, Actor::Vendor),
+            (ReleasedBy::Vendor, EventType::DeviceReleased, Actor::Vendor(None)),
             (ReleasedBy::Rotation, EventType::DeviceRotatedOut, Actor::System),
         ];
         for (by, kind, actor) in cases {
@@ -459,7 +487,7 @@ mod tests {
         ));
         assert_eq!(
             by_vendor.iter().map(|e| (e.kind, e.actor.clone())).collect::<Vec<_>>(),
-            [(EventType::LeaseReleased, Actor::Vendor), (EventType::DeviceReleased, Actor::Vendor)]
+            [(EventType::LeaseReleased, Actor::Vendor(None)), (EventType::DeviceReleased, Actor::Vendor(None))]
         );
         assert_eq!(step(at(300), at(900), None), [], "a renewal");
         assert_eq!(step(at(-5), None, None), [EventType::LeaseLapsed], "taken over by another device");

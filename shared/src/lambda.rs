@@ -44,11 +44,35 @@ async fn follow_stream() -> Result<(), Error> {
     let sdk = sdk_config().await;
     let config = Config::load(&sdk).await?;
     let store = &DynamoStore::from_config(&sdk, &config.table).with_events_table(&config.events_table);
-    let keep_days = config.event_retention_days;
+    let (keep_days, policy) = (config.event_retention_days, config.webhooks);
     lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        Ok::<_, Error>(record_batch(store, &event.payload, keep_days).await)
+        // The schedule's tick (every minute): webhook deliveries due, nothing else.
+        if event.payload.get("Records").is_none() {
+            deliver_webhooks(store, policy).await;
+            return Ok::<_, Error>(serde_json::json!({}));
+        }
+        let answer = record_batch(store, &event.payload, keep_days).await;
+        // The batch's first attempts right away; what fails waits for its next turn.
+        deliver_webhooks(store, policy).await;
+        Ok::<_, Error>(answer)
     }))
     .await
+}
+
+/// Webhook deliveries due now, a round of at most 50 at a time for at most 20 s; failures are
+/// logged and retried at the next round.
+pub async fn deliver_webhooks(store: &DynamoStore, policy: crate::webhooks::deliver::Policy) {
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(20) {
+        match store.deliver_due(crate::time::Timestamp::now(), policy, 50).await {
+            Ok(50) => continue,
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "webhook deliveries not attempted; the next round retries");
+                return;
+            }
+        }
+    }
 }
 
 /// One batch's partial response: `batchItemFailures` names the first record not recorded.

@@ -1,3 +1,4 @@
+pub mod actor;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -12,3 +13,4 @@ pub mod rules;
 pub mod signing;
 pub mod store;
 pub mod time;
+pub mod webhooks;

@@ -347,7 +347,7 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     choices = Choices(case)
     method, route = case.method.upper(), case.path
     body = case.body if isinstance(case.body, dict) else None
-    vendor = route.startswith(("/v1/licenses", "/v1/products"))
+    vendor = route.startswith(("/v1/licenses", "/v1/products", "/v1/webhooks", "/v1/events"))
     if not is_negative(case):
         # A stateful step may carry a value over from another operation's parameter by name (an
         # inferred link) without checking it against this one's schema: a hardware id carried
@@ -383,6 +383,13 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
                 case.query["cursor"] = device_cursor(fix.node_devices[0])
             else:
                 del case.query["cursor"]
+    elif route.startswith("/v1/webhooks") and is_positive(case):
+        # An endpoint's URL must be https to a public host; the fuzzer's strings rarely are. Only a
+        # cursor the same listing handed out is accepted (none here).
+        if isinstance(body, dict) and isinstance(body.get("url"), str):
+            body["url"] = "https://hooks.example.com/keygate"
+        if isinstance(case.query, dict):
+            case.query.pop("cursor", None)
     elif method == "GET" and route.endswith("/events") and isinstance(case.query, dict) and is_positive(case):
         events_query(case.query)
     elif method == "PATCH" and body is not None and is_positive(case):

@@ -86,13 +86,23 @@ impl TestApp {
     }
 
     pub async fn spawn_with(store: DynamoStore) -> Self {
+        Self::spawn_with_env(store, &[]).await
+    }
+
+    /// The server on a fresh table, with webhooks allowed to reach the local machine (a receiver
+    /// the test runs).
+    pub async fn spawn_with_local_webhooks() -> Self {
+        Self::spawn_with_env(fresh_store().await, &[(keygate::config::WEBHOOK_ALLOW_PRIVATE, "1")]).await
+    }
+
+    pub async fn spawn_with_env(store: DynamoStore, env: &[(&str, &str)]) -> Self {
         let admin_token = generate_seed().unwrap();
         let seed = generate_seed().unwrap();
         let hash = hash_token(&admin_token);
         let config = Config::from_lookup(|name| match name {
             keygate::config::SIGNING_KEY => Some(seed.clone()),
             keygate::config::ADMIN_TOKEN_SHA256 => Some(hash.clone()),
-            _ => None,
+            other => env.iter().find(|(n, _)| *n == other).map(|(_, v)| v.to_string()),
         })
         .unwrap();
         let app = Arc::new(App::new(store, config));

@@ -6,6 +6,7 @@ mod audit;
 mod check;
 mod consume;
 mod deactivate;
+mod hooks;
 mod idempotency;
 mod issue;
 mod lease;
@@ -48,6 +49,8 @@ pub struct App<S> {
     pub cors: AllowedOrigins,
     /// Where the operations read the time: the system clock, or a test's.
     pub clock: Clock,
+    /// Where webhook endpoints may point.
+    pub webhooks: crate::webhooks::deliver::Policy,
 }
 
 /// The time source of the operations (the system clock in every deployment).
@@ -55,8 +58,8 @@ pub type Clock = fn() -> Timestamp;
 
 impl<S: Store> App<S> {
     pub fn new(store: S, config: Config) -> Self {
-        let Config { signer, admin_tokens, issuer, cors, .. } = config;
-        Self { store, signer, admin_tokens, issuer, cors, clock: Timestamp::now }
+        let Config { signer, admin_tokens, issuer, cors, webhooks, .. } = config;
+        Self { store, signer, admin_tokens, issuer, cors, clock: Timestamp::now, webhooks }
     }
 
     /// The time now, by the app's clock.
@@ -102,6 +105,14 @@ enum Endpoint {
     ReleaseDevice,
     LicenseEvents,
     Events,
+    CreateWebhook,
+    ListWebhooks,
+    ShowWebhook,
+    UpdateWebhook,
+    DeleteWebhook,
+    RotateWebhookSecret,
+    WebhookDeliveries,
+    ReplayWebhook,
     Activate,
     CheckJson,
     CheckQuery,
@@ -143,6 +154,26 @@ pub const ROUTES: &[Route] = &[
     ),
     route(Method::GET, "/v1/licenses/{license_key}/events", Auth::Vendor, Function::Issue, Endpoint::LicenseEvents),
     route(Method::GET, "/v1/events", Auth::Vendor, Function::Issue, Endpoint::Events),
+    route(Method::POST, "/v1/webhooks", Auth::Vendor, Function::Issue, Endpoint::CreateWebhook),
+    route(Method::GET, "/v1/webhooks", Auth::Vendor, Function::Issue, Endpoint::ListWebhooks),
+    route(Method::GET, "/v1/webhooks/{webhook_id}", Auth::Vendor, Function::Issue, Endpoint::ShowWebhook),
+    route(Method::PATCH, "/v1/webhooks/{webhook_id}", Auth::Vendor, Function::Issue, Endpoint::UpdateWebhook),
+    route(Method::DELETE, "/v1/webhooks/{webhook_id}", Auth::Vendor, Function::Issue, Endpoint::DeleteWebhook),
+    route(
+        Method::POST,
+        "/v1/webhooks/{webhook_id}/secret",
+        Auth::Vendor,
+        Function::Issue,
+        Endpoint::RotateWebhookSecret,
+    ),
+    route(
+        Method::GET,
+        "/v1/webhooks/{webhook_id}/deliveries",
+        Auth::Vendor,
+        Function::Issue,
+        Endpoint::WebhookDeliveries,
+    ),
+    route(Method::POST, "/v1/webhooks/{webhook_id}/replay", Auth::Vendor, Function::Issue, Endpoint::ReplayWebhook),
     route(Method::PUT, "/v1/products/{product}/trial", Auth::Vendor, Function::Issue, Endpoint::TrialTerms),
     route(Method::POST, "/v1/activate", Auth::Client, Function::Activate, Endpoint::Activate),
     route(Method::POST, "/v1/trial", Auth::Client, Function::Activate, Endpoint::Trial),
@@ -314,6 +345,7 @@ async fn dispatch<S: Store>(
             allowed.push(route.method.as_str());
             continue;
         }
+        let mut vendor_token = None;
         if route.auth == Auth::Vendor {
             let Some(token) = app.admin_tokens.identify_header(header_str(request, header::AUTHORIZATION)) else {
                 return Err(ApiError::new(
@@ -327,6 +359,7 @@ async fn dispatch<S: Store>(
                 let route = format_args!("{} {}", route.method, route.path);
                 tracing::info!(token = %token, %route, %request_id, "vendor call");
             }
+            vendor_token = Some(token.to_string());
         }
         // A client write: its body and key, then the operation.
         macro_rules! keyed {
@@ -335,30 +368,47 @@ async fn dispatch<S: Store>(
                 $operation(app, parsed, key.as_ref()).await
             }};
         }
-        return match route.endpoint {
-            Endpoint::CreateLicenses => {
-                let (bytes, key) = (body(request)?, idempotency_key(request)?);
-                issue::create(app, parse_json(bytes)?, key, bytes).await
+        let operation = async {
+            match route.endpoint {
+                Endpoint::CreateLicenses => {
+                    let (bytes, key) = (body(request)?, idempotency_key(request)?);
+                    issue::create(app, parse_json(bytes)?, key, bytes).await
+                }
+                Endpoint::ListLicenses => issue::list(app, parse_query(request.uri().query())?).await,
+                Endpoint::ShowLicense => issue::show(app, &params[0], parse_query(request.uri().query())?).await,
+                Endpoint::UpdateLicense => issue::update(app, &params[0], parse_json(body(request)?)?).await,
+                Endpoint::ReleaseDevice => issue::release_device(app, &params[0], &params[1]).await,
+                Endpoint::LicenseEvents => {
+                    audit::license_events(app, &params[0], parse_query(request.uri().query())?).await
+                }
+                Endpoint::Events => audit::events(app, parse_query(request.uri().query())?).await,
+                Endpoint::CreateWebhook => hooks::create(app, parse_json(body(request)?)?).await,
+                Endpoint::ListWebhooks => hooks::list(app).await,
+                Endpoint::ShowWebhook => hooks::show(app, &params[0]).await,
+                Endpoint::UpdateWebhook => hooks::update(app, &params[0], parse_json(body(request)?)?).await,
+                Endpoint::DeleteWebhook => hooks::delete(app, &params[0]).await,
+                Endpoint::RotateWebhookSecret => hooks::rotate(app, &params[0]).await,
+                Endpoint::WebhookDeliveries => {
+                    hooks::deliveries(app, &params[0], parse_query(request.uri().query())?).await
+                }
+                Endpoint::ReplayWebhook => hooks::replay(app, &params[0]).await,
+                Endpoint::Activate => keyed!(activate::activate),
+                Endpoint::CheckJson => check::check(app, parse_json(body(request)?)?).await,
+                Endpoint::CheckQuery => check::check(app, parse_query(request.uri().query())?).await,
+                Endpoint::Jwks => jwks(app, request),
+                Endpoint::Deactivate => keyed!(deactivate::deactivate),
+                Endpoint::Borrow => keyed!(lease::borrow),
+                Endpoint::Consume => keyed!(consume::consume),
+                Endpoint::TrialTerms => trial::put_terms(app, &params[0], parse_json(body(request)?)?).await,
+                Endpoint::Trial => keyed!(trial::start),
+                Endpoint::ActivateOffline => keyed!(offline::activate),
+                Endpoint::DeactivateOffline => keyed!(offline::deactivate_file),
             }
-            Endpoint::ListLicenses => issue::list(app, parse_query(request.uri().query())?).await,
-            Endpoint::ShowLicense => issue::show(app, &params[0], parse_query(request.uri().query())?).await,
-            Endpoint::UpdateLicense => issue::update(app, &params[0], parse_json(body(request)?)?).await,
-            Endpoint::ReleaseDevice => issue::release_device(app, &params[0], &params[1]).await,
-            Endpoint::LicenseEvents => {
-                audit::license_events(app, &params[0], parse_query(request.uri().query())?).await
-            }
-            Endpoint::Events => audit::events(app, parse_query(request.uri().query())?).await,
-            Endpoint::Activate => keyed!(activate::activate),
-            Endpoint::CheckJson => check::check(app, parse_json(body(request)?)?).await,
-            Endpoint::CheckQuery => check::check(app, parse_query(request.uri().query())?).await,
-            Endpoint::Jwks => jwks(app, request),
-            Endpoint::Deactivate => keyed!(deactivate::deactivate),
-            Endpoint::Borrow => keyed!(lease::borrow),
-            Endpoint::Consume => keyed!(consume::consume),
-            Endpoint::TrialTerms => trial::put_terms(app, &params[0], parse_json(body(request)?)?).await,
-            Endpoint::Trial => keyed!(trial::start),
-            Endpoint::ActivateOffline => keyed!(offline::activate),
-            Endpoint::DeactivateOffline => keyed!(offline::deactivate_file),
+        };
+        // A vendor call's writes name its token (events say which one acted).
+        return match vendor_token {
+            Some(name) => crate::actor::as_vendor(name, operation).await,
+            None => operation.await,
         };
     }
     if !allowed.is_empty() {

@@ -16,8 +16,12 @@ fn app() -> App<MemoryStore> {
         issuer: "keygate-test".into(),
         cors: crate::cors::AllowedOrigins::parse("https://app.example.com").unwrap(),
         clock: crate::time::Timestamp::now,
+        webhooks: PUBLIC_WEBHOOKS,
     }
 }
+
+const PUBLIC_WEBHOOKS: crate::webhooks::deliver::Policy =
+    crate::webhooks::deliver::Policy { allow_private: false, timeout: std::time::Duration::from_secs(5) };
 
 async fn call_raw<S: Store>(
     app: &App<S>,
@@ -87,7 +91,7 @@ async fn every_vendor_route_refuses_a_missing_or_wrong_token_whichever_function_
             .replace("{product}", "editor")
     };
     let vendor: Vec<&Route> = ROUTES.iter().filter(|r| r.auth == Auth::Vendor).collect();
-    assert_eq!(vendor.len(), 8, "the vendor API");
+    assert_eq!(vendor.len(), 16, "the vendor API");
     for route in &vendor {
         for functions in [&Function::ALL[..], std::slice::from_ref(&route.function)] {
             for token in [None, Some("wrong"), Some("")] {
@@ -773,6 +777,7 @@ async fn a_write_that_keeps_losing_races_gives_up_with_503_concurrent_update() {
         admin_tokens: AdminTokens::parse(&hash_token(ADMIN)).unwrap(),
         issuer: "keygate-test".into(),
         clock: crate::time::Timestamp::now,
+        webhooks: PUBLIC_WEBHOOKS,
     };
     let body = json!({"product": "editor", "license_type": "perpetual", "max_activations": 1}).to_string();
     let request = http::Request::builder()
@@ -819,6 +824,7 @@ async fn a_stale_index_listing_the_requesting_device_never_gets_it_a_token_witho
         issuer: base.issuer,
         cors: base.cors,
         clock: base.clock,
+        webhooks: base.webhooks,
     };
     let (_, issued) = call(&app, "POST", "/v1/licenses", json!({"product": "editor", "license_type": "perpetual", "max_activations": 1, "device_rotation": true, "release_allowance": 5})).await;
     let key = issued["licenses"][0]["license_key"].as_str().unwrap().to_string();

@@ -9,7 +9,7 @@ mod memory;
 pub use dynamo::StreamFollower;
 pub use dynamo::{
     create_events_table, create_table, events_table_name, records_from_lambda, sdk_config, sdk_config_with,
-    CapacityUsed, DynamoStore, StreamRecord, Unrecorded,
+    CapacityUsed, DynamoStore, StreamRecord, Unrecorded, MAX_ENDPOINTS,
 };
 pub use memory::MemoryStore;
 
@@ -355,6 +355,12 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         cursor: Option<&str>,
     ) -> impl Future<Output = Result<EventPage, StoreError>> + Send;
+
+    /// The store that keeps webhook endpoints and deliveries: DynamoDB's (the in-memory store
+    /// keeps none, and its webhook routes answer 500).
+    fn webhooks(&self) -> Option<&DynamoStore> {
+        None
+    }
 
     fn round_trips(&self) -> u64;
 }

@@ -26,6 +26,7 @@ mod store_contract;
 mod trial;
 mod upgrade;
 mod vendor;
+mod webhooks;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 

@@ -46,6 +46,14 @@ pub async fn create_events_table(client: &Client, table: &str) -> Result<bool, S
         .projection(Projection::builder().projection_type(ProjectionType::All).build())
         .build()
         .map_err(|e| StoreError::Internal(e.to_string()))?;
+    // Webhook deliveries waiting for an attempt (sparse: only pending ones carry `due`).
+    let by_due = GlobalSecondaryIndex::builder()
+        .index_name(super::hooks::DUE_INDEX)
+        .key_schema(built(key("due", KeyType::Hash))?)
+        .key_schema(built(key("next_at", KeyType::Range))?)
+        .projection(Projection::builder().projection_type(ProjectionType::All).build())
+        .build()
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
     let created = client
         .create_table()
         .table_name(table)
@@ -53,9 +61,12 @@ pub async fn create_events_table(client: &Client, table: &str) -> Result<bool, S
         .attribute_definitions(built(attribute("PK"))?)
         .attribute_definitions(built(attribute("SK"))?)
         .attribute_definitions(built(attribute("day"))?)
+        .attribute_definitions(built(attribute("due"))?)
+        .attribute_definitions(built(attribute("next_at"))?)
         .key_schema(built(key("PK", KeyType::Hash))?)
         .key_schema(built(key("SK", KeyType::Range))?)
         .global_secondary_indexes(by_day)
+        .global_secondary_indexes(by_due)
         .send()
         .await;
     match created {

@@ -7,12 +7,14 @@
 mod audit;
 mod errors;
 mod expression;
+mod hooks;
 mod records;
 mod schema;
 mod sdk;
 mod stream;
 
 pub use audit::{create_events_table, events_table_name};
+pub use hooks::MAX_ENDPOINTS;
 pub use schema::create_table;
 pub use sdk::{sdk_config, sdk_config_with};
 #[cfg(feature = "local-stream")]
@@ -158,7 +160,12 @@ impl DynamoStore {
 
     /// The same update of a license item, as one item of a transaction (a condition check when it
     /// changes nothing: a transaction's Update needs an update expression).
-    fn license_write(&self, key: &LicenseKey, expression: Expression) -> Result<TransactWriteItem, StoreError> {
+    fn license_write(&self, key: &LicenseKey, mut expression: Expression) -> Result<TransactWriteItem, StoreError> {
+        // A vendor call's change names its token (the events of the change say who acted).
+        if let (Some(by), false) = (crate::actor::changed_by(), expression.update_expression().is_empty()) {
+            expression.name("#changed_by", crate::actor::CHANGED_BY).value(":changed_by", s(&by));
+            expression.set("#changed_by = :changed_by");
+        }
         let update_expression = expression.update_expression();
         let condition = expression.condition_expression();
         let names = (!expression.names.is_empty()).then_some(expression.names);
@@ -306,6 +313,10 @@ impl DynamoStore {
             .expression_attribute_values(":by", s(released_by))
             .expression_attribute_values(":ttl", n(tombstone_expires(credential_until, now).unix()));
         let mut sets = "SET released_at = :now, released_by = :by, #ttl = :ttl".to_string();
+        if let Some(by) = crate::actor::changed_by() {
+            sets.push_str(", changed_by = :changed_by");
+            update = update.expression_attribute_values(":changed_by", s(&by));
+        }
         if let Some(until) = credential_until {
             sets.push_str(", credential_until = :until");
             update = update.expression_attribute_values(":until", s(&until.to_string()));
@@ -464,9 +475,13 @@ impl DynamoStore {
     }
 
     fn put_new_license(&self, license: &License) -> Result<TransactWriteItem, StoreError> {
+        let mut item = license_item(license)?;
+        if let Some(by) = crate::actor::changed_by() {
+            item.insert(crate::actor::CHANGED_BY.into(), s(&by));
+        }
         let put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(license_item(license)?))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(PK)")
             .build();
         Ok(TransactWriteItem::builder().put(built(put)?).build())
@@ -1190,6 +1205,10 @@ impl Store for DynamoStore {
             update.return_consumed_capacity(ReturnConsumedCapacity::Total).send().await.map_err(conditional_error)?;
         self.count_writes(output.consumed_capacity());
         Ok(())
+    }
+
+    fn webhooks(&self) -> Option<&DynamoStore> {
+        Some(self)
     }
 
     async fn append_events(&self, events: &[&crate::events::Event], keep_days: Option<u32>) -> Result<(), StoreError> {

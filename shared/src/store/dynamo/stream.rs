@@ -33,7 +33,23 @@ pub fn change_of(record: &StreamRecord) -> Result<Option<Change>, StoreError> {
     if before.is_none() && after.is_none() {
         return Ok(None);
     }
-    Ok(Some(Change { id: record.event_id.clone(), sequence: record.sequence.clone(), at: record.at, before, after }))
+    // A vendor call names its token on what it writes; a later client write of the item keeps the
+    // attribute, but only the vendor's own changes yield events with a vendor actor.
+    let vendor_token = record
+        .new
+        .as_ref()
+        .and_then(|item| item.get(crate::actor::CHANGED_BY))
+        .and_then(|by| by.as_s().ok())
+        .and_then(|by| by.strip_prefix("vendor:"))
+        .map(str::to_string);
+    Ok(Some(Change {
+        id: record.event_id.clone(),
+        sequence: record.sequence.clone(),
+        at: record.at,
+        vendor_token,
+        before,
+        after,
+    }))
 }
 
 fn image_of(item: &Item) -> Result<Option<Image>, StoreError> {
@@ -95,7 +111,13 @@ impl DynamoStore {
         let mut written = 0;
         for chunk in events.chunks(super::audit::EVENTS_PER_WRITE) {
             let batch: Vec<&Event> = chunk.iter().map(|(_, e)| e).collect();
-            if let Err(error) = self.put_events(&batch, keep_days).await {
+            // The events, then their deliveries: both idempotent, so a retry from this record on
+            // writes nothing twice.
+            let recorded = match self.put_events(&batch, keep_days).await {
+                Ok(()) => self.enqueue_events(&batch).await.map(|_| ()),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = recorded {
                 return Err(Unrecorded { record: chunk[0].0, error });
             }
             written += batch.len();
