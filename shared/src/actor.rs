@@ -1,12 +1,30 @@
-//! Who a vendor request acts for, while it is handled: its admin token, by name. The store writes
-//! it on the items a vendor call changes (`changed_by`), so the events derived from the change can
-//! say which token acted (the change stream carries items, not requests). Client calls set
-//! nothing: a device is named by its own items.
+//! What a request's writes should say about it, while it is handled, for the events derived from
+//! them (the change stream carries items, not requests): a vendor call's admin token by name
+//! (`changed_by` on the items it changes), and whether a client acted through a license file
+//! (`activated_via` / `released_via` = `offline` on the device). Client calls name no token: a
+//! device is named by its own items.
 
 use std::future::Future;
 
 tokio::task_local! {
     static VENDOR_TOKEN: String;
+    static OFFLINE: ();
+}
+
+/// The device attributes that say an activation or a release came through a license file.
+pub const ACTIVATED_VIA: &str = "activated_via";
+pub const RELEASED_VIA: &str = "released_via";
+pub const VIA_OFFLINE: &str = "offline";
+
+/// Runs `operation` as a client acting through a license file (offline activation or
+/// deactivation).
+pub async fn through_license_file<F: Future>(operation: F) -> F::Output {
+    OFFLINE.scope((), operation).await
+}
+
+/// Whether the call being handled came through a license file.
+pub fn offline() -> bool {
+    OFFLINE.try_with(|_| ()).is_ok()
 }
 
 /// The attribute that names who last changed an item by a vendor call: `vendor:<token name>`.
@@ -32,5 +50,6 @@ mod tests {
         let inside = as_vendor("ci".into(), async { changed_by() }).await;
         assert_eq!(inside.as_deref(), Some("vendor:ci"));
         assert_eq!(changed_by(), None);
+        assert!(!offline() && through_license_file(async { offline() }).await && !offline());
     }
 }

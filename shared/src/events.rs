@@ -41,6 +41,10 @@ pub struct Change {
     pub at: Timestamp,
     /// The admin token that made it, when a vendor call did (the item's `changed_by`).
     pub vendor_token: Option<String>,
+    /// The device item was written by an activation through a license file (`activated_via`).
+    pub activated_offline: bool,
+    /// The device item was released through a license file (`released_via`).
+    pub released_offline: bool,
     pub before: Option<Image>,
     pub after: Option<Image>,
 }
@@ -81,6 +85,10 @@ pub enum EventType {
     ConsumptionLimitReached,
     #[serde(rename = "trial.started")]
     TrialStarted,
+    #[serde(rename = "offline.activated")]
+    OfflineActivated,
+    #[serde(rename = "offline.deactivated")]
+    OfflineDeactivated,
 }
 
 /// Who made the change: a client's device, the vendor (by the admin token's name, which vendor
@@ -127,7 +135,7 @@ pub struct Event {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 17] = [
+    pub const ALL: [EventType; 19] = [
         EventType::LicenseCreated,
         EventType::LicenseUpdated,
         EventType::LicenseSuspended,
@@ -145,6 +153,8 @@ impl EventType {
         EventType::ConsumptionRecorded,
         EventType::ConsumptionLimitReached,
         EventType::TrialStarted,
+        EventType::OfflineActivated,
+        EventType::OfflineDeactivated,
     ];
 
     /// The type's name, as events and filters spell it (`license.created`).
@@ -167,6 +177,8 @@ impl EventType {
             EventType::ConsumptionRecorded => "consumption.recorded",
             EventType::ConsumptionLimitReached => "consumption.limit_reached",
             EventType::TrialStarted => "trial.started",
+            EventType::OfflineActivated => "offline.activated",
+            EventType::OfflineDeactivated => "offline.deactivated",
         }
     }
 
@@ -195,7 +207,7 @@ pub fn derive(change: &Change) -> Vec<Event> {
                 Some(Image::Device { device, released, .. }) => Some((device, *released)),
                 _ => None,
             };
-            device_events(before, (device, *released), change.at, &vendor, &mut found);
+            device_events(before, (device, *released), change, &vendor, &mut found);
             (license_key.clone(), product.clone())
         }
         (None, Some(Image::TrialMarker(marker))) => {
@@ -322,10 +334,11 @@ type DeviceSide<'a> = (&'a Device, Option<ReleasedBy>);
 fn device_events(
     before: Option<DeviceSide<'_>>,
     after: DeviceSide<'_>,
-    at: Timestamp,
+    change: &Change,
     vendor: &Actor,
     found: &mut Vec<(EventType, Actor, Value)>,
 ) {
+    let at = change.at;
     let (device, released) = after;
     let hardware_id = &device.hardware_id;
     let client = || Actor::Device(hardware_id.clone());
@@ -340,6 +353,10 @@ fn device_events(
             "is_vm": device.is_vm,
         });
         found.push((EventType::DeviceActivated, client(), data));
+        if change.activated_offline {
+            let data = json!({"hardware_id": hardware_id, "credential_until": device.credential_until});
+            found.push((EventType::OfflineActivated, client(), data));
+        }
     }
     let lease_before = before_device.and_then(|d| d.lease_expires_at);
     let lease_after = device.lease_expires_at;
@@ -384,7 +401,10 @@ fn device_events(
             ReleasedBy::Rotation => (EventType::DeviceRotatedOut, Actor::System),
         };
         let data = json!({"hardware_id": hardware_id, "credential_until": device.credential_until});
-        found.push((kind, actor, data));
+        found.push((kind, actor, data.clone()));
+        if by == ReleasedBy::Client && change.released_offline {
+            found.push((EventType::OfflineDeactivated, client(), data));
+        }
     }
 }
 
@@ -398,7 +418,16 @@ mod tests {
     }
 
     fn change(before: Option<Image>, after: Option<Image>) -> Change {
-        Change { id: "rec-1".into(), sequence: "100".into(), at: NOW, vendor_token: None, before, after }
+        Change {
+            id: "rec-1".into(),
+            sequence: "100".into(),
+            at: NOW,
+            vendor_token: None,
+            activated_offline: false,
+            released_offline: false,
+            before,
+            after,
+        }
     }
 
     fn on_device(device: Device, released: Option<ReleasedBy>) -> Image {
@@ -500,6 +529,22 @@ mod tests {
         assert_eq!(kinds(&new_device), [EventType::DeviceActivated, EventType::LeaseAcquired]);
         let ids: Vec<String> = derive(&new_device).into_iter().map(|e| e.id).collect();
         assert_eq!(ids, ["rec-1.0", "rec-1.1"], "stable, one per event of the change");
+    }
+
+    #[test]
+    fn a_license_file_activation_and_deactivation_say_so_beside_the_device_events() {
+        let bound = device("pc-1", 0);
+        let offline = |c: Change| Change { activated_offline: true, ..c };
+        let activated = offline(change(None, Some(on_device(bound.clone(), None))));
+        assert_eq!(kinds(&activated), [EventType::DeviceActivated, EventType::OfflineActivated]);
+        let release =
+            change(Some(on_device(bound.clone(), None)), Some(on_device(bound.clone(), Some(ReleasedBy::Client))));
+        let released = Change { released_offline: true, ..release.clone() };
+        assert_eq!(kinds(&released), [EventType::DeviceDeactivated, EventType::OfflineDeactivated]);
+        // Activated through a file, released online: the release is no offline one.
+        assert_eq!(kinds(&offline(release)), [EventType::DeviceDeactivated]);
+        let seen = offline(change(Some(on_device(bound.clone(), None)), Some(on_device(bound, None))));
+        assert_eq!(kinds(&seen), [], "a later sighting of a device activated offline");
     }
 
     #[test]

@@ -401,8 +401,12 @@ async fn dispatch<S: Store>(
                 Endpoint::Consume => keyed!(consume::consume),
                 Endpoint::TrialTerms => trial::put_terms(app, &params[0], parse_json(body(request)?)?).await,
                 Endpoint::Trial => keyed!(trial::start),
-                Endpoint::ActivateOffline => keyed!(offline::activate),
-                Endpoint::DeactivateOffline => keyed!(offline::deactivate_file),
+                Endpoint::ActivateOffline => {
+                    crate::actor::through_license_file(async { keyed!(offline::activate) }).await
+                }
+                Endpoint::DeactivateOffline => {
+                    crate::actor::through_license_file(async { keyed!(offline::deactivate_file) }).await
+                }
             }
         };
         // A vendor call's writes name its token (events say which one acted).

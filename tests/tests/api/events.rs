@@ -235,3 +235,40 @@ async fn the_cli_lists_a_licenses_events_and_every_licenses_by_type() {
     let activations = run(vec!["--type", "device.activated"]).await;
     assert_eq!(types(activations["events"].as_array().unwrap()), ["device.activated", "device.activated"]);
 }
+
+#[tokio::test]
+async fn license_files_say_so_beside_the_device_events() {
+    use crate::offline::{offline, Scratch};
+    let t = TestApp::spawn().await;
+    // Two released devices may keep their (offline, long-lived) license files at once.
+    let key = t.issue(json!({"max_activations": 2, "release_allowance": 2})).await;
+    let dir = Scratch::new();
+    let url = t.base_url.as_str();
+    for device in ["air-1", "air-2"] {
+        let (request, license) = (dir.path(&format!("{device}.request")), dir.path(&format!("{device}.license")));
+        let args =
+            ["request", "--license-key", &key, "--product", "editor", "--hardware-id", device, "--out", &request];
+        offline(url, &args).await.unwrap();
+        offline(url, &["submit", &request, "--out", &license]).await.unwrap();
+    }
+    // air-1 leaves through a deactivation file; air-2, activated through a file, leaves online.
+    let deactivation = dir.path("air-1.deactivate");
+    offline(url, &["deactivation-request", "--license-file", &dir.path("air-1.license"), "--out", &deactivation])
+        .await
+        .unwrap();
+    offline(url, &["submit", &deactivation, "--out", &dir.path("receipt")]).await.unwrap();
+    assert_eq!(t.post("/v1/deactivate", &device(&key, "air-2")).await.status, 200);
+    record_stream(&t, None).await;
+
+    let mut events = all_pages(&t, &format!("/v1/licenses/{key}/events")).await;
+    events.reverse();
+    let of = |id: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["data"]["hardware_id"] == id)
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(of("air-1"), ["device.activated", "offline.activated", "device.deactivated", "offline.deactivated"]);
+    assert_eq!(of("air-2"), ["device.activated", "offline.activated", "device.deactivated"]);
+}

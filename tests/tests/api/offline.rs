@@ -7,16 +7,16 @@ use keygate_tests::TestApp;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = std::env::temp_dir().join(keygate::input::random_id("offline").unwrap());
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.0.join(name).to_string_lossy().into_owned()
     }
 
@@ -36,7 +36,7 @@ impl Drop for Scratch {
 }
 
 /// Runs `keygate offline <args>`; Ok(stdout) or Err(stderr).
-async fn offline(url: &str, args: &[&str]) -> Result<String, String> {
+pub(crate) async fn offline(url: &str, args: &[&str]) -> Result<String, String> {
     let args: Vec<&str> = std::iter::once("offline").chain(args.iter().copied()).collect();
     let stdout = keygate_command(&args, &[("KEYGATE_URL", url)]).await?;
     Ok(String::from_utf8_lossy(&stdout).into_owned())

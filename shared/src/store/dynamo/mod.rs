@@ -321,9 +321,17 @@ impl DynamoStore {
             sets.push_str(", credential_until = :until");
             update = update.expression_attribute_values(":until", s(&until.to_string()));
         }
+        // Through a license file, or not (a device activated offline may be released online).
+        if crate::actor::offline() {
+            sets.push_str(", released_via = :via");
+            update = update.expression_attribute_values(":via", s(crate::actor::VIA_OFFLINE));
+        }
         // Out of the index of devices by sighting: a rotation's candidates are bound devices, and
         // tombstones left in it would be read past on every rotation.
         sets.push_str(" REMOVE last_seen_at");
+        if !crate::actor::offline() {
+            sets.push_str(", released_via");
+        }
         let horizon = match device.credential_until {
             Some(observed) => {
                 update = update.expression_attribute_values(":observed", s(&observed.to_string()));

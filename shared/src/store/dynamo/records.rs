@@ -226,6 +226,9 @@ pub(super) fn device_item(license: &License, device: &Device) -> Result<Item, St
     item.insert("PK".into(), license_pk(&license.license_key));
     item.insert("SK".into(), device_sk(&device.hardware_id));
     item.insert("product".into(), s(license.product.as_str()));
+    if crate::actor::offline() {
+        item.insert(crate::actor::ACTIVATED_VIA.into(), s(crate::actor::VIA_OFFLINE));
+    }
     Ok(item)
 }
 

@@ -42,11 +42,19 @@ pub fn change_of(record: &StreamRecord) -> Result<Option<Change>, StoreError> {
         .and_then(|by| by.as_s().ok())
         .and_then(|by| by.strip_prefix("vendor:"))
         .map(str::to_string);
+    // Through a license file: the new image says so, of the activation that wrote the item (a put)
+    // and of the release (an update that sets or removes `released_via`).
+    let via = |name: &str| {
+        let new = record.new.as_ref().and_then(|item| item.get(name)).and_then(|v| v.as_s().ok());
+        new.is_some_and(|via| via == crate::actor::VIA_OFFLINE)
+    };
     Ok(Some(Change {
         id: record.event_id.clone(),
         sequence: record.sequence.clone(),
         at: record.at,
         vendor_token,
+        activated_offline: via(crate::actor::ACTIVATED_VIA),
+        released_offline: via(crate::actor::RELEASED_VIA),
         before,
         after,
     }))
