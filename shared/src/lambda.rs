@@ -52,8 +52,11 @@ async fn follow_stream() -> Result<(), Error> {
             return Ok::<_, Error>(serde_json::json!({}));
         }
         let answer = record_batch(store, &event.payload, keep_days).await;
-        // The batch's first attempts right away; what fails waits for its next turn.
-        deliver_webhooks(store, policy).await;
+        // One round of first attempts right away (at most one attempt's timeout); the rest, and
+        // every retry, go out with the schedule's ticks, so endpoints never hold up the stream.
+        if let Err(err) = store.deliver_due(crate::time::Timestamp::now(), policy, 50).await {
+            tracing::warn!(error = %err, "webhook deliveries not attempted; the next tick retries");
+        }
         Ok::<_, Error>(answer)
     }))
     .await

@@ -104,7 +104,7 @@ pub(super) async fn create<S: Store>(app: &App<S>, new: NewEndpoint) -> Result<R
     let enabled = new.enabled.unwrap_or(true);
     let endpoint = Endpoint { id, url, event_types, enabled, created_at: now, updated_at: now };
     let secret = Secret::generate().map_err(ApiError::internal)?;
-    let signing = Signing { endpoint, secret, previous: None };
+    let signing = Signing { endpoint, secret, previous: None, version: 0 };
     match store.put_endpoint(&signing, true).await {
         Ok(()) => {}
         Err(WriteError::Conflict) => return Err(ApiError::internal("a fresh endpoint id was taken")),
@@ -142,10 +142,15 @@ pub(super) async fn update<S: Store>(app: &App<S>, id: &str, patch: EndpointPatc
     Reply::json(StatusCode::OK, &Shown { webhook: &signing.endpoint })
 }
 
+/// Saves a change over the version read: a concurrent change (or deletion) first makes it a 503
+/// to retry (or a 404), never a silent undoing of the other.
 async fn save<S: Store>(app: &App<S>, signing: &Signing) -> Result<(), ApiError> {
     match hooks(app)?.put_endpoint(signing, false).await {
         Ok(()) => Ok(()),
-        Err(WriteError::Conflict) => Err(not_found(&signing.endpoint.id)),
+        Err(WriteError::Conflict) => {
+            self::signing(app, &signing.endpoint.id).await?;
+            Err(super::refusals::Refusal::ConcurrentUpdate.into())
+        }
         Err(WriteError::Store(err)) => Err(store_error(err)),
     }
 }

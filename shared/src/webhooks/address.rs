@@ -46,6 +46,10 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xfe00) == 0xfc00      // unique local
         || (s[0] & 0xffc0) == 0xfe80      // link-local
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        || (s[0] == 0x2001 && s[1] == 0)      // Teredo (tunnels to any IPv4 address)
+        || s[0] == 0x2002                     // 6to4 (embeds any IPv4 address)
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64
+        || (s[0] & 0xffc0) == 0xfec0          // site-local (deprecated)
         || (s[0] == 0x0100 && s[1..4] == [0, 0, 0]) // discard
         || s[0] == 0) // the rest of ::/16 (IPv4-compatible and reserved)
 }

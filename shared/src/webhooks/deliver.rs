@@ -60,13 +60,22 @@ pub fn target(url: &str, policy: Policy) -> Result<Target, NotDeliverable> {
         return Err(NotDeliverable::UserInfo);
     }
     let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-    if host.is_empty() {
+    if host.is_empty() || host.contains('%') {
         return Err(NotDeliverable::NotAUrl);
     }
     if !policy.allow_private {
-        let local_name = host == "localhost" || host.ends_with(".localhost");
+        let name = host.trim_end_matches('.');
+        let local_name = name == "localhost" || name.ends_with(".localhost");
         let private_literal = host.parse::<IpAddr>().is_ok_and(|ip| !is_public(ip));
-        if local_name || private_literal {
+        // `2130706433`, `0x7f.1`, `127.1`: names the resolver reads as IPv4 addresses. Refused when
+        // saved (each would also be refused by the address it resolves to, on every attempt).
+        let numeric = !name.is_empty()
+            && name.split('.').all(|label| {
+                let hex = label.strip_prefix("0x").is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+                hex || (!label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()))
+            });
+        let public_literal = host.parse::<IpAddr>().is_ok_and(is_public);
+        if local_name || private_literal || (numeric && !public_literal) {
             return Err(NotDeliverable::Private(host));
         }
     }
@@ -193,6 +202,10 @@ mod tests {
             ("https://169.254.169.254/latest", NotDeliverable::Private("169.254.169.254".into())),
             ("https://[::1]:8080/", NotDeliverable::Private("::1".into())),
             ("https://LOCALHOST/", NotDeliverable::Private("localhost".into())),
+            ("https://localhost./", NotDeliverable::Private("localhost.".into())),
+            ("https://2130706433/", NotDeliverable::Private("2130706433".into())),
+            ("https://0x7f.1/", NotDeliverable::Private("0x7f.1".into())),
+            ("https://127.1/", NotDeliverable::Private("127.1".into())),
             ("https://user:pw@example.com/", NotDeliverable::UserInfo),
             ("ftp://example.com/", NotDeliverable::NotAUrl),
             ("/relative", NotDeliverable::NotAUrl),
@@ -202,6 +215,7 @@ mod tests {
             assert_eq!(target(url, PUBLIC), Err(why), "{url}");
         }
         assert!(target("http://127.0.0.1:9000/hook", LOCAL).is_ok());
+        assert!(target("https://8.8.8.8/hook", PUBLIC).is_ok(), "a public address literal");
     }
 
     #[tokio::test]

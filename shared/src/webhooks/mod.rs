@@ -39,6 +39,9 @@ pub struct Signing {
     pub endpoint: Endpoint,
     pub secret: sign::Secret,
     pub previous: Option<(sign::Secret, Timestamp)>,
+    /// Counts the endpoint's saves: a change is saved only over the version it read, so two
+    /// changes at once (a patch and a rotation) never undo each other.
+    pub version: u64,
 }
 
 impl Signing {
@@ -103,6 +106,9 @@ pub struct Delivery {
     pub body: String,
 }
 
+/// Attempts a replayed delivery keeps from before the replay.
+pub const KEPT_ATTEMPTS: usize = 16;
+
 /// The pause after the `made`-th failed attempt before the next, in seconds; `None` once the
 /// attempts are spent. 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: eight attempts over 27½ hours.
 pub fn retry_after(made: usize) -> Option<i64> {
@@ -125,8 +131,12 @@ impl Delivery {
         self
     }
 
-    /// The delivery sent again from `now`, on a fresh schedule (after it failed for good).
+    /// The delivery sent again from `now`, on a fresh schedule (after it failed for good),
+    /// keeping its last [`KEPT_ATTEMPTS`] attempts (an item must stay small, however often it is
+    /// replayed).
     pub fn replayed(mut self, now: Timestamp) -> Self {
+        let dropped = self.attempts.len().saturating_sub(KEPT_ATTEMPTS);
+        self.attempts.drain(..dropped);
         self.attempts_before_replay = self.attempts.len();
         self.status = DeliveryStatus::Pending;
         self.next_attempt_at = Some(now);
@@ -168,6 +178,15 @@ mod tests {
         let replayed = delivery.clone().replayed(at).after(failed(at));
         assert_eq!((replayed.status, replayed.attempts.len()), (DeliveryStatus::Pending, 9));
         assert_eq!(replayed.next_attempt_at, Some(at.plus_seconds(5)));
+        // However often it is replayed, it keeps a bounded history.
+        let mut many = delivery.clone();
+        for _ in 0..10 {
+            many = many.replayed(at);
+            while many.status == DeliveryStatus::Pending {
+                many = many.after(failed(at));
+            }
+        }
+        assert_eq!(many.attempts.len(), KEPT_ATTEMPTS + 8);
         let pending = Delivery { status: DeliveryStatus::Pending, attempts: vec![], ..delivery.clone() };
         let ok = pending.after(Attempt { at, status: Some(204), error: None, latency_ms: 1 });
         assert_eq!((ok.status, ok.next_attempt_at), (DeliveryStatus::Delivered, None));
@@ -191,7 +210,8 @@ mod tests {
         assert!(every.wants(EventType::LicenseCreated));
         assert!(!Endpoint { enabled: false, ..every }.wants(EventType::LicenseCreated));
         let (new, old) = (sign::Secret::generate().unwrap(), sign::Secret::generate().unwrap());
-        let signing = Signing { endpoint, secret: new.clone(), previous: Some((old.clone(), now.plus_seconds(60))) };
+        let signing =
+            Signing { endpoint, secret: new.clone(), previous: Some((old.clone(), now.plus_seconds(60))), version: 0 };
         assert_eq!(signing.secrets(now), [&new, &old]);
         assert_eq!(signing.secrets(now.plus_seconds(60)), [&new]);
     }

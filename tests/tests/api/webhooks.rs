@@ -151,6 +151,36 @@ async fn a_failing_endpoint_ends_in_failed_deliveries_that_a_replay_sends_again(
 }
 
 #[tokio::test]
+async fn rounds_running_at_once_send_each_delivery_once() {
+    let t = TestApp::spawn_with_local_webhooks().await;
+    let receiver = Receiver::start("ok").await;
+    let (_, secret) = endpoint(&t, json!({"url": receiver.url()})).await;
+    session(&t).await;
+    record_stream(&t, None).await;
+    // The batch's round, the schedule's tick and a stale re-read, all at once: each delivery is
+    // claimed by one of them before it is sent.
+    let (store, now) = (&t.app.store, Timestamp::now());
+    let rounds = (0..4).map(|_| store.deliver_due(now, t.app.webhooks, 50));
+    let claimed: usize = keygate_tests::join_all(rounds).await.into_iter().map(Result::unwrap).sum();
+    assert_eq!(claimed, SESSION.len());
+    let report = receiver.verified(&secret).await;
+    assert_eq!(report["verified"].as_array().unwrap().len(), SESSION.len(), "no event sent twice: {report}");
+}
+
+#[tokio::test]
+async fn a_change_saved_over_a_stale_read_is_refused_so_a_rotation_is_never_undone() {
+    let t = TestApp::spawn_with_local_webhooks().await;
+    let (id, _) = endpoint(&t, json!({"url": "https://hooks.example.com/k"})).await;
+    let stale = t.app.store.endpoint(&id).await.unwrap().unwrap();
+    let rotated = t.admin_post(&format!("/v1/webhooks/{id}/secret"), &json!({})).await;
+    assert_eq!(rotated.status, 200);
+    let overwrite = t.app.store.put_endpoint(&stale, false).await;
+    assert!(matches!(overwrite, Err(keygate::store::WriteError::Conflict)), "{overwrite:?}");
+    let stored = t.app.store.endpoint(&id).await.unwrap().unwrap();
+    assert_eq!(stored.secret.as_text(), rotated.body["secret"].as_str().unwrap(), "the rotation stands");
+}
+
+#[tokio::test]
 async fn a_rotated_secret_signs_beside_the_new_one_for_a_day() {
     let t = TestApp::spawn_with_local_webhooks().await;
     let receiver = Receiver::start("ok").await;

@@ -123,6 +123,16 @@ impl Cursor {
     }
 }
 
+/// The time of an order key as [`crate::events::order_key`] writes them (`<time>#<40 digits>#<3
+/// digits>`); `None` for anything else.
+fn order_time(order: &str) -> Option<Timestamp> {
+    let (at, rest) = order.split_once('#')?;
+    let (sequence, place) = rest.split_once('#')?;
+    let digits = |text: &str, n: usize| text.len() == n && text.bytes().all(|b| b.is_ascii_digit());
+    let time = Timestamp::parse(at).ok().filter(|t| t.to_string() == at)?;
+    (digits(sequence, 40) && digits(place, 3)).then_some(time)
+}
+
 /// Where a listing resumes: the exclusive start key, and the day (every license's events).
 struct Resume {
     start: Option<Item>,
@@ -138,10 +148,14 @@ fn decode(cursor: &str, query: &EventQuery) -> Result<Resume, StoreError> {
     let in_range = |at: Timestamp| at >= query.since && at <= query.until.plus_seconds(86_399);
     match (cursor.license_key, cursor.order, cursor.day, &query.license) {
         (Some(key), Some(order), None, listed) => {
-            let parsed = LicenseKey::parse(key.as_str()).map_err(|_| StoreError::InvalidCursor)?;
-            let at = order.get(..20).and_then(|at| Timestamp::parse(at).ok()).ok_or(StoreError::InvalidCursor)?;
+            // Exactly the key and an order key as written (`LicenseKey::parse` would also take a
+            // spelling DynamoDB does not store), between the query's bounds as DynamoDB compares.
+            let parsed = LicenseKey::parse(key.as_str()).ok().filter(|k| k.as_str() == key);
+            let parsed = parsed.ok_or(StoreError::InvalidCursor)?;
+            let at = order_time(&order).ok_or(StoreError::InvalidCursor)?;
             let ours = listed.as_ref().is_none_or(|listed| *listed == parsed);
-            if !ours || !in_range(at) || order.len() > 100 || at > query.until {
+            let (from, to) = (query.since.to_string(), format!("{}#~", query.until));
+            if !ours || order.as_str() < from.as_str() || order.as_str() > to.as_str() {
                 return Err(StoreError::InvalidCursor);
             }
             let mut start = HashMap::from([("PK".to_string(), s(&key)), ("SK".to_string(), s(&order))]);

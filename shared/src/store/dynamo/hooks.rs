@@ -15,7 +15,7 @@ use crate::time::Timestamp;
 use crate::webhooks::deliver::{self, Policy};
 use crate::webhooks::sign::{signature_header, Secret};
 use crate::webhooks::{Attempt, Delivery, DeliveryStatus, Endpoint, Signing};
-use aws_sdk_dynamodb::types::{ReturnConsumedCapacity, ReturnValue};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity, ReturnValue};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::collections::HashMap;
@@ -24,6 +24,11 @@ pub(super) const DUE_INDEX: &str = "ByDue";
 const ENDPOINTS_PK: &str = "H#endpoints";
 /// How many endpoints a deployment may have (each event is offered to each).
 pub const MAX_ENDPOINTS: usize = 50;
+/// How long a claimed delivery is left to its round before another may attempt it (more than an
+/// attempt's timeout and its recording).
+const CLAIM_SECONDS: i64 = 60;
+/// How long a delivery is kept after its last attempt (delivered, or failed and replayable).
+pub const DELIVERY_KEEP_DAYS: u32 = 30;
 
 fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
@@ -40,6 +45,7 @@ fn endpoint_item(signing: &Signing) -> Result<Item, StoreError> {
         ("SK".to_string(), s(&signing.endpoint.id)),
         ("endpoint".to_string(), s(&endpoint)),
         ("secret".to_string(), s(&signing.secret.as_text())),
+        ("version".to_string(), AttributeValue::N(signing.version.to_string())),
     ]);
     if let Some((previous, until)) = &signing.previous {
         item.insert("previous_secret".into(), s(&previous.as_text()));
@@ -56,7 +62,8 @@ fn signing_from(item: &Item) -> Result<Signing, StoreError> {
         (Some(previous), Some(until)) => Some((previous, Timestamp::parse(until).map_err(|_| unreadable("endpoint"))?)),
         _ => None,
     };
-    Ok(Signing { endpoint, secret, previous })
+    let version = item.get("version").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok(Signing { endpoint, secret, previous, version })
 }
 
 fn delivery_item(delivery: &Delivery) -> Result<Item, StoreError> {
@@ -74,6 +81,11 @@ fn delivery_item(delivery: &Delivery) -> Result<Item, StoreError> {
         item.insert("due".into(), s("due"));
     }
     item.insert("status".into(), s(status_name(delivery.status)));
+    // Finished deliveries expire (TTL) a while after their last attempt; pending ones never.
+    if delivery.status != DeliveryStatus::Pending {
+        let last = delivery.attempts.last().map_or(Timestamp::now(), |a| a.at);
+        item.insert("ttl".into(), AttributeValue::N(last.plus_days(DELIVERY_KEEP_DAYS).unix().to_string()));
+    }
     Ok(item)
 }
 
@@ -95,19 +107,20 @@ fn delivery_from(item: &Item) -> Result<Delivery, StoreError> {
 }
 
 impl DynamoStore {
-    /// Saves a new endpoint (`new`: refused if the id exists) or an endpoint as changed
-    /// (refused if it was deleted meanwhile).
+    /// Saves a new endpoint (`new`: refused if the id exists), or a change of one over the
+    /// version it read (refused if it changed or was deleted meanwhile); the saved version is
+    /// one more.
     pub async fn put_endpoint(&self, signing: &Signing, new: bool) -> Result<(), WriteError> {
-        let condition = if new { "attribute_not_exists(PK)" } else { "attribute_exists(PK)" };
+        let saved = Signing { version: if new { 0 } else { signing.version + 1 }, ..signing.clone() };
+        let put = self.client.put_item().table_name(&self.events_table).set_item(Some(endpoint_item(&saved)?));
+        let put = match new {
+            true => put.condition_expression("attribute_not_exists(PK)"),
+            false => put
+                .condition_expression("version = :read")
+                .expression_attribute_values(":read", AttributeValue::N(signing.version.to_string())),
+        };
         self.count_round_trip();
-        self.client
-            .put_item()
-            .table_name(&self.events_table)
-            .set_item(Some(endpoint_item(signing)?))
-            .condition_expression(condition)
-            .send()
-            .await
-            .map_err(conditional_error)?;
+        put.send().await.map_err(conditional_error)?;
         Ok(())
     }
 
@@ -225,6 +238,17 @@ impl DynamoStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<(Vec<Delivery>, Option<String>), StoreError> {
+        self.deliveries_read(endpoint_id, status, limit, cursor, false).await
+    }
+
+    async fn deliveries_read(
+        &self,
+        endpoint_id: &str,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+        cursor: Option<&str>,
+        consistent: bool,
+    ) -> Result<(Vec<Delivery>, Option<String>), StoreError> {
         let pk = format!("H#{endpoint_id}");
         let start = match cursor {
             None => None,
@@ -245,6 +269,7 @@ impl DynamoStore {
                 .key_condition_expression("PK = :pk")
                 .expression_attribute_values(":pk", s(&pk))
                 .scan_index_forward(false)
+                .consistent_read(consistent)
                 .limit((limit as usize - found.len()) as i32)
                 .set_exclusive_start_key(start.take());
             if let Some(status) = status {
@@ -273,7 +298,7 @@ impl DynamoStore {
 
     /// Sends an endpoint's failed deliveries again from `now` (at most `max`): how many.
     pub async fn replay_failed(&self, endpoint_id: &str, now: Timestamp, max: u32) -> Result<usize, StoreError> {
-        let (failed, _) = self.deliveries(endpoint_id, Some(DeliveryStatus::Failed), max, None).await?;
+        let (failed, _) = self.deliveries_read(endpoint_id, Some(DeliveryStatus::Failed), max, None, true).await?;
         let mut replayed = 0;
         for delivery in failed {
             let mut item = delivery_item(&delivery.clone().replayed(now))?;
@@ -284,8 +309,10 @@ impl DynamoStore {
                 .put_item()
                 .table_name(&self.events_table)
                 .set_item(Some(item))
-                .condition_expression("attribute_exists(PK) AND attribute_not_exists(#due)")
-                .expression_attribute_names("#due", "due")
+                // Still failed as read (a concurrent replay may have delivered it meanwhile).
+                .condition_expression("#status = :failed")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":failed", s(status_name(DeliveryStatus::Failed)))
                 .send()
                 .await;
             match put.map_err(conditional_error) {
@@ -327,7 +354,10 @@ impl DynamoStore {
     }
 
     /// Attempts the deliveries due by `now` (at most `limit`, concurrently) and records each
-    /// attempt: how many were attempted. An endpoint's failures delay only its own deliveries.
+    /// attempt: how many were claimed and attempted. Each is claimed first (its next attempt
+    /// moved past this one's timeout, on the condition that it is still as read), so rounds
+    /// running at once (a batch's, the schedule's, a stale index read again) never both send it.
+    /// A deleted endpoint's deliveries fail at once; a disabled one's wait an hour, unattempted.
     pub async fn deliver_due(&self, now: Timestamp, policy: Policy, limit: u32) -> Result<usize, StoreError> {
         let due = self.due_deliveries(now, limit).await?;
         if due.is_empty() {
@@ -338,26 +368,45 @@ impl DynamoStore {
         // Signed at the time it is sent (receivers refuse a timestamp minutes off their clock),
         // whatever `now` the schedule is read at.
         let sent_at = Timestamp::now();
+        let claim_until = now.plus_seconds(CLAIM_SECONDS);
         let mut sending = tokio::task::JoinSet::new();
-        for (index, delivery) in due.iter().enumerate() {
-            let signing = endpoints.get(&delivery.endpoint_id);
-            let target = match signing {
-                None => Err("the endpoint was deleted".to_string()),
-                Some(s) if !s.endpoint.enabled => Err("the endpoint is disabled".to_string()),
-                Some(s) => deliver::target(&s.endpoint.url, policy).map_err(|e| format!("the endpoint's URL {e}")),
+        let mut claimed = Vec::new();
+        for delivery in due {
+            let was_due = delivery.next_attempt_at.unwrap_or(now);
+            let signing = match endpoints.get(&delivery.endpoint_id) {
+                Some(signing) if signing.endpoint.enabled => signing,
+                Some(_) => {
+                    let paused = Delivery { next_attempt_at: Some(now.plus_seconds(3_600)), ..delivery };
+                    self.save_logged(&paused, was_due).await;
+                    continue;
+                }
+                None => {
+                    let orphan = Delivery { status: DeliveryStatus::Failed, next_attempt_at: None, ..delivery };
+                    self.save_logged(&orphan, was_due).await;
+                    continue;
+                }
             };
-            let headers: Vec<(&'static str, String)> = match signing {
-                Some(signing) => vec![
-                    ("webhook-id", delivery.event_id.clone()),
-                    ("webhook-timestamp", sent_at.unix().to_string()),
-                    (
-                        "webhook-signature",
-                        signature_header(&signing.secrets(now), &delivery.event_id, sent_at.unix(), &delivery.body),
-                    ),
-                ],
-                None => Vec::new(),
-            };
+            let claim = Delivery { next_attempt_at: Some(claim_until), ..delivery.clone() };
+            match self.save_delivery(&claim, was_due).await {
+                Ok(()) => {}
+                Err(WriteError::Conflict) => continue,
+                Err(WriteError::Store(err)) => {
+                    tracing::warn!(event = %delivery.event_id, error = %err, "a delivery not claimed; the next round tries");
+                    continue;
+                }
+            }
+            let target = deliver::target(&signing.endpoint.url, policy).map_err(|e| format!("the endpoint's URL {e}"));
+            let headers: Vec<(&'static str, String)> = vec![
+                ("webhook-id", delivery.event_id.clone()),
+                ("webhook-timestamp", sent_at.unix().to_string()),
+                (
+                    "webhook-signature",
+                    signature_header(&signing.secrets(now), &delivery.event_id, sent_at.unix(), &delivery.body),
+                ),
+            ];
             let body = delivery.body.clone();
+            let index = claimed.len();
+            claimed.push(delivery);
             sending.spawn(async move {
                 let (outcome, took) = match target {
                     Ok(target) => deliver::post(&target, &headers, &body, policy).await,
@@ -366,23 +415,29 @@ impl DynamoStore {
                 (index, outcome, took)
             });
         }
-        let mut attempted = 0;
         while let Some(joined) = sending.join_next().await {
             let Ok((index, outcome, took)) = joined else { continue };
-            let delivery = &due[index];
             let attempt = Attempt {
                 at: now,
                 status: outcome.as_ref().ok().copied(),
                 error: outcome.err(),
                 latency_ms: took.as_millis() as u64,
             };
-            let was_due = delivery.next_attempt_at.unwrap_or(now);
-            match self.save_delivery(&delivery.clone().after(attempt), was_due).await {
-                // Another runner recorded this attempt first: its record stands.
-                Ok(()) | Err(WriteError::Conflict) => attempted += 1,
-                Err(WriteError::Store(err)) => return Err(err),
+            let claimed_delivery = Delivery { next_attempt_at: Some(claim_until), ..claimed[index].clone() };
+            self.save_logged(&claimed_delivery.after(attempt), claim_until).await;
+        }
+        Ok(claimed.len())
+    }
+
+    /// Saves a delivery, logging (not returning) a failure: one delivery's save failing must not
+    /// throw away the round's other outcomes. An attempt not recorded is made again when its
+    /// claim runs out.
+    async fn save_logged(&self, delivery: &Delivery, was_due: Timestamp) {
+        match self.save_delivery(delivery, was_due).await {
+            Ok(()) | Err(WriteError::Conflict) => {}
+            Err(WriteError::Store(err)) => {
+                tracing::warn!(event = %delivery.event_id, error = %err, "a delivery's attempt not recorded")
             }
         }
-        Ok(attempted)
     }
 }

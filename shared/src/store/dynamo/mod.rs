@@ -161,10 +161,16 @@ impl DynamoStore {
     /// The same update of a license item, as one item of a transaction (a condition check when it
     /// changes nothing: a transaction's Update needs an update expression).
     fn license_write(&self, key: &LicenseKey, mut expression: Expression) -> Result<TransactWriteItem, StoreError> {
-        // A vendor call's change names its token (the events of the change say who acted).
-        if let (Some(by), false) = (crate::actor::changed_by(), expression.update_expression().is_empty()) {
-            expression.name("#changed_by", crate::actor::CHANGED_BY).value(":changed_by", s(&by));
-            expression.set("#changed_by = :changed_by");
+        // A vendor call's change names its token (the events of the change say who acted); any
+        // other change names none, so no later change is credited to an earlier call's token.
+        if !expression.update_expression().is_empty() {
+            expression.name("#changed_by", crate::actor::CHANGED_BY);
+            match crate::actor::changed_by() {
+                Some(by) => {
+                    expression.value(":changed_by", s(&by)).set("#changed_by = :changed_by");
+                }
+                None => expression.removes.push("#changed_by".into()),
+            }
         }
         let update_expression = expression.update_expression();
         let condition = expression.condition_expression();

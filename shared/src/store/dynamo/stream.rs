@@ -134,10 +134,18 @@ impl DynamoStore {
     }
 }
 
-/// The records of a Lambda DynamoDB stream event.
+/// The records of a Lambda DynamoDB stream event. A record this code cannot read is logged and
+/// left out (delivering it again would not make it readable); the others are recorded.
 pub fn records_from_lambda(event: &Value) -> Result<Vec<StreamRecord>, String> {
     let records = event.get("Records").and_then(Value::as_array).ok_or("an event without Records")?;
-    records.iter().map(record_from_lambda).collect()
+    let mut read = Vec::with_capacity(records.len());
+    for record in records {
+        match record_from_lambda(record) {
+            Ok(record) => read.push(record),
+            Err(err) => tracing::error!(error = %err, "an unreadable stream record, passed over"),
+        }
+    }
+    Ok(read)
 }
 
 fn record_from_lambda(record: &Value) -> Result<StreamRecord, String> {
@@ -418,7 +426,10 @@ mod tests {
         assert_eq!(records[0].at, Timestamp::from_unix(1_795_659_126));
         let new = records[0].new.as_ref().unwrap();
         assert_eq!(new["tags"].as_l().unwrap()[2].as_m().unwrap()["a"], AttributeValue::Bool(false));
-        assert!(records_from_lambda(&json!({"Records": [{"eventID": "e", "dynamodb": {}}]})).is_err());
+        // An unreadable record is left out; the others stay.
+        let mixed = json!({"Records": [{"eventID": "e", "dynamodb": {}}, event["Records"][0]]});
+        assert_eq!(records_from_lambda(&mixed).unwrap().len(), 1);
+        assert!(records_from_lambda(&json!({"no": "records"})).is_err());
         assert!(attribute_from_json(&json!({"S": 1})).is_err());
         assert!(attribute_from_json(&json!({"X": "1"})).is_err());
     }
