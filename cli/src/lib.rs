@@ -94,7 +94,10 @@ pub async fn follow_events(
                 Err(err) => report(&mut last_error, format!("events: not recorded yet (retrying): {err}")),
             }
         }
-        // The events function's work after a batch and on its schedule: deliveries due.
+        // The events function's work on its schedule: expiry reminders and deliveries due.
+        if let Err(err) = app.store.remind_due(keygate::time::Timestamp::now()).await {
+            report(&mut last_error, format!("events: expiry reminders not sent yet (retrying): {err}"));
+        }
         keygate::lambda::deliver_webhooks(&app.store, app.webhooks).await;
         tokio::time::sleep(every).await;
     }

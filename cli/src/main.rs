@@ -662,7 +662,9 @@ async fn serve(bind: &str, port: u16, cors_origins: &str) -> Result<(), CliError
     if config.admin_tokens.is_empty() {
         eprintln!("warning: KEYGATE_ADMIN_TOKEN_SHA256 is not set; every vendor route will answer 401");
     }
-    let store = DynamoStore::from_config(&sdk, &config.table).with_events_table(&config.events_table);
+    let store = DynamoStore::from_config(&sdk, &config.table)
+        .with_events_table(&config.events_table)
+        .with_expiry_reminders(&config.expiry_reminder_days);
     let keep_days = config.event_retention_days;
     let app = Arc::new(App::new(store, config));
     // What the events function does in AWS: the table's stream into the audit log.

@@ -17,6 +17,9 @@ pub const CORS_ORIGINS: &str = "KEYGATE_CORS_ORIGINS";
 pub const EVENTS_TABLE: &str = "KEYGATE_EVENTS_TABLE";
 /// Days the audit log keeps an event (default: for good).
 pub const EVENT_RETENTION_DAYS: &str = "KEYGATE_EVENT_RETENTION_DAYS";
+/// Days before a license's end that `license.expiring` is sent, comma-separated (e.g. `14,3`;
+/// default: none).
+pub const EXPIRY_REMINDER_DAYS: &str = "KEYGATE_EXPIRY_REMINDER_DAYS";
 /// `1`: webhooks may go to private, loopback and link-local addresses and over plain http (a
 /// local receiver, as `make local` uses). Never in a deployment.
 pub const WEBHOOK_ALLOW_PRIVATE: &str = "KEYGATE_WEBHOOK_ALLOW_PRIVATE";
@@ -29,6 +32,8 @@ pub struct Config {
     pub table: String,
     pub events_table: String,
     pub event_retention_days: Option<u32>,
+    /// Days before a license's end that `license.expiring` is sent.
+    pub expiry_reminder_days: Vec<u32>,
     /// Where webhooks may be delivered, and how long one attempt may take.
     pub webhooks: crate::webhooks::deliver::Policy,
     pub issuer: String,
@@ -49,6 +54,8 @@ pub enum ConfigError {
     Cors(#[from] crate::cors::NotAnOrigin),
     #[error("configuration: {EVENT_RETENTION_DAYS}: `{0}` is not a number of days from 1 to 36500")]
     Retention(String),
+    #[error("configuration: {EXPIRY_REMINDER_DAYS}: `{0}` is not a comma-separated list of days from 1 to 365")]
+    Reminders(String),
     #[error("configuration: {SIGNING_KEY} is not set (make one with `keygate keys new`)")]
     NoSigningKey,
     #[error("configuration: {SIGNING_KEY_PARAMETER}: cannot read SSM parameter {name}: {cause}")]
@@ -117,7 +124,19 @@ impl Config {
                     .ok_or(ConfigError::Retention(text))?,
             ),
         };
+        let expiry_reminder_days = match lookup(EXPIRY_REMINDER_DAYS) {
+            None => Vec::new(),
+            Some(text) => {
+                let days: Option<Vec<u32>> =
+                    text.split(',').map(|d| d.trim().parse::<u32>().ok().filter(|d| (1..=365).contains(d))).collect();
+                let mut days = days.ok_or_else(|| ConfigError::Reminders(text.clone()))?;
+                days.sort_unstable_by(|a, b| b.cmp(a));
+                days.dedup();
+                days
+            }
+        };
         Ok(Self {
+            expiry_reminder_days,
             events_table: lookup(EVENTS_TABLE).unwrap_or_else(|| crate::store::events_table_name(&table)),
             event_retention_days,
             webhooks: crate::webhooks::deliver::Policy {
@@ -172,6 +191,12 @@ mod tests {
         for bad in ["0", "ninety", "-3", "40000"] {
             let err = config(&[("KEYGATE_EVENT_RETENTION_DAYS", bad)]).unwrap_err().to_string();
             assert!(err.contains("KEYGATE_EVENT_RETENTION_DAYS") && err.contains(bad), "{err}");
+        }
+        assert_eq!(config(&[]).unwrap().expiry_reminder_days, Vec::<u32>::new());
+        assert_eq!(config(&[("KEYGATE_EXPIRY_REMINDER_DAYS", "3, 14,3")]).unwrap().expiry_reminder_days, [14, 3]);
+        for bad in ["0", "14,,3", "a", "400"] {
+            let err = config(&[("KEYGATE_EXPIRY_REMINDER_DAYS", bad)]).unwrap_err().to_string();
+            assert!(err.contains("KEYGATE_EXPIRY_REMINDER_DAYS"), "{err}");
         }
     }
 

@@ -89,6 +89,8 @@ pub enum EventType {
     OfflineActivated,
     #[serde(rename = "offline.deactivated")]
     OfflineDeactivated,
+    #[serde(rename = "license.expiring")]
+    LicenseExpiring,
 }
 
 /// Who made the change: a client's device, the vendor (by the admin token's name, which vendor
@@ -135,7 +137,7 @@ pub struct Event {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 19] = [
+    pub const ALL: [EventType; 20] = [
         EventType::LicenseCreated,
         EventType::LicenseUpdated,
         EventType::LicenseSuspended,
@@ -155,6 +157,7 @@ impl EventType {
         EventType::TrialStarted,
         EventType::OfflineActivated,
         EventType::OfflineDeactivated,
+        EventType::LicenseExpiring,
     ];
 
     /// The type's name, as events and filters spell it (`license.created`).
@@ -179,6 +182,7 @@ impl EventType {
             EventType::TrialStarted => "trial.started",
             EventType::OfflineActivated => "offline.activated",
             EventType::OfflineDeactivated => "offline.deactivated",
+            EventType::LicenseExpiring => "license.expiring",
         }
     }
 

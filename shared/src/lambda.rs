@@ -43,11 +43,16 @@ async fn follow_stream() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let sdk = sdk_config().await;
     let config = Config::load(&sdk).await?;
-    let store = &DynamoStore::from_config(&sdk, &config.table).with_events_table(&config.events_table);
+    let store = &DynamoStore::from_config(&sdk, &config.table)
+        .with_events_table(&config.events_table)
+        .with_expiry_reminders(&config.expiry_reminder_days);
     let (keep_days, policy) = (config.event_retention_days, config.webhooks);
     lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        // The schedule's tick (every minute): webhook deliveries due, nothing else.
+        // The schedule's tick (every minute): expiry reminders and webhook deliveries due.
         if event.payload.get("Records").is_none() {
+            if let Err(err) = store.remind_due(crate::time::Timestamp::now()).await {
+                tracing::warn!(error = %err, "expiry reminders not sent; the next tick retries");
+            }
             deliver_webhooks(store, policy).await;
             return Ok::<_, Error>(serde_json::json!({}));
         }

@@ -288,3 +288,37 @@ async fn license_files_say_so_beside_the_device_events() {
     assert_eq!(of("air-1"), ["device.activated", "offline.activated", "device.deactivated", "offline.deactivated"]);
     assert_eq!(of("air-2"), ["device.activated", "offline.activated", "device.deactivated"]);
 }
+
+#[tokio::test]
+async fn a_license_nearing_its_end_is_announced_once_per_reminder_and_a_new_end_moves_them() {
+    use keygate::time::Timestamp;
+    let t = TestApp::spawn().await;
+    let reminding = DynamoStore::new(t.app.store.client().clone(), t.app.store.table()).with_expiry_reminders(&[14, 3]);
+    let now = Timestamp::now();
+    let ends = Timestamp::midnight(now.plus_days(20).date().unwrap());
+    let key = t.issue(json!({"expiration": {"type": "on_date", "date": ends.to_string()}})).await;
+    let mut follower = StreamFollower::new(&sdk_config().await, &reminding, None).await.unwrap();
+    follower.catch_up(&reminding).await.unwrap();
+    let day = |at: Timestamp, days_before: i64| at.plus_seconds(-days_before * 86_400 + 3_600);
+
+    assert_eq!(reminding.remind_due(now).await.unwrap(), 0, "nothing due yet");
+    assert_eq!(reminding.remind_due(day(ends, 14)).await.unwrap(), 1);
+    assert_eq!(reminding.remind_due(day(ends, 14)).await.unwrap(), 0, "a reminder is sent once");
+    // The vendor extends the license by 30 days: the remaining reminder moves with its end.
+    let later = ends.plus_days(30);
+    let new_end = json!({"expiration": {"type": "on_date", "date": later.to_string()}});
+    assert_eq!(t.admin_patch(&format!("/v1/licenses/{key}"), &new_end).await.status, 200);
+    follower.catch_up(&reminding).await.unwrap();
+    assert_eq!(reminding.remind_due(day(ends, 3)).await.unwrap(), 0, "the old end's reminder is gone");
+    assert_eq!(reminding.remind_due(day(later, 14)).await.unwrap(), 1);
+    assert_eq!(reminding.remind_due(day(later, 3)).await.unwrap(), 1);
+
+    // Sent at the (simulated) times above, ahead of the clock: listed up to then.
+    let path = format!("/v1/licenses/{key}/events?type=license.expiring&until=2100-01-01T00:00:00Z");
+    let events = all_pages(&t, &path).await;
+    let told: Vec<(Value, Value)> =
+        events.iter().rev().map(|e| (e["data"]["expires_at"].clone(), e["data"]["days_before"].clone())).collect();
+    let (ends, later) = (json!(ends.to_string()), json!(later.to_string()));
+    assert_eq!(told, [(ends, json!(14)), (later.clone(), json!(14)), (later, json!(3))]);
+    assert!(events.iter().all(|e| e["actor"] == json!({"kind": "system"}) && e["product"] == "editor"));
+}

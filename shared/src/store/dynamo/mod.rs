@@ -9,6 +9,7 @@ mod errors;
 mod expression;
 mod hooks;
 mod records;
+mod reminders;
 mod schema;
 mod sdk;
 mod stream;
@@ -77,6 +78,8 @@ pub struct DynamoStore {
     table: String,
     /// The audit log's table.
     events_table: String,
+    /// Days before a license's end that `license.expiring` is sent (none: no reminders).
+    reminder_days: Vec<u32>,
     round_trips: AtomicU64,
     /// Capacity units consumed by reads and by writes, in thousandths (see [`CapacityUsed`]).
     read_milliunits: AtomicU64,
@@ -97,6 +100,7 @@ impl DynamoStore {
         Self {
             client,
             events_table: audit::events_table_name(&table),
+            reminder_days: Vec::new(),
             table,
             round_trips: AtomicU64::new(0),
             read_milliunits: AtomicU64::new(0),
@@ -106,6 +110,12 @@ impl DynamoStore {
 
     pub fn from_config(config: &SdkConfig, table: impl Into<String>) -> Self {
         Self::new(Client::new(config), table)
+    }
+
+    /// `license.expiring` sent these many days before a license ends.
+    pub fn with_expiry_reminders(mut self, days: &[u32]) -> Self {
+        self.reminder_days = days.to_vec();
+        self
     }
 
     /// The audit log in another table than `<table>-events`.

@@ -107,11 +107,15 @@ impl DynamoStore {
     /// kept `keep_days` when set. Idempotent: a record delivered again writes the same items.
     pub async fn record(&self, records: &[StreamRecord], keep_days: Option<u32>) -> Result<usize, Unrecorded> {
         let mut events: Vec<(usize, Event)> = Vec::new();
+        let mut changes = Vec::new();
         for (index, record) in records.iter().enumerate() {
             // A record this code cannot read is a fault to look at, not to retry forever: it is
             // logged and passed over (its item's later changes still yield their events).
             match change_of(record) {
-                Ok(Some(change)) => events.extend(derive(&change).into_iter().map(|e| (index, e))),
+                Ok(Some(change)) => {
+                    events.extend(derive(&change).into_iter().map(|e| (index, e)));
+                    changes.push((index, change));
+                }
                 Ok(None) => {}
                 Err(err) => tracing::error!(record = %record.event_id, error = %err, "an unreadable change"),
             }
@@ -129,6 +133,13 @@ impl DynamoStore {
                 return Err(Unrecorded { record: chunk[0].0, error });
             }
             written += batch.len();
+        }
+        // A moved end moves the license's reminders (idempotent: a batch delivered again from a
+        // record moves them again, harmlessly).
+        for (index, change) in &changes {
+            if let Err(error) = self.move_reminders(change).await {
+                return Err(Unrecorded { record: *index, error });
+            }
         }
         Ok(written)
     }
