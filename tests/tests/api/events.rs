@@ -179,7 +179,7 @@ async fn events_items(store: &DynamoStore) -> Vec<HashMap<String, AttributeValue
 }
 
 /// An item in DynamoDB's JSON form, as Lambda hands stream images to a function.
-fn lambda_json(value: &AttributeValue) -> Value {
+pub(crate) fn lambda_json(value: &AttributeValue) -> Value {
     match value {
         AttributeValue::S(s) => json!({"S": s}),
         AttributeValue::N(n) => json!({"N": n}),

@@ -1,4 +1,4 @@
-//! The four function binaries end to end: each started the way Lambda starts it, on the Runtime API
+//! The five function binaries end to end: each started the way Lambda starts it, on the Runtime API
 //! emulator, serving API Gateway v2 events against DynamoDB Local. What the handler tests cannot
 //! show: each binary's init (configuration, SDK clients, the runtime), its routes, and the event and
 //! response conversion of the real lambda_http loop.
@@ -49,6 +49,19 @@ impl Function {
         command.envs(env.iter().copied());
         let child = command.stdout(logs).stderr(Stdio::null()).spawn().unwrap();
         Self { child, events, outcomes, _emulator: emulator }
+    }
+
+    /// One invocation: the function's answer, as JSON.
+    async fn invoke_raw(&mut self, event: String) -> Value {
+        self.events.send(event).await.unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(30), self.outcomes.recv())
+            .await
+            .expect("the function answers within 30 s")
+            .expect("the emulator is running");
+        match outcome {
+            Outcome::Response(body) => serde_json::from_slice(&body).unwrap(),
+            Outcome::Error(body) => panic!("the function reported an error: {}", String::from_utf8_lossy(&body)),
+        }
     }
 
     /// One invocation: the API Gateway response's status and JSON body.
@@ -178,4 +191,31 @@ async fn a_vendor_change_is_logged_with_the_name_of_the_token_that_made_it_and_n
     assert!(call.contains(r#""token":"ci""#) && call.contains("PATCH /v1/licenses/{license_key}"), "{call}");
     assert!(call.contains(r#""request_id":""#), "the answer's request id: {call}");
     assert!(!logged.contains(ADMIN_TOKEN) && !logged.contains(&key), "no token, no license key: {logged}");
+}
+
+/// The events binary as Lambda runs it: a stream batch (Lambda's record format) recorded in the
+/// audit log with a partial-batch answer, and the schedule's tick answered without a batch.
+#[tokio::test]
+async fn the_events_binary_records_a_stream_batch_and_answers_the_schedules_tick() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let t = TestApp::spawn().await;
+    let key = t.issue(json!({})).await;
+    let store = &t.app.store;
+    let got = store.client().get_item().table_name(store.table()).key("PK", AttributeValue::S(format!("L#{key}")));
+    let item = got.key("SK", AttributeValue::S("L".into())).send().await.unwrap().item.unwrap();
+    let image: serde_json::Map<String, Value> =
+        item.iter().map(|(k, v)| (k.clone(), crate::events::lambda_json(v))).collect();
+    let batch = json!({"Records": [{
+        "eventID": "binary-1", "eventName": "INSERT", "eventSource": "aws:dynamodb",
+        "dynamodb": {"ApproximateCreationDateTime": 1_795_659_126.0, "Keys": {"PK": image["PK"], "SK": image["SK"]},
+                     "NewImage": image, "SequenceNumber": "7", "SizeBytes": 900, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+    }]});
+    let seed = generate_seed().unwrap();
+    let mut events = Function::start("events", store.table(), &seed).await;
+    assert_eq!(events.invoke_raw(batch.to_string()).await, json!({"batchItemFailures": []}));
+    let tick = json!({"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+    assert_eq!(events.invoke_raw(tick.to_string()).await, json!({}));
+    let listed = t.admin_get(&format!("/v1/licenses/{key}/events")).await;
+    let ids: Vec<&str> = listed.body["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["binary-1.0"], "{}", listed.body);
 }
