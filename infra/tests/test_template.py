@@ -4,7 +4,7 @@ cfn-lint and `sam validate --lint` miss whole classes of errors (a SAM event pro
 fails in the transform, a bad !Ref), so this test runs the real SAM transform offline and checks
 the CloudFormation it produces: every route of docs/openapi.yaml is served by the right function,
 and each function's role allows only the actions its code performs (on the license table, its
-stream and the audit log's table, which also keeps the webhooks). It also evaluates the template's conditions (`deployed`) to check
+stream and the audit log's table, which also keeps the webhooks and the expiry reminders). It also evaluates the template's conditions (`deployed`) to check
 what a stack gets with and without the optional parameters.
 """
 
@@ -84,7 +84,8 @@ STREAM_READERS = {"EventsFunction"}
 # function alone and read by the issue function alone (the vendor's event listings). It also keeps the
 # webhooks (hooks.rs) in partitions of their own, `H#...` (an event's partition is its license key,
 # which never has a `#`): the endpoints the issue function manages, the deliveries the events
-# function makes and sends.
+# function makes and sends; and the `license.expiring` reminders (reminders.rs), one partition per
+# day they are due, `X#<date>`, which the events function alone writes, reads and deletes.
 EVENTS_TABLE_ARN = {"Fn::GetAtt": ["EventsTable", "Arn"]}
 
 
@@ -94,15 +95,30 @@ def events_index_arn(index):
 
 EVENTS_DAY_INDEX_ARN = events_index_arn("ByDay")
 EVENTS_DUE_INDEX_ARN = events_index_arn("ByDue")
+
+
+def leading_keys(*patterns):
+    """An IAM condition keeping an action to the partitions whose key matches one of `patterns`."""
+    return {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": list(patterns)}}
+
+
 # An IAM condition keeping an action to the webhooks' partitions: never an event.
-WEBHOOK_PARTITIONS = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["H#*"]}}
+WEBHOOK_PARTITIONS = leading_keys("H#*")
+# To the reminders' partitions: never an event, never a webhook item.
+REMINDER_PARTITIONS = leading_keys("X#*")
+# To either: never an event.
+WEBHOOK_AND_REMINDER_PARTITIONS = leading_keys("H#*", "X#*")
 # Each function's grants on the audit log's table: (action, on the "table" or an "index/<name>") ->
 # the condition it comes with (None: anywhere in it).
 EVENTS_TABLE_GRANTS = {
     "EventsFunction": {
         ("dynamodb:BatchWriteItem", "table"): None,  # events, 25 puts a call (audit.rs put_events)
-        ("dynamodb:PutItem", "table"): WEBHOOK_PARTITIONS,  # deliveries made and attempted (enqueue, save_delivery)
-        ("dynamodb:Query", "table"): WEBHOOK_PARTITIONS,  # the endpoints, to deliver to (endpoints)
+        # Deliveries made and attempted (enqueue, save_delivery); reminders written (move_reminders).
+        ("dynamodb:PutItem", "table"): WEBHOOK_AND_REMINDER_PARTITIONS,
+        # The endpoints, to deliver to (endpoints); a day's reminders due (remind_due).
+        ("dynamodb:Query", "table"): WEBHOOK_AND_REMINDER_PARTITIONS,
+        # A reminder moved with its license's end, or sent (move_reminders, remind_due).
+        ("dynamodb:DeleteItem", "table"): REMINDER_PARTITIONS,
         ("dynamodb:Query", "index/ByDue"): None,  # the deliveries due (due_deliveries)
     },
     "IssueFunction": {
@@ -173,14 +189,17 @@ DYNAMODB_OPERATIONS = {
     "BatchWriteItem",
     "TransactWriteItems",
 }
-# The code that calls the audit log's table, and no other table: the audit log's (audit.rs) and the
-# webhooks' (hooks.rs, only in their `H#` partitions)...
-EVENTS_TABLE_SOURCES = {"audit.rs": None, "hooks.rs": WEBHOOK_PARTITIONS}
+# The code that calls the audit log's table, and no other table, with the partitions it keeps to: the
+# audit log's (audit.rs, events' partitions: None), the webhooks' (hooks.rs, only `H#` partitions)
+# and the expiry reminders' (reminders.rs, only `X#` partitions)...
+EVENTS_TABLE_SOURCES = {"audit.rs": None, "hooks.rs": "H#*", "reminders.rs": "X#*"}
 # ...and the methods of it each function calls; what those call in turn is read from the source.
 EVENTS_TABLE_ENTRY_POINTS = {
-    # A stream batch (stream.rs `record`): its events, then their deliveries; after each batch and on
-    # each schedule tick (lambda.rs `deliver_webhooks`), the deliveries due.
-    "EventsFunction": {"put_events", "enqueue_events", "deliver_due"},
+    # A stream batch (stream.rs `record`): its events, then their deliveries, then the reminders of
+    # the licenses whose end moved; after each batch and on each schedule tick (lambda.rs
+    # `deliver_webhooks`), the deliveries due; on each tick (lambda.rs `follow_stream`), the
+    # reminders due (which record their events and deliveries).
+    "EventsFunction": {"put_events", "enqueue_events", "deliver_due", "move_reminders", "remind_due"},
     # GET /v1/events and a license's events; the webhook routes (api/hooks.rs).
     "IssueFunction": {
         "query_events",
@@ -560,15 +579,26 @@ class TemplateTest(unittest.TestCase):
                 self.assertEqual(statement["Condition"], {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["R#*"]}})
 
     def test_nothing_deletes_a_license_a_device_or_an_event(self):
-        # The one DeleteItem is the issue function's, of webhook endpoints: on the audit log's table,
-        # in the webhooks' partitions only.
+        # The two DeleteItems are on the audit log's table, and neither can reach an event: the issue
+        # function's, of webhook endpoints, in the webhooks' partitions only; the events function's,
+        # of expiry reminders, in the reminders' partitions only.
         deletes = []
         for function in TABLE_ACTIONS:
             statements, _ = self.policy_statements(function)
             for statement in statements:
                 if "dynamodb:DeleteItem" in statement["Action"]:
                     deletes.append((function, statement["Resource"], statement.get("Condition")))
-        self.assertEqual(deletes, [("IssueFunction", EVENTS_TABLE_ARN, WEBHOOK_PARTITIONS)])
+        self.assertEqual(
+            deletes,
+            [
+                ("IssueFunction", EVENTS_TABLE_ARN, WEBHOOK_PARTITIONS),
+                ("EventsFunction", EVENTS_TABLE_ARN, REMINDER_PARTITIONS),
+            ],
+        )
+        # Only the events function may delete a reminder (and it nothing else); the issue function's
+        # delete stays in the webhooks' partitions.
+        reminders = [f for f, _, condition in deletes if "X#*" in condition["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]]
+        self.assertEqual(reminders, ["EventsFunction"])
 
     def test_activate_cannot_delete(self):
         statements, _ = self.policy_statements("ActivateFunction")
@@ -590,15 +620,18 @@ class TemplateTest(unittest.TestCase):
             elif not references(statement, "EventsTable"):
                 self.assertFalse({a for a in actions if a.startswith("dynamodb:")}, statement)
         # On the audit log's table: events written in batches only; every other write and every read
-        # in the webhooks' partitions or of the deliveries due. Never an event read (not ByDay), and no
-        # GetItem, Scan, UpdateItem or DeleteItem anywhere.
+        # in the webhooks' or the reminders' partitions, or of the deliveries due; a delete only in the
+        # reminders' partitions. Never an event read (not ByDay), and no GetItem, Scan or UpdateItem
+        # anywhere.
         grants = self.events_table_grants("EventsFunction")
         self.assertEqual(grants, EVENTS_TABLE_GRANTS["EventsFunction"])
         for (action, where), condition in grants.items():
-            if action != "dynamodb:BatchWriteItem" and where == "table":
-                self.assertEqual(condition, WEBHOOK_PARTITIONS, action)
+            if action == "dynamodb:DeleteItem":
+                self.assertEqual((where, condition), ("table", REMINDER_PARTITIONS))
+            elif action != "dynamodb:BatchWriteItem" and where == "table":
+                self.assertEqual(condition, WEBHOOK_AND_REMINDER_PARTITIONS, action)
             self.assertIn(where, {"table", "index/ByDue"}, action)
-            self.assertNotIn(action, {"dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem", "dynamodb:DeleteItem"})
+            self.assertNotIn(action, {"dynamodb:GetItem", "dynamodb:Scan", "dynamodb:UpdateItem"})
         self.assertEqual(
             [s["Resource"] for s in statements if references(s, "EventsTable") and "Condition" not in s],
             [EVENTS_TABLE_ARN, EVENTS_DUE_INDEX_ARN],
@@ -610,6 +643,7 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual(env["KEYGATE_TABLE"], TABLE_NAME)
         self.assertEqual(env["KEYGATE_EVENTS_TABLE"], {"Ref": "EventsTable"})
         self.assertEqual(env["KEYGATE_EVENT_RETENTION_DAYS"], {"Ref": "EventRetentionDays"})
+        self.assertEqual(env["KEYGATE_EXPIRY_REMINDER_DAYS"], {"Ref": "ExpiryReminderDays"})
         self.assertNotIn("KEYGATE_SIGNING_KEY_PARAMETER", env)
         self.assertNotIn("KEYGATE_ADMIN_TOKEN_SHA256", env)
         # Webhooks go to public addresses only: never the setting that lifts that (make local's).
@@ -691,6 +725,8 @@ class TemplateTest(unittest.TestCase):
                 self.assertEqual((where, condition), ("table", WEBHOOK_PARTITIONS), action)
         self.assertNotIn(("dynamodb:BatchWriteItem", "table"), grants)
         self.assertNotIn("index/ByDue", {where for _, where in grants})
+        # Nor a reminder: no grant of it names their partitions (the events function's alone).
+        self.assertFalse([g for g, c in grants.items() if c and "X#*" in c["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]])
         (read,) = [s for s in statements if references(s, "EventsTable") and "Condition" not in s]
         self.assertEqual((read["Action"], read["Resource"]), (["dynamodb:Query"], [EVENTS_TABLE_ARN, EVENTS_DAY_INDEX_ARN]))
         env = self.resources["IssueFunction"]["Properties"]["Environment"]["Variables"]
@@ -714,6 +750,43 @@ class TemplateTest(unittest.TestCase):
             self.assertIn('("PK".to_string(), s(event.license_key.as_str()))', f.read())
         with open(os.path.join(ROOT, "shared", "src", "input.rs")) as f:
             self.assertIn("c.is_ascii_alphanumeric() || c == '-'", f.read())
+
+    def test_the_reminders_partitions_hold_no_event_and_no_webhook(self):
+        # REMINDER_PARTITIONS (`X#*`) keeps the events function's deletes off the events and the
+        # webhooks only while every key reminders.rs builds starts with `X#` (the webhooks' start with
+        # `H#`, an event's is a license key, which has no `#`: the test above).
+        with open(os.path.join(ROOT, "shared", "src", "store", "dynamo", "reminders.rs")) as f:
+            reminders = f.read()
+        fns = rust_fns(reminders)
+        # A reminder's key is made in one place, in an `X#` partition...
+        self.assertRegex(fns["reminder_key"], r'\(format!\("X#\{\}", ')
+        key = r'(?:"PK"(?:\.to_string\(\))?|":pk"),\s*s\(&?(format!\("[^"]*"|\w+\("[^"]*"\)|\w+)'
+        self.assertEqual(re.findall(key, reminders), [k for body in fns.values() for k in re.findall(key, body)])
+        for name, body in fns.items():
+            keys = re.findall(key, body)
+            # ...each call of the table names its partition once...
+            self.assertEqual(len(keys), len(re.findall(DYNAMODB_CALLS, body)), name)
+            for k in keys:
+                if k == "pk":
+                    # ...one reminder_key made (nothing else binds `pk`)...
+                    bindings = re.findall(r"let (?:mut )?\(?[\w\s,]*\bpk\b[^=]*=\s*(\w+)", body)
+                    self.assertEqual(set(bindings), {"reminder_key"}, name)
+                elif k == 'text("PK")':
+                    # ...the partition of an item the fn's one query returned, an `X#` one...
+                    self.assertEqual(len(re.findall(r"\.query\(\)", body)), 1, name)
+                    self.assertEqual(re.findall(r'":pk",\s*s\(&?(format!\("[^"]*")', body), ['format!("X#{}"'], name)
+                else:
+                    # ...or an `X#` one made in place.
+                    self.assertTrue(k.startswith('format!("X#'), (name, k))
+        # A reminder has none of the indexes' keys, so it is in neither ByDay (an event listing, the
+        # issue function's) nor ByDue (the deliveries due); it has `ttl`, so TTL deletes one never sent.
+        attributes = set(re.findall(r'\("(\w+)"\.to_string\(\),', fns["move_reminders"]))
+        self.assertLessEqual({"PK", "SK", "ttl"}, attributes)
+        table = self.resources["EventsTable"]["Properties"]
+        index_keys = {k["AttributeName"] for i in table["GlobalSecondaryIndexes"] for k in i["KeySchema"]} - {"PK", "SK"}
+        self.assertEqual(index_keys, {"day", "due", "next_at"})
+        self.assertFalse(attributes & index_keys, attributes)
+        self.assertEqual(table["TimeToLiveSpecification"]["AttributeName"], "ttl")
 
     def test_no_other_function_touches_the_audit_log_the_stream_or_the_failure_queue(self):
         # No role but the events and issue functions' names the audit log's table (nor does any
@@ -833,6 +906,31 @@ class TemplateTest(unittest.TestCase):
             self.assertTrue(pattern.fullmatch(good), good)
         for bad in ["0", "007", "-3", "ninety", "36501", "36600", "40000", "100000", " 90", "1.5"]:
             self.assertFalse(pattern.fullmatch(bad), bad)
+
+    def test_expiry_reminders_are_off_unless_given_days_the_code_accepts(self):
+        template, _ = decode(TEMPLATE)
+        parameter = template["Parameters"]["ExpiryReminderDays"]
+        self.assertEqual((parameter["Type"], parameter["Default"]), ("String", ""))
+        pattern = re.compile(parameter["AllowedPattern"])
+        # shared/src/config.rs: comma-separated days from 1 to 365; an empty value is unset (none).
+        with open(os.path.join(ROOT, "shared", "src", "config.rs")) as f:
+            config = f.read()
+        self.assertIn('EXPIRY_REMINDER_DAYS: &str = "KEYGATE_EXPIRY_REMINDER_DAYS"', config)
+        self.assertIn(".filter(|d| (1..=365).contains(d))", config)
+        self.assertIn(".filter(|v| !v.trim().is_empty())", config)
+        for n in range(0, 1001):
+            self.assertEqual(bool(pattern.fullmatch(str(n))), 1 <= n <= 365, n)
+        for good in ["", "14,3", "3,14", "30,7,1", "365,1", "1,1", "100,200,300,365"]:
+            self.assertTrue(pattern.fullmatch(good), good)
+        for bad in ["0", "07", "366", "14,", ",3", "14,,3", "14,0", "14,366", "14, 3", " 14", "14;3", "a", "-3", "1.5"]:
+            self.assertFalse(pattern.fullmatch(bad), bad)
+        # The events function's alone: it writes and sends the reminders.
+        for name, resource in self.resources.items():
+            if resource["Type"] == "AWS::Lambda::Function":
+                env = resource["Properties"]["Environment"]["Variables"]
+                expected = {"Ref": "ExpiryReminderDays"} if name == "EventsFunction" else None
+                self.assertEqual(env.get("KEYGATE_EXPIRY_REMINDER_DAYS"), expected, name)
+        self.assertEqual(references(self.resources, "ExpiryReminderDays"), [{"Ref": "ExpiryReminderDays"}])
 
     def test_functions_are_cargo_lambda_builds_on_al2023_arm64_by_default(self):
         template, _ = decode(TEMPLATE)
@@ -1186,8 +1284,9 @@ class TemplateTest(unittest.TestCase):
             if needed:
                 self.assertTrue(any(name in reached for reached in runs.values()), f"{source} {name}: which function runs it?")
         # Each role allows exactly what the fns it runs call: a call it lacks, or a grant no fn of it
-        # needs, fails. A grant on the table is kept to the webhooks' partitions unless audit-log code
-        # (an event's partition) needs it; an index's grant has no partition condition.
+        # needs, fails. A grant on the table is kept to the partitions of the code that needs it (the
+        # webhooks', the reminders', or both) unless audit-log code (an event's partition) needs it;
+        # an index's grant has no partition condition.
         for function, reached in runs.items():
             needing = {}
             for name in reached:
@@ -1195,8 +1294,8 @@ class TemplateTest(unittest.TestCase):
                 for grant in needed:
                     needing.setdefault(grant, []).append(EVENTS_TABLE_SOURCES[source])
             expected = {
-                grant: None if grant[1] != "table" or None in conditions else WEBHOOK_PARTITIONS
-                for grant, conditions in needing.items()
+                grant: None if grant[1] != "table" or None in partitions else leading_keys(*sorted(set(partitions)))
+                for grant, partitions in needing.items()
             }
             self.assertEqual(self.events_table_grants(function), expected, function)
             self.assertEqual(expected, EVENTS_TABLE_GRANTS[function], function)
@@ -1209,29 +1308,42 @@ class TemplateTest(unittest.TestCase):
         with open(os.path.join(shared, "api", "hooks.rs")) as f:
             routes = {c for c in re.findall(r"\.(\w+)\(", f.read()) if c in hooks_fns}
         self.assertEqual(routes, EVENTS_TABLE_ENTRY_POINTS["IssueFunction"] & hooks_fns)
-        # ...the events function records a batch (stream.rs `record`: events, then deliveries) and
-        # sends what is due (lambda.rs `deliver_webhooks`, after a batch and on a tick)...
+        # ...the events function records a batch (stream.rs `record`: events, then deliveries, then
+        # the reminders moved) and sends what is due (lambda.rs `deliver_webhooks`, after a batch and
+        # on a tick; `remind_due`, on a tick)...
+        reminders_fns = set(rust_fns(sources["reminders.rs"])) & touches
+        self.assertEqual(reminders_fns, {"move_reminders", "remind_due"})
+        self.assertLessEqual(reminders_fns, EVENTS_TABLE_ENTRY_POINTS["EventsFunction"])
         with open(os.path.join(store, "stream.rs")) as f:
             record = rust_fns(f.read())["record"]
-        self.assertEqual({c for c in re.findall(r"self\.(\w+)\(", record) if c in fns}, {"put_events", "enqueue_events"})
+        self.assertEqual(
+            {c for c in re.findall(r"self\.(\w+)\(", record) if c in fns}, {"put_events", "enqueue_events", "move_reminders"}
+        )
         with open(os.path.join(shared, "lambda.rs")) as f:
             lambda_fns = rust_fns(f.read())
         self.assertIn(".deliver_due(", lambda_fns["deliver_webhooks"])
         self.assertIn("deliver_webhooks(store", lambda_fns["follow_stream"])
-        self.assertNotRegex(lambda_fns["serve"], r"deliver_\w+\(")
-        # ...and nothing else runs webhook code (the other files that call it are the local server's).
-        callers = set()
+        tick = lambda_fns["follow_stream"].split('get("Records").is_none() {', 1)[1].split("return Ok", 1)[0]
+        self.assertIn("store.remind_due(", tick)
+        self.assertNotRegex(lambda_fns["serve"], r"deliver_\w+\(|remind_\w+\(")
+        # ...and nothing else runs webhook or reminder code (the other files that call it are the
+        # local server's).
+        outside = tuple(f"store/dynamo/{source}" for source in EVENTS_TABLE_SOURCES)
+        callers = {"hooks": set(), "reminders": set()}
         for folder in ("shared/src", "functions", "cli/src"):
             for directory, _, files in os.walk(os.path.join(ROOT, folder)):
                 for file in files:
                     path = os.path.relpath(os.path.join(directory, file), ROOT)
-                    if file.endswith(".rs") and not path.endswith(("store/dynamo/hooks.rs", "store/dynamo/audit.rs")):
+                    if file.endswith(".rs") and not path.endswith(outside):
                         with open(os.path.join(ROOT, path)) as f:
-                            if {c for c in re.findall(r"\.(\w+)\(", f.read())} & hooks_fns:
-                                callers.add(path)
+                            called = {c for c in re.findall(r"\.(\w+)\(", f.read())}
+                        for kind, kind_fns in (("hooks", hooks_fns), ("reminders", reminders_fns)):
+                            if called & kind_fns:
+                                callers[kind].add(path)
         self.assertEqual(
-            callers, {"shared/src/api/hooks.rs", "shared/src/lambda.rs", "shared/src/store/dynamo/stream.rs"}
+            callers["hooks"], {"shared/src/api/hooks.rs", "shared/src/lambda.rs", "shared/src/store/dynamo/stream.rs"}
         )
+        self.assertEqual(callers["reminders"], {"shared/src/lambda.rs", "shared/src/store/dynamo/stream.rs", "cli/src/lib.rs"})
 
         # The stream: the local follower's reads (`keygate serve`) are what Lambda's poller reads
         # with the events function's role.
