@@ -406,3 +406,21 @@ pub fn claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("a compact JWS");
     serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
+
+/// A stored value in DynamoDB's JSON form (`{"S": …}`), as Lambda hands stream images to a function.
+pub fn dynamodb_json(value: &aws_sdk_dynamodb::types::AttributeValue) -> serde_json::Value {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use serde_json::json;
+    match value {
+        AttributeValue::S(s) => json!({"S": s}),
+        AttributeValue::N(n) => json!({"N": n}),
+        AttributeValue::Bool(b) => json!({"BOOL": b}),
+        AttributeValue::Null(_) => json!({"NULL": true}),
+        AttributeValue::L(l) => json!({"L": l.iter().map(dynamodb_json).collect::<Vec<_>>()}),
+        AttributeValue::M(m) => {
+            json!({"M": m.iter().map(|(k, v)| (k.clone(), dynamodb_json(v))).collect::<serde_json::Map<_, _>>()})
+        }
+        AttributeValue::Ss(s) => json!({"SS": s}),
+        other => panic!("not used by Keygate's items: {other:?}"),
+    }
+}

@@ -178,22 +178,6 @@ async fn events_items(store: &DynamoStore) -> Vec<HashMap<String, AttributeValue
     scanned.items.unwrap_or_default()
 }
 
-/// An item in DynamoDB's JSON form, as Lambda hands stream images to a function.
-pub(crate) fn lambda_json(value: &AttributeValue) -> Value {
-    match value {
-        AttributeValue::S(s) => json!({"S": s}),
-        AttributeValue::N(n) => json!({"N": n}),
-        AttributeValue::Bool(b) => json!({"BOOL": b}),
-        AttributeValue::Null(_) => json!({"NULL": true}),
-        AttributeValue::L(l) => json!({"L": l.iter().map(lambda_json).collect::<Vec<_>>()}),
-        AttributeValue::M(m) => {
-            json!({"M": m.iter().map(|(k, v)| (k.clone(), lambda_json(v))).collect::<serde_json::Map<_, _>>()})
-        }
-        AttributeValue::Ss(s) => json!({"SS": s}),
-        other => panic!("not used by Keygate's items: {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn the_events_function_records_a_lambda_batch_and_names_the_first_record_it_could_not() {
     let t = TestApp::spawn().await;
@@ -201,7 +185,8 @@ async fn the_events_function_records_a_lambda_batch_and_names_the_first_record_i
     let store = &t.app.store;
     let got = store.client().get_item().table_name(store.table()).key("PK", AttributeValue::S(format!("L#{key}")));
     let item = got.key("SK", AttributeValue::S("L".into())).send().await.unwrap().item.unwrap();
-    let image: serde_json::Map<String, Value> = item.iter().map(|(k, v)| (k.clone(), lambda_json(v))).collect();
+    let image: serde_json::Map<String, Value> =
+        item.iter().map(|(k, v)| (k.clone(), keygate_tests::dynamodb_json(v))).collect();
     let batch = json!({"Records": [{
         "eventID": "lambda-1",
         "eventName": "INSERT",

@@ -204,7 +204,7 @@ async fn the_events_binary_records_a_stream_batch_and_answers_the_schedules_tick
     let got = store.client().get_item().table_name(store.table()).key("PK", AttributeValue::S(format!("L#{key}")));
     let item = got.key("SK", AttributeValue::S("L".into())).send().await.unwrap().item.unwrap();
     let image: serde_json::Map<String, Value> =
-        item.iter().map(|(k, v)| (k.clone(), crate::events::lambda_json(v))).collect();
+        item.iter().map(|(k, v)| (k.clone(), keygate_tests::dynamodb_json(v))).collect();
     let batch = json!({"Records": [{
         "eventID": "binary-1", "eventName": "INSERT", "eventSource": "aws:dynamodb",
         "dynamodb": {"ApproximateCreationDateTime": 1_795_659_126.0, "Keys": {"PK": image["PK"], "SK": image["SK"]},
