@@ -9,6 +9,22 @@ use std::future::Future;
 tokio::task_local! {
     static VENDOR_TOKEN: String;
     static OFFLINE: ();
+    static CURRENT_REQUEST: String;
+}
+
+/// The attribute naming the request whose write last changed an item (every write that yields
+/// events sets it): the events of one request share it, and it is the request id its log lines and
+/// error answers carry.
+pub const REQUEST_ATTRIBUTE: &str = "request_id";
+
+/// Runs `operation` as the request `id`.
+pub async fn for_request<F: Future>(id: String, operation: F) -> F::Output {
+    CURRENT_REQUEST.scope(id, operation).await
+}
+
+/// The id of the request being handled.
+pub fn request_id() -> Option<String> {
+    CURRENT_REQUEST.try_with(Clone::clone).ok()
 }
 
 /// The device attributes that say an activation or a release came through a license file.
@@ -51,5 +67,7 @@ mod tests {
         assert_eq!(inside.as_deref(), Some("vendor:ci"));
         assert_eq!(changed_by(), None);
         assert!(!offline() && through_license_file(async { offline() }).await && !offline());
+        assert_eq!(for_request("req_1".into(), async { request_id() }).await.as_deref(), Some("req_1"));
+        assert_eq!(request_id(), None);
     }
 }

@@ -41,10 +41,15 @@ pub struct Change {
     pub at: Timestamp,
     /// The admin token that made it, when a vendor call did (the item's `changed_by`).
     pub vendor_token: Option<String>,
+    /// The request whose write it was (the item's `request_id`): shared by the events of one request.
+    pub request_id: Option<String>,
     /// The device item was written by an activation through a license file (`activated_via`).
     pub activated_offline: bool,
     /// The device item was released through a license file (`released_via`).
     pub released_offline: bool,
+    /// The change moved a lease the earlier layout kept on the license onto its device
+    /// (`lease_moved`): no acquisition.
+    pub lease_moved: bool,
     pub before: Option<Image>,
     pub after: Option<Image>,
 }
@@ -130,6 +135,10 @@ pub struct Event {
     pub actor: Actor,
     /// What changed: the relevant values before and after.
     pub data: Value,
+    /// The request that made the change (its log lines and any error answer carry the same id):
+    /// the several events of one request share it. Absent for Keygate's own (reminders).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     /// Where it sorts among its license's events: time, then the change's sequence, then its
     /// place in the change. Not part of the payload.
     #[serde(skip)]
@@ -234,6 +243,7 @@ pub fn derive(change: &Change) -> Vec<Event> {
             product: product.clone(),
             actor,
             data,
+            request_id: change.request_id.clone(),
             order: order_key(change.at, &change.sequence, n),
         })
         .collect()
@@ -373,18 +383,32 @@ fn device_events(
     match (lease_before, lease_after) {
         // A lease that has ended already is no acquisition (the upgrade moving a lapsed lease
         // of the earlier layout onto its device).
-        (None, Some(until)) if rules::lease_is_live(until, at) => {
-            found.push((EventType::LeaseAcquired, client(), json!({"lease_expires_at": until})));
+        (None, Some(until)) if rules::lease_is_live(until, at) && !change.lease_moved => {
+            found.push((
+                EventType::LeaseAcquired,
+                client(),
+                json!({"hardware_id": hardware_id, "lease_expires_at": until}),
+            ));
         }
         (None, Some(_)) => {}
         (Some(end), None) if was_bound && !is_bound && rules::lease_is_live(end, at) => {
-            found.push((EventType::LeaseReleased, releaser, json!({"lease_expires_at": end})));
+            found.push((
+                EventType::LeaseReleased,
+                releaser,
+                json!({"hardware_id": hardware_id, "lease_expires_at": end}),
+            ));
         }
-        (Some(end), None) => found.push((EventType::LeaseLapsed, Actor::System, json!({"lapsed_at": end}))),
+        (Some(end), None) => {
+            found.push((EventType::LeaseLapsed, Actor::System, json!({"hardware_id": hardware_id, "lapsed_at": end})))
+        }
         // Its own lapsed lease taken back: the lapse, then a new lease (a renewal says nothing).
         (Some(end), Some(until)) if !rules::lease_is_live(end, at) && until > end => {
-            found.push((EventType::LeaseLapsed, Actor::System, json!({"lapsed_at": end})));
-            found.push((EventType::LeaseAcquired, client(), json!({"lease_expires_at": until})));
+            found.push((EventType::LeaseLapsed, Actor::System, json!({"hardware_id": hardware_id, "lapsed_at": end})));
+            found.push((
+                EventType::LeaseAcquired,
+                client(),
+                json!({"hardware_id": hardware_id, "lease_expires_at": until}),
+            ));
         }
         _ => {}
     }
@@ -393,11 +417,15 @@ fn device_events(
     let running = borrowed_before.is_some_and(|until| until > at);
     if let Some(until) = device.borrowed_until.filter(|until| !running && borrowed_before < Some(*until) && *until > at)
     {
-        found.push((EventType::BorrowStarted, client(), json!({"borrowed_until": until})));
+        found.push((EventType::BorrowStarted, client(), json!({"hardware_id": hardware_id, "borrowed_until": until})));
     }
     if let (true, Some(by)) = (was_bound, released) {
         if let Some(until) = borrowed_before.filter(|until| *until > at && by == ReleasedBy::Client) {
-            found.push((EventType::BorrowReturned, client(), json!({"borrowed_until": until})));
+            found.push((
+                EventType::BorrowReturned,
+                client(),
+                json!({"hardware_id": hardware_id, "borrowed_until": until}),
+            ));
         }
         let (kind, actor) = match by {
             ReleasedBy::Client => (EventType::DeviceDeactivated, client()),
@@ -427,8 +455,10 @@ mod tests {
             sequence: "100".into(),
             at: NOW,
             vendor_token: None,
+            request_id: None,
             activated_offline: false,
             released_offline: false,
+            lease_moved: false,
             before,
             after,
         }
@@ -510,6 +540,11 @@ mod tests {
         };
         assert_eq!(step(None, at(900), None), [EventType::LeaseAcquired]);
         assert_eq!(step(None, at(-60), None), [], "a lapsed lease moved onto its device is no acquisition");
+        let moved = Change {
+            lease_moved: true,
+            ..change(Some(on_device(with(None), None)), Some(on_device(with(at(900)), None)))
+        };
+        assert_eq!(kinds(&moved), [], "nor a live one: it was acquired under the earlier layout");
         assert_eq!(
             step(at(-60), None, Some(ReleasedBy::Client)),
             [EventType::LeaseLapsed, EventType::DeviceDeactivated]

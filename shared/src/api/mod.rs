@@ -368,7 +368,8 @@ async fn dispatch<S: Store>(
                 $operation(app, parsed, key.as_ref()).await
             }};
         }
-        let operation = async {
+        // Boxed: the operation of every route is one large future; scoped below, it stays off the stack.
+        let operation = Box::pin(async {
             match route.endpoint {
                 Endpoint::CreateLicenses => {
                     let (bytes, key) = (body(request)?, idempotency_key(request)?);
@@ -408,8 +409,10 @@ async fn dispatch<S: Store>(
                     crate::actor::through_license_file(async { keyed!(offline::deactivate_file) }).await
                 }
             }
-        };
-        // A vendor call's writes name its token (events say which one acted).
+        });
+        // A vendor call's writes name its token (events say which one acted); every write names
+        // its request (the events of one request share it).
+        let operation = crate::actor::for_request(request_id.to_string(), operation);
         return match vendor_token {
             Some(name) => crate::actor::as_vendor(name, operation).await,
             None => operation.await,

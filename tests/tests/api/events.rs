@@ -307,3 +307,22 @@ async fn a_license_nearing_its_end_is_announced_once_per_reminder_and_a_new_end_
     assert_eq!(told, [(ends, json!(14)), (later.clone(), json!(14)), (later, json!(3))]);
     assert!(events.iter().all(|e| e["actor"] == json!({"kind": "system"}) && e["product"] == "editor"));
 }
+
+#[tokio::test]
+async fn the_events_of_one_request_share_its_request_id() {
+    let t = TestApp::spawn().await;
+    let key = t.issue(json!({"max_activations": 1, "device_rotation": true})).await;
+    assert_eq!(t.post("/v1/activate", &device(&key, "pc-1")).await.status, 200);
+    // pc-2 takes the only seat: pc-1 is rotated out by the same request.
+    assert_eq!(t.post("/v1/activate", &device(&key, "pc-2")).await.status, 200);
+    record_stream(&t, None).await;
+    let events = all_pages(&t, &format!("/v1/licenses/{key}/events?type=device.activated,device.rotated_out")).await;
+    let request = |kind: &str, id: &str| -> String {
+        let event = events.iter().find(|e| e["type"] == kind && e["data"]["hardware_id"] == id).unwrap();
+        event["request_id"].as_str().unwrap().to_string()
+    };
+    let (first, second) = (request("device.activated", "pc-1"), request("device.activated", "pc-2"));
+    assert!(first.starts_with("req_") && second.starts_with("req_"), "{first} {second}");
+    assert_ne!(first, second);
+    assert_eq!(request("device.rotated_out", "pc-1"), second, "the rotation was the second activation's doing");
+}

@@ -100,6 +100,19 @@ async fn the_next_heartbeat_moves_the_leases_to_their_devices_and_the_seats_stil
     assert_eq!(t.post("/v1/check", &device(&key, "pc-3")).await.body["code"], "LEASE_EXPIRED");
     let leases = assert_moved(&t, &key).await;
     assert_eq!(leases.keys().collect::<Vec<_>>(), ["pc-1", "pc-2", "pc-4"]);
+
+    // The move itself is no acquisition: the events tell only what happened after it.
+    crate::events::record_stream(&t, None).await;
+    let listed = t.admin_get(&format!("/v1/licenses/{key}/events?type=lease.acquired,lease.lapsed")).await;
+    let mut told: Vec<(String, String)> = listed.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap().to_string(), e["data"]["hardware_id"].as_str().unwrap().to_string()))
+        .collect();
+    told.sort();
+    let expected = [("lease.acquired", "pc-4"), ("lease.lapsed", "pc-3")].map(|(t, h)| (t.to_string(), h.to_string()));
+    assert_eq!(told, expected, "{}", listed.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

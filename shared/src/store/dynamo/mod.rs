@@ -60,6 +60,14 @@ fn leases_are_items(e: &mut Expression) {
         .condition("(attribute_not_exists(#leases) OR size(#leases) = :zero OR #leases = :on_devices)");
 }
 
+/// `item` naming the request that writes it (see [`crate::actor::REQUEST_ATTRIBUTE`]).
+fn with_request(mut item: Item) -> Item {
+    if let Some(request) = crate::actor::request_id() {
+        item.insert(crate::actor::REQUEST_ATTRIBUTE.into(), s(&request));
+    }
+    item
+}
+
 /// Items one scan of the table evaluates when listing every license, and at most how many scans,
 /// for at most how long, one call makes (the rest is the next page's).
 const SCAN_PAGE: i32 = 1_000;
@@ -174,6 +182,10 @@ impl DynamoStore {
         // A vendor call's change names its token (the events of the change say who acted); any
         // other change names none, so no later change is credited to an earlier call's token.
         if !expression.update_expression().is_empty() {
+            if let Some(request) = crate::actor::request_id() {
+                expression.name("#request", crate::actor::REQUEST_ATTRIBUTE).value(":request", s(&request));
+                expression.set("#request = :request");
+            }
             expression.name("#changed_by", crate::actor::CHANGED_BY);
             match crate::actor::changed_by() {
                 Some(by) => {
@@ -257,11 +269,17 @@ impl DynamoStore {
         end: Timestamp,
         now: Timestamp,
     ) -> Result<TransactWriteItem, StoreError> {
-        let update = Update::builder()
+        let mut update = Update::builder();
+        let mut removal = "REMOVE #end".to_string();
+        if let Some(request) = crate::actor::request_id() {
+            removal = format!("SET request_id = :request {removal}");
+            update = update.expression_attribute_values(":request", s(&request));
+        }
+        let update = update
             .table_name(&self.table)
             .key("PK", license_pk(key))
             .key("SK", device_sk(holder))
-            .update_expression("REMOVE #end")
+            .update_expression(removal)
             .condition_expression("#end = :end AND #end <= :now")
             .expression_attribute_names("#end", LEASE_END)
             .expression_attribute_values(":end", s(&end.to_string()))
@@ -278,10 +296,19 @@ impl DynamoStore {
             .table_name(&self.table)
             .key("PK", license_pk(key))
             .key("SK", device_sk(&device.hardware_id))
-            .update_expression("SET #end = :end, credential_until = :horizon")
+            // `lease_moved`: the events of this change are no acquisition (the lease was taken
+            // under the earlier layout); any later lease write removes it.
+            .update_expression(match crate::actor::request_id() {
+                Some(_) => "SET #end = :end, credential_until = :horizon, lease_moved = :moved, request_id = :request",
+                None => "SET #end = :end, credential_until = :horizon, lease_moved = :moved",
+            })
+            .expression_attribute_values(":moved", AttributeValue::Bool(true))
             .expression_attribute_names("#end", LEASE_END)
             .expression_attribute_values(":end", s(&end.to_string()))
             .expression_attribute_values(":horizon", s(&horizon.to_string()));
+        if let Some(request) = crate::actor::request_id() {
+            update = update.expression_attribute_values(":request", s(&request));
+        }
         let recorded = match device.credential_until {
             Some(recorded) => {
                 update = update.expression_attribute_values(":recorded", s(&recorded.to_string()));
@@ -329,6 +356,10 @@ impl DynamoStore {
             .expression_attribute_values(":by", s(released_by))
             .expression_attribute_values(":ttl", n(tombstone_expires(credential_until, now).unix()));
         let mut sets = "SET released_at = :now, released_by = :by, #ttl = :ttl".to_string();
+        if let Some(request) = crate::actor::request_id() {
+            sets.push_str(", request_id = :request");
+            update = update.expression_attribute_values(":request", s(&request));
+        }
         if let Some(by) = crate::actor::changed_by() {
             sets.push_str(", changed_by = :changed_by");
             update = update.expression_attribute_values(":changed_by", s(&by));
@@ -499,7 +530,7 @@ impl DynamoStore {
     }
 
     fn put_new_license(&self, license: &License) -> Result<TransactWriteItem, StoreError> {
-        let mut item = license_item(license)?;
+        let mut item = with_request(license_item(license)?);
         if let Some(by) = crate::actor::changed_by() {
             item.insert(crate::actor::CHANGED_BY.into(), s(&by));
         }
@@ -876,6 +907,10 @@ impl Store for DynamoStore {
             .expression_attribute_names("#end", LEASE_END)
             .expression_attribute_values(":until", s(&until.to_string()));
         let mut sets = vec!["#end = :until"];
+        if let Some(request) = crate::actor::request_id() {
+            sets.push("request_id = :request");
+            update = update.expression_attribute_values(":request", s(&request));
+        }
         let mut conditions = vec![format!("attribute_exists(SK) AND {BOUND}")];
         if let Some(borrowed) = write.borrowed_until {
             sets.push("borrowed_until = :borrowed");
@@ -930,7 +965,7 @@ impl Store for DynamoStore {
         }
         if !(write.new_device && slot.is_some()) {
             let update = update
-                .update_expression(format!("SET {}", sets.join(", ")))
+                .update_expression(format!("SET {} REMOVE lease_moved", sets.join(", ")))
                 .condition_expression(conditions.join(" AND "))
                 .build();
             items.insert(0, TransactWriteItem::builder().update(built(update)?).build());
@@ -1171,8 +1206,11 @@ impl Store for DynamoStore {
                 .build();
             built(put).map(|put| TransactWriteItem::builder().put(put).build())
         };
-        let items =
-            vec![new_item(marker_item)?, new_item(license_item(license)?)?, new_item(device_item(license, device)?)?];
+        let items = vec![
+            new_item(with_request(marker_item))?,
+            new_item(with_request(license_item(license)?))?,
+            new_item(device_item(license, device)?)?,
+        ];
         self.transact_with(items, receipt).await
     }
 

@@ -229,6 +229,9 @@ pub(super) fn device_item(license: &License, device: &Device) -> Result<Item, St
     if crate::actor::offline() {
         item.insert(crate::actor::ACTIVATED_VIA.into(), s(crate::actor::VIA_OFFLINE));
     }
+    if let Some(request) = crate::actor::request_id() {
+        item.insert(crate::actor::REQUEST_ATTRIBUTE.into(), s(&request));
+    }
     Ok(item)
 }
 

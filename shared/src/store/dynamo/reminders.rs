@@ -122,6 +122,7 @@ impl DynamoStore {
                     product: Product::parse(text("product")).ok(),
                     actor: Actor::System,
                     data: json!({"expires_at": ends, "days_before": days}),
+                    request_id: None,
                     order: order_key(now, "0", days as usize % 1000),
                 };
                 self.put_events(&[&event], None).await?;

@@ -53,6 +53,13 @@ pub fn change_of(record: &StreamRecord) -> Result<Option<Change>, StoreError> {
         sequence: record.sequence.clone(),
         at: record.at,
         vendor_token,
+        request_id: record
+            .new
+            .as_ref()
+            .and_then(|item| item.get(crate::actor::REQUEST_ATTRIBUTE))
+            .and_then(|id| id.as_s().ok())
+            .cloned(),
+        lease_moved: record.new.as_ref().is_some_and(|item| item.contains_key("lease_moved")),
         activated_offline: via(crate::actor::ACTIVATED_VIA),
         released_offline: via(crate::actor::RELEASED_VIA),
         before,
