@@ -8,7 +8,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 rm -rf target/lambda
 cargo lambda build --release --x86-64 \
-    -p issue -p activate -p check -p deactivate -p keygate-cli -p keygate-bench
+    -p issue -p activate -p check -p deactivate -p events -p keygate-cli -p keygate-bench
 # `keygate` and the driver are built the same way so one build serves all. arm64 sizes come from
 # the copy the last `make build ARCH=arm64` left in target/lambda-arm64, when there is one.
 export BENCH_BIN_DIR=target/lambda BENCH_DATE

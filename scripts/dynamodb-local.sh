@@ -48,7 +48,7 @@ start_dynamodb_local() {
     return 1
 }
 
-# start_keygate_serve BINARY PORT LOGFILE: serves every route on PORT (on the table and DynamoDB the
+# start_keygate_serve BINARY PORT LOGFILE [SERVE FLAGS...]: serves every route on PORT (on the table and DynamoDB the
 # environment names) with a fresh signing key and admin token; sets SERVER_PID and
 # KEYGATE_ADMIN_TOKEN (the plain token, for the caller's requests) and waits until it answers.
 start_keygate_serve() {
@@ -56,7 +56,7 @@ start_keygate_serve() {
     seed=$("$keygate" keys new 2>"$log") || { cat "$log" >&2; return 1; }
     KEYGATE_ADMIN_TOKEN=$("$keygate" admin-token new 2>"$log") || { cat "$log" >&2; return 1; }
     hash=$(printf '%s' "$KEYGATE_ADMIN_TOKEN" | "$keygate" admin-token hash) || return 1
-    KEYGATE_SIGNING_KEY=$seed KEYGATE_ADMIN_TOKEN_SHA256=$hash "$keygate" serve --port "$port" >"$log" 2>&1 &
+    KEYGATE_SIGNING_KEY=$seed KEYGATE_ADMIN_TOKEN_SHA256=$hash "$keygate" serve --port "$port" "${@:4}" >"$log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 100); do
         port_open "$port" && return 0

@@ -2,6 +2,7 @@
 //! docs/benchmarks.md. Run by scripts/bench.sh, which builds the release binaries and starts
 //! DynamoDB Local; nothing here is a timed test.
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey, Verifier};
@@ -21,7 +22,7 @@ mod scale;
 
 const ADMIN: &str = "bench-admin-token";
 const SEED: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
-const FUNCTIONS: [&str; 4] = ["issue", "activate", "check", "deactivate"];
+const FUNCTIONS: [&str; 5] = ["issue", "activate", "check", "deactivate", "events"];
 
 /// Percentiles of a sample, in microseconds.
 #[derive(Clone, Copy)]
@@ -356,8 +357,11 @@ async fn invocations(
         let elapsed = start.elapsed();
         match outcome {
             Some(Outcome::Response(body)) => {
-                let status = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["statusCode"].as_u64());
-                if status.is_some_and(|s| s >= 400) {
+                let answer = serde_json::from_slice::<Value>(&body).unwrap_or_default();
+                // An HTTP error, or a stream batch with a record it could not record.
+                let refused = answer["statusCode"].as_u64().is_some_and(|s| s >= 400);
+                let unrecorded = answer["batchItemFailures"].as_array().is_some_and(|f| !f.is_empty());
+                if refused || unrecorded {
                     failures += 1;
                 }
             }
@@ -438,6 +442,9 @@ async fn functions(report: &mut Report, bins: &Path, table: &str, store_app: &Ap
             200
         );
     }
+    // The events function's work: batches of 100 stream records (licenses created, as Lambda hands
+    // them over), each yielding one event, recorded in the audit log.
+    let image = license_image(store_app, &key).await;
     let workloads: Vec<(&str, Vec<String>)> = vec![
         ("hello", (0..n).map(|_| apigw_event("GET", "/hello", &Value::Null, false)).collect()),
         ("check", (0..n).map(|_| apigw_event("POST", "/v1/check", &device(&key, "steady"), false)).collect()),
@@ -452,6 +459,7 @@ async fn functions(report: &mut Report, bins: &Path, table: &str, store_app: &Ap
                 .collect(),
         ),
         ("issue", (0..n).map(|_| apigw_event("GET", &format!("/v1/licenses/{key}"), &Value::Null, true)).collect()),
+        ("events", (0..n / 5).map(|i| stream_batch(&image, i)).collect()),
     ];
     let mut results = Vec::new();
     for (name, events) in workloads {
@@ -486,6 +494,60 @@ async fn functions(report: &mut Report, bins: &Path, table: &str, store_app: &Ap
     check_p50_ms
 }
 
+/// Records in one stream batch of the events function's workload (Lambda's default batch size).
+const BATCH_RECORDS: usize = 100;
+
+/// A license item as stored, in DynamoDB's JSON form (as stream records carry images).
+async fn license_image(app: &App<DynamoStore>, key: &str) -> Value {
+    let store = &app.store;
+    let got = store.client().get_item().table_name(store.table()).key("PK", AttributeValue::S(format!("L#{key}")));
+    let item = got.key("SK", AttributeValue::S("L".into())).send().await.expect("the license").item.expect("stored");
+    Value::Object(item.iter().map(|(name, value)| (name.clone(), keygate_tests::dynamodb_json(value))).collect())
+}
+
+/// Batch `n` of the events workload: [`BATCH_RECORDS`] inserts of `image`, each its own change.
+fn stream_batch(image: &Value, n: usize) -> String {
+    let records: Vec<Value> = (0..BATCH_RECORDS)
+        .map(|i| {
+            json!({
+                "eventID": format!("bench-{n}-{i}"),
+                "eventName": "INSERT",
+                "eventSource": "aws:dynamodb",
+                "dynamodb": {
+                    "ApproximateCreationDateTime": 1_795_000_000.0 + n as f64,
+                    "Keys": {"PK": image["PK"], "SK": image["SK"]},
+                    "NewImage": image,
+                    "SequenceNumber": format!("{}", n * BATCH_RECORDS + i + 1),
+                    "SizeBytes": 600,
+                    "StreamViewType": "NEW_AND_OLD_IMAGES"
+                }
+            })
+        })
+        .collect();
+    json!({ "Records": records }).to_string()
+}
+
+/// What recording one batch costs the audit log, counted by the store (deterministic).
+async fn events_cost(report: &mut Report, app: &App<DynamoStore>, key: &str) {
+    let image = license_image(app, key).await;
+    let batch: Value = serde_json::from_str(&stream_batch(&image, 999_999)).unwrap();
+    let records = keygate::store::records_from_lambda(&batch).unwrap();
+    let (trips, used) = (app.store.round_trips(), app.store.capacity_used());
+    let written = app.store.record(&records, None).await.expect("recorded");
+    let after = app.store.capacity_used();
+    let (trips, units) = (app.store.round_trips() - trips, after.write_units - used.write_units);
+    report.section("Events: the cost of recording a stream batch");
+    report.line(format!(
+        "One batch of {BATCH_RECORDS} stream records, each a license created (one event), recorded in the audit log \
+         by the code the events function runs (no webhook endpoint): **{written} events, {trips} round trips, \
+         {units:.0} write units** (the table and its `ByDay` index: {:.1} per event). On-demand at $1.25 per \
+         million write units: **≈ ${:.2} per million events** written; the stream read by Lambda is free, and the \
+         function runs once per batch (its p50 per batch is in the table above).",
+        units / written.max(1) as f64,
+        units / written.max(1) as f64 * 1.25,
+    ));
+}
+
 /// A release `keygate serve` on a free loopback port, stopped when dropped, so a bench that fails
 /// half-way leaves no server behind.
 struct Served {
@@ -496,8 +558,9 @@ struct Served {
 impl Served {
     async fn start(keygate: &Path, table: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // The request path alone: the stream follower's rounds would share the machine with it.
         let child = Command::new(keygate)
-            .args(["serve", "--port", &port.to_string()])
+            .args(["serve", "--no-events", "--port", &port.to_string()])
             .env("KEYGATE_TABLE", table)
             .env("KEYGATE_SIGNING_KEY", SEED)
             .env("AWS_LAMBDA_LOG_LEVEL", "ERROR")
@@ -795,6 +858,7 @@ async fn main() {
     against_dynamodb(&mut report, &table).await;
     eprintln!("bench: cold starts and invocations of the release binaries");
     let check_ms = functions(&mut report, &bins, &table, &store_app).await;
+    events_cost(&mut report, &store_app, &issue(&store_app, json!({})).await).await;
     eprintln!("bench: throughput of keygate serve");
     let key = issue(&store_app, json!({})).await;
     assert_eq!(call(&store_app, Function::Activate, "/v1/activate", device(&key, "steady")).await, 200);

@@ -20,7 +20,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve every route of the four functions on one port, against the configured table.
+    /// Serve every route of the four HTTP functions on one port, against the configured table, and
+    /// do the events function's work: the table's stream into the audit log, expiry reminders and
+    /// webhook deliveries.
     Serve {
         #[arg(long, env = "KEYGATE_PORT", default_value_t = 3000)]
         port: u16,
@@ -30,6 +32,10 @@ enum Command {
         /// (default: none). Vendor routes never answer browsers.
         #[arg(long, env = "KEYGATE_CORS_ORIGINS", default_value = "")]
         cors_origins: String,
+        /// Serve the routes only: no audit log, reminders or webhooks (the benchmarks measure the
+        /// request path alone).
+        #[arg(long)]
+        no_events: bool,
     },
     /// Manage the DynamoDB table.
     Table {
@@ -349,7 +355,7 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), CliError> {
     match command {
-        Command::Serve { port, bind, cors_origins } => serve(&bind, port, &cors_origins).await,
+        Command::Serve { port, bind, cors_origins, no_events } => serve(&bind, port, &cors_origins, !no_events).await,
         Command::Table { command: TableCommand::Create { table } } => {
             let client = aws_sdk_dynamodb_client().await;
             let created = create_table(&client, &table).await.map_err(CliError::failed)?;
@@ -649,7 +655,7 @@ fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), CliError> {
     writeln!(file, "{secret}").map_err(CliError::file(path))
 }
 
-async fn serve(bind: &str, port: u16, cors_origins: &str) -> Result<(), CliError> {
+async fn serve(bind: &str, port: u16, cors_origins: &str, events: bool) -> Result<(), CliError> {
     let sdk = sdk_config().await;
     let mut config = Config::load(&sdk).await.map_err(|e| match e {
         // The signing key's parameter could not be read: SSM may answer on a retry.
@@ -668,12 +674,10 @@ async fn serve(bind: &str, port: u16, cors_origins: &str) -> Result<(), CliError
     let keep_days = config.event_retention_days;
     let app = Arc::new(App::new(store, config));
     // What the events function does in AWS: the table's stream into the audit log.
-    tokio::spawn(keygate_cli::follow_events(
-        sdk.clone(),
-        app.clone(),
-        keep_days,
-        std::time::Duration::from_millis(500),
-    ));
+    if events {
+        let every = std::time::Duration::from_millis(500);
+        tokio::spawn(keygate_cli::follow_events(sdk.clone(), app.clone(), keep_days, every));
+    }
     let listener = tokio::net::TcpListener::bind((bind, port))
         .await
         .map_err(|e| CliError::Failed(format!("cannot listen on {bind}:{port}: {e}")))?;
