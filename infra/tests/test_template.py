@@ -877,14 +877,14 @@ class TemplateTest(unittest.TestCase):
         create = rust_fns(audit)["create_events_table"]
         self.assertEqual(set(re.findall(r'attribute\("(\w+)"\)', create)), set(definitions))
         constants = dict(re.findall(r'const (\w+): &str = "([^"]*)"', audit + hooks))
-        created, variables = {}, re.findall(r"let (\w+) = GlobalSecondaryIndex::builder\(\)", create)
-        for builder in create.split("GlobalSecondaryIndex::builder()")[1:]:
-            builder = builder[: builder.index(".map_err")]
-            name = constants[re.match(r"\s*\.index_name\((?:\w+::)*(\w+)\)", builder).group(1)]
-            created[name] = [(a, k.upper()) for a, k in re.findall(r'key\("(\w+)", KeyType::(Hash|Range)\)', builder)]
-            self.assertIn("ProjectionType::All", builder, name)
-        # (each one built is given to the table)
-        self.assertEqual(re.findall(r"\.global_secondary_indexes\((\w+)\)", create), variables)
+        # Each index given to the table: `index(NAME, "partition", "sort", ProjectionType::…)`.
+        given = re.findall(r"\.global_secondary_indexes\(", create)
+        built = re.findall(r'index\((?:\w+::)*(\w+), "(\w+)", "(\w+)", ProjectionType::(\w+)\)', create)
+        self.assertEqual(len(built), len(given))
+        created = {}
+        for constant, partition, sort, projection in built:
+            created[constants[constant]] = [(partition, "HASH"), (sort, "RANGE")]
+            self.assertEqual(projection, "All", constants[constant])
         self.assertEqual(
             created, {name: [(k["AttributeName"], k["KeyType"]) for k in i["KeySchema"]] for name, i in indexes.items()}
         )

@@ -7,15 +7,14 @@
 
 use super::errors::classify;
 use super::records::{built, s, Item};
+use super::schema::{attribute, index, key, with_ttl};
 use super::DynamoStore;
 use crate::events::Event;
 use crate::input::LicenseKey;
 use crate::store::{EventPage, EventQuery, StoreError};
 use crate::time::Timestamp;
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, PutRequest, ReturnConsumedCapacity, ScalarAttributeType, TimeToLiveSpecification, WriteRequest,
+    AttributeValue, BillingMode, KeyType, ProjectionType, PutRequest, ReturnConsumedCapacity, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -35,51 +34,27 @@ pub fn events_table_name(table: &str) -> String {
 
 /// Creates the audit log's table (on-demand, with its day index and TTL); `false` if it exists.
 pub async fn create_events_table(client: &Client, table: &str) -> Result<bool, StoreError> {
-    let attribute =
-        |name: &str| AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build();
-    let key =
-        |name: &str, key_type: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(key_type).build();
-    let by_day = GlobalSecondaryIndex::builder()
-        .index_name(DAY_INDEX)
-        .key_schema(built(key("day", KeyType::Hash))?)
-        .key_schema(built(key("SK", KeyType::Range))?)
-        .projection(Projection::builder().projection_type(ProjectionType::All).build())
-        .build()
-        .map_err(|e| StoreError::Internal(e.to_string()))?;
-    // Webhook deliveries waiting for an attempt (sparse: only pending ones carry `due`).
-    let by_due = GlobalSecondaryIndex::builder()
-        .index_name(super::hooks::DUE_INDEX)
-        .key_schema(built(key("due", KeyType::Hash))?)
-        .key_schema(built(key("next_at", KeyType::Range))?)
-        .projection(Projection::builder().projection_type(ProjectionType::All).build())
-        .build()
-        .map_err(|e| StoreError::Internal(e.to_string()))?;
     let created = client
         .create_table()
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(built(attribute("PK"))?)
-        .attribute_definitions(built(attribute("SK"))?)
-        .attribute_definitions(built(attribute("day"))?)
-        .attribute_definitions(built(attribute("due"))?)
-        .attribute_definitions(built(attribute("next_at"))?)
-        .key_schema(built(key("PK", KeyType::Hash))?)
-        .key_schema(built(key("SK", KeyType::Range))?)
-        .global_secondary_indexes(by_day)
-        .global_secondary_indexes(by_due)
+        .attribute_definitions(attribute("PK")?)
+        .attribute_definitions(attribute("SK")?)
+        .attribute_definitions(attribute("day")?)
+        .attribute_definitions(attribute("due")?)
+        .attribute_definitions(attribute("next_at")?)
+        .key_schema(key("PK", KeyType::Hash)?)
+        .key_schema(key("SK", KeyType::Range)?)
+        .global_secondary_indexes(index(DAY_INDEX, "day", "SK", ProjectionType::All)?)
+        // Webhook deliveries waiting for an attempt (sparse: only pending ones carry `due`).
+        .global_secondary_indexes(index(super::hooks::DUE_INDEX, "due", "next_at", ProjectionType::All)?)
         .send()
         .await;
-    match created {
-        Err(err) if err.code() == Some("ResourceInUseException") => return Ok(false),
-        other => other.map_err(classify)?,
-    };
-    let ttl = built(TimeToLiveSpecification::builder().attribute_name("ttl").enabled(true).build())?;
-    client.update_time_to_live().table_name(table).time_to_live_specification(ttl).send().await.map_err(classify)?;
-    Ok(true)
+    with_ttl(client, table, created).await
 }
 
-/// The UTC date of `at`, as the day index names it.
-fn day_of(at: Timestamp) -> String {
+/// The UTC date of `at`, as the day index (and the reminders' partitions) name it.
+pub(super) fn day_of(at: Timestamp) -> String {
     at.to_string().chars().take(10).collect()
 }
 

@@ -8,6 +8,7 @@
 //! yesterday's partitions (one query each), records the event for each reminder and deletes it:
 //! a reminder fires once, and its event's id is stable if a tick repeats it.
 
+use super::audit::day_of as day;
 use super::errors::classify;
 use super::records::{s, Item};
 use super::DynamoStore;
@@ -23,10 +24,6 @@ use std::collections::HashMap;
 /// The end a reminder counts down to: only an active license's.
 fn end(license: Option<&License>) -> Option<Timestamp> {
     license.filter(|l| l.status == LicenseStatus::Active).and_then(crate::rules::expires_at)
-}
-
-fn day(at: Timestamp) -> String {
-    at.to_string().chars().take(10).collect()
 }
 
 fn reminder_key(ends: Timestamp, days: u32, key: &LicenseKey) -> (String, String) {
