@@ -2,7 +2,6 @@
 //! docs/benchmarks.md. Run by scripts/bench.sh, which builds the release binaries and starts
 //! DynamoDB Local; nothing here is a timed test.
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey, Verifier};
@@ -11,6 +10,7 @@ use keygate::auth::hash_token;
 use keygate::config::Config;
 use keygate::store::{create_table, sdk_config, DynamoStore, MemoryStore, Store};
 use keygate_tests::emulator::{Emulator, Outcome};
+use keygate_tests::{insert_record, license_image};
 use lambda_http::{Body, Request};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -444,7 +444,7 @@ async fn functions(report: &mut Report, bins: &Path, table: &str, store_app: &Ap
     }
     // The events function's work: batches of 100 stream records (licenses created, as Lambda hands
     // them over), each yielding one event, recorded in the audit log.
-    let image = license_image(store_app, &key).await;
+    let image = license_image(&store_app.store, &key).await;
     let workloads: Vec<(&str, Vec<String>)> = vec![
         ("hello", (0..n).map(|_| apigw_event("GET", "/hello", &Value::Null, false)).collect()),
         ("check", (0..n).map(|_| apigw_event("POST", "/v1/check", &device(&key, "steady"), false)).collect()),
@@ -497,39 +497,17 @@ async fn functions(report: &mut Report, bins: &Path, table: &str, store_app: &Ap
 /// Records in one stream batch of the events function's workload (Lambda's default batch size).
 const BATCH_RECORDS: usize = 100;
 
-/// A license item as stored, in DynamoDB's JSON form (as stream records carry images).
-async fn license_image(app: &App<DynamoStore>, key: &str) -> Value {
-    let store = &app.store;
-    let got = store.client().get_item().table_name(store.table()).key("PK", AttributeValue::S(format!("L#{key}")));
-    let item = got.key("SK", AttributeValue::S("L".into())).send().await.expect("the license").item.expect("stored");
-    Value::Object(item.iter().map(|(name, value)| (name.clone(), keygate_tests::dynamodb_json(value))).collect())
-}
-
 /// Batch `n` of the events workload: [`BATCH_RECORDS`] inserts of `image`, each its own change.
 fn stream_batch(image: &Value, n: usize) -> String {
     let records: Vec<Value> = (0..BATCH_RECORDS)
-        .map(|i| {
-            json!({
-                "eventID": format!("bench-{n}-{i}"),
-                "eventName": "INSERT",
-                "eventSource": "aws:dynamodb",
-                "dynamodb": {
-                    "ApproximateCreationDateTime": 1_795_000_000.0 + n as f64,
-                    "Keys": {"PK": image["PK"], "SK": image["SK"]},
-                    "NewImage": image,
-                    "SequenceNumber": format!("{}", n * BATCH_RECORDS + i + 1),
-                    "SizeBytes": 600,
-                    "StreamViewType": "NEW_AND_OLD_IMAGES"
-                }
-            })
-        })
+        .map(|i| insert_record(image, &format!("bench-{n}-{i}"), n * BATCH_RECORDS + i + 1, 1_795_000_000.0 + n as f64))
         .collect();
     json!({ "Records": records }).to_string()
 }
 
 /// What recording one batch costs the audit log, counted by the store (deterministic).
 async fn events_cost(report: &mut Report, app: &App<DynamoStore>, key: &str) {
-    let image = license_image(app, key).await;
+    let image = license_image(&app.store, key).await;
     let batch: Value = serde_json::from_str(&stream_batch(&image, 999_999)).unwrap();
     let records = keygate::store::records_from_lambda(&batch).unwrap();
     let (trips, used) = (app.store.round_trips(), app.store.capacity_used());

@@ -424,3 +424,28 @@ pub fn dynamodb_json(value: &aws_sdk_dynamodb::types::AttributeValue) -> serde_j
         other => panic!("not used by Keygate's items: {other:?}"),
     }
 }
+
+/// A license item as stored, in DynamoDB's JSON form (as stream records carry images).
+pub async fn license_image(store: &DynamoStore, key: &str) -> serde_json::Value {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let got = store.client().get_item().table_name(store.table()).key("PK", AttributeValue::S(format!("L#{key}")));
+    let item = got.key("SK", AttributeValue::S("L".into())).send().await.unwrap().item.expect("the license is stored");
+    serde_json::Value::Object(item.iter().map(|(name, value)| (name.clone(), dynamodb_json(value))).collect())
+}
+
+/// A stream record of an insert of `image`, as Lambda hands records to the events function.
+pub fn insert_record(image: &serde_json::Value, event_id: &str, sequence: usize, at: f64) -> serde_json::Value {
+    serde_json::json!({
+        "eventID": event_id,
+        "eventName": "INSERT",
+        "eventSource": "aws:dynamodb",
+        "dynamodb": {
+            "ApproximateCreationDateTime": at,
+            "Keys": {"PK": image["PK"], "SK": image["SK"]},
+            "NewImage": image,
+            "SequenceNumber": sequence.to_string(),
+            "SizeBytes": 600,
+            "StreamViewType": "NEW_AND_OLD_IMAGES"
+        }
+    })
+}

@@ -183,23 +183,8 @@ async fn the_events_function_records_a_lambda_batch_and_names_the_first_record_i
     let t = TestApp::spawn().await;
     let key = t.issue(json!({})).await;
     let store = &t.app.store;
-    let got = store.client().get_item().table_name(store.table()).key("PK", AttributeValue::S(format!("L#{key}")));
-    let item = got.key("SK", AttributeValue::S("L".into())).send().await.unwrap().item.unwrap();
-    let image: serde_json::Map<String, Value> =
-        item.iter().map(|(k, v)| (k.clone(), keygate_tests::dynamodb_json(v))).collect();
-    let batch = json!({"Records": [{
-        "eventID": "lambda-1",
-        "eventName": "INSERT",
-        "eventSource": "aws:dynamodb",
-        "dynamodb": {
-            "ApproximateCreationDateTime": 1_795_659_126.0,
-            "Keys": {"PK": image["PK"], "SK": image["SK"]},
-            "NewImage": image,
-            "SequenceNumber": "111",
-            "SizeBytes": 900,
-            "StreamViewType": "NEW_AND_OLD_IMAGES"
-        }
-    }]});
+    let image = keygate_tests::license_image(store, &key).await;
+    let batch = json!({"Records": [keygate_tests::insert_record(&image, "lambda-1", 111, 1_795_659_126.0)]});
     let answer = keygate::lambda::record_batch(store, &batch, None).await;
     assert_eq!(answer, json!({"batchItemFailures": []}));
     let listed = t.admin_get(&format!("/v1/licenses/{key}/events?since=2026-01-01T00:00:00Z")).await;

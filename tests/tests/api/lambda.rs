@@ -197,19 +197,11 @@ async fn a_vendor_change_is_logged_with_the_name_of_the_token_that_made_it_and_n
 /// audit log with a partial-batch answer, and the schedule's tick answered without a batch.
 #[tokio::test]
 async fn the_events_binary_records_a_stream_batch_and_answers_the_schedules_tick() {
-    use aws_sdk_dynamodb::types::AttributeValue;
     let t = TestApp::spawn().await;
     let key = t.issue(json!({})).await;
     let store = &t.app.store;
-    let got = store.client().get_item().table_name(store.table()).key("PK", AttributeValue::S(format!("L#{key}")));
-    let item = got.key("SK", AttributeValue::S("L".into())).send().await.unwrap().item.unwrap();
-    let image: serde_json::Map<String, Value> =
-        item.iter().map(|(k, v)| (k.clone(), keygate_tests::dynamodb_json(v))).collect();
-    let batch = json!({"Records": [{
-        "eventID": "binary-1", "eventName": "INSERT", "eventSource": "aws:dynamodb",
-        "dynamodb": {"ApproximateCreationDateTime": 1_795_659_126.0, "Keys": {"PK": image["PK"], "SK": image["SK"]},
-                     "NewImage": image, "SequenceNumber": "7", "SizeBytes": 900, "StreamViewType": "NEW_AND_OLD_IMAGES"}
-    }]});
+    let image = keygate_tests::license_image(store, &key).await;
+    let batch = json!({"Records": [keygate_tests::insert_record(&image, "binary-1", 7, 1_795_659_126.0)]});
     let seed = generate_seed().unwrap();
     let mut events = Function::start("events", store.table(), &seed).await;
     assert_eq!(events.invoke_raw(batch.to_string()).await, json!({"batchItemFailures": []}));
