@@ -247,3 +247,24 @@ async fn endpoints_are_managed_and_private_or_plain_http_urls_are_refused_in_a_d
         assert_eq!((answer.status, answer.error_code()), (404, "WEBHOOK_NOT_FOUND"), "{method}: {}", answer.body);
     }
 }
+
+#[tokio::test]
+async fn a_deployment_holds_fifty_endpoints_and_listings_refuse_what_they_cannot_answer() {
+    let t = TestApp::spawn().await;
+    let (id, _) = endpoint(&t, json!({"url": "https://hooks.example.com/0"})).await;
+    for n in 1..keygate::store::MAX_ENDPOINTS {
+        endpoint(&t, json!({"url": format!("https://hooks.example.com/{n}")})).await;
+    }
+    let one_more = t.admin_post("/v1/webhooks", &json!({"url": "https://hooks.example.com/51"})).await;
+    assert_eq!((one_more.status, one_more.error_code()), (409, "WEBHOOK_LIMIT_REACHED"), "{}", one_more.body);
+    assert_eq!(t.admin_get("/v1/webhooks").await.body["webhooks"].as_array().unwrap().len(), 50, "none was added");
+    for (query, field) in
+        [("status=lost", "status"), ("limit=0", "limit"), ("limit=101", "limit"), ("colour=red", "colour")]
+    {
+        let refused = t.admin_get(&format!("/v1/webhooks/{id}/deliveries?{query}")).await;
+        assert_eq!(refused.status, 400, "{query}: {}", refused.body);
+        assert!(refused.body.to_string().contains(field), "{query}: {}", refused.body);
+    }
+    let replay = t.admin_post("/v1/webhooks/whk_00000000000000000000000000000000/replay", &json!({})).await;
+    assert_eq!((replay.status, replay.error_code()), (404, "WEBHOOK_NOT_FOUND"));
+}
